@@ -1,0 +1,47 @@
+//! The error type of the core crate. Every variant names the offending value and the rule it
+//! broke, except that a token is never quoted: token errors name only the defect.
+
+/// Errors raised while parsing or validating domain values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid token: expected {expected} characters, got {actual}")]
+    TokenLength { expected: usize, actual: usize },
+    #[error("invalid token: character {position} is outside [A-Za-z0-9_]")]
+    TokenAlphabet { position: usize },
+    #[error("invalid token: it does not start with the prefix \"{expected}_\"")]
+    TokenPrefix { expected: String },
+    #[error("invalid token: expected \"_\" only after the prefix and after the key id")]
+    TokenStructure,
+    #[error("invalid token: the checksum does not match")]
+    TokenChecksum,
+
+    #[error(
+        "invalid token prefix {prefix:?}: use 1 to 32 characters of [a-z0-9] in segments \
+         separated by single underscores, such as \"acme_live\""
+    )]
+    InvalidPrefix { prefix: String },
+    #[error("invalid key id {key_id:?}: a key id is {length} characters of [A-Za-z0-9]")]
+    InvalidKeyId { key_id: String, length: usize },
+
+    #[error("invalid pepper entry {entry}: {reason}")]
+    InvalidPepper { entry: String, reason: String },
+    #[error("no pepper is configured: {hint}")]
+    MissingPepper { hint: String },
+
+    #[error(
+        "invalid duration {value:?}: write a positive amount with units in the order d, h, m, s, \
+         such as 90d, 12h, 30m, 45s or 1h30m"
+    )]
+    InvalidDuration { value: String },
+    #[error("invalid instant {value:?}: write an RFC 3339 date and time such as 2027-01-31T12:00:00Z")]
+    InvalidInstant { value: String },
+
+    #[error(
+        "invalid scope {scope:?}: a scope is 1 to 128 characters of [A-Za-z0-9:._/-] and reserved \
+         scopes under \"keyturn:\" are {reserved}"
+    )]
+    InvalidScope { scope: String, reserved: &'static str },
+    #[error("invalid {field}: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+}

@@ -1,0 +1,35 @@
+//! The pure domain core of keyturn: the token format, the pepper ring, policies, key records and
+//! their state at an instant, verification outcomes, problem responses and audit event types.
+//!
+//! Nothing in this crate performs I/O, spawns threads or awaits: every time-dependent decision
+//! takes its instant from an injected [`Clock`], and randomness comes from a caller-supplied
+//! CSPRNG. Storage lives in `keyturn-store` and the service layer in `keyturn`.
+//!
+//! No type in this crate prints a token, a secret or a pepper through `Debug` or `Display`, and
+//! no error message contains one: errors name the key id or the rule that was broken instead.
+
+pub mod audit;
+pub mod credentials;
+mod error;
+pub mod key;
+pub mod outcome;
+pub mod pepper;
+pub mod policy;
+pub mod problem;
+pub mod scope;
+pub mod secret;
+pub mod time;
+pub mod token;
+
+pub use crate::audit::{Actor, AuditEvent, AuditEventType, NewAuditEvent};
+pub use crate::credentials::{extract_credential, Credential, CredentialConfig, RequestError};
+pub use crate::error::Error;
+pub use crate::key::{KeyRecord, KeyState};
+pub use crate::outcome::{Decision, Outcome};
+pub use crate::pepper::{PepperId, PepperRing, TokenHash};
+pub use crate::policy::{Expiry, Policy};
+pub use crate::problem::{HttpResponse, ProblemCode, ResponseConfig};
+pub use crate::scope::{Scope, Scopes};
+pub use crate::secret::{Pepper, Token};
+pub use crate::time::{Clock, Duration, Instant, ManualClock, SystemClock};
+pub use crate::token::{KeyId, ParsedToken, TokenFormat};

@@ -1,0 +1,85 @@
+//! Expiry policy: how long a key lives, its grace period and its warning window. A policy is
+//! materialised into each key record when the key is created, so a key's state never depends on a
+//! policy that changed later.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Duration, Error, Instant};
+
+/// When a new key expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Expiry {
+    /// A lifetime counted from the creation instant.
+    After(Duration),
+    /// A fixed instant.
+    At(Instant),
+    /// No expiry: allowed only when asked for explicitly, and audited as such.
+    Never,
+}
+
+/// The lifetime, grace period and warning window that a new key receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub expiry: Expiry,
+    pub grace: Duration,
+    pub warn_before: Duration,
+    /// How long a rotated key keeps working when the rotation does not say.
+    pub default_overlap: Duration,
+}
+
+impl Default for Policy {
+    /// 90 days of lifetime, 7 days of grace, a 14-day warning window and a 1-day overlap.
+    fn default() -> Self {
+        Policy {
+            expiry: Expiry::After(Duration::from_days(90)),
+            grace: Duration::from_days(7),
+            warn_before: Duration::from_days(14),
+            default_overlap: Duration::from_days(1),
+        }
+    }
+}
+
+impl Policy {
+    /// Resolves the expiry into an instant for a key created at `now`, checking that a lifetime
+    /// is positive and a fixed instant lies in the future.
+    pub fn expires_at(&self, now: Instant) -> Result<Option<Instant>, Error> {
+        match self.expiry {
+            Expiry::After(lifetime) if lifetime.is_zero() => Err(Error::InvalidField {
+                field: "expires_in",
+                reason: "a lifetime must be greater than zero; use --no-expiry for a key that never expires".to_owned(),
+            }),
+            Expiry::After(lifetime) => Ok(Some(now.saturating_add(lifetime))),
+            Expiry::At(instant) if instant <= now => Err(Error::InvalidField {
+                field: "expires_at",
+                reason: format!("{instant} is not in the future (now is {now}); choose a later instant"),
+            }),
+            Expiry::At(instant) => Ok(Some(instant)),
+            Expiry::Never => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_matches_documented_values() {
+        let policy = Policy::default();
+        assert_eq!(policy.expiry, Expiry::After(Duration::from_days(90)));
+        assert_eq!(policy.grace, Duration::from_days(7));
+        assert_eq!(policy.warn_before, Duration::from_days(14));
+    }
+
+    #[test]
+    fn expiry_rejects_zero_lifetime_and_past_instant() {
+        let now = Instant::from_millis(10_000);
+        let zero = Policy { expiry: Expiry::After(Duration::ZERO), ..Policy::default() };
+        assert!(zero.expires_at(now).is_err());
+        let past = Policy { expiry: Expiry::At(now), ..Policy::default() };
+        assert!(past.expires_at(now).is_err());
+        let never = Policy { expiry: Expiry::Never, ..Policy::default() };
+        assert_eq!(never.expires_at(now).unwrap(), None);
+    }
+}
