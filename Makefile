@@ -1,16 +1,41 @@
-# Build, lint and test keyturn. `make test` is what CI runs (through .ci/run).
+# Build, lint, test and run keyturn. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
+PYTHON ?= python3
+VENV ?= .venv
+VENV_BIN := $(abspath $(VENV))/bin
+PYTHON_DEPS := maturin>=1.5,<2 flask>=2.3 pytest>=7 gunicorn>=21 requests>=2.28 ruff>=0.5
 
-.PHONY: build lint test test-rust
+.PHONY: build lint lint-rust lint-python test test-rust test-python develop venv run
 
 build:
 	$(CARGO) build --workspace --exclude keyturn-python
 
-lint:
+venv: $(VENV_BIN)/maturin
+
+$(VENV_BIN)/maturin:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_BIN)/pip install --quiet --upgrade pip
+	$(VENV_BIN)/pip install --quiet $(PYTHON_DEPS)
+
+# Builds keyturn._native and installs the Python package into the virtualenv in editable mode.
+develop: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV_BIN)/maturin develop --quiet -m python/Cargo.toml
+
+lint: lint-rust lint-python
+
+lint-rust:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --exclude keyturn-python --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint-python: venv
+	$(VENV_BIN)/ruff check python examples
+	$(VENV_BIN)/ruff format --check python examples
 
 test-rust:
 	$(CARGO) test --workspace --exclude keyturn-python
 
-test: lint test-rust
+test-python: develop
+	$(CARGO) build --bin keyturn
+	KEYTURN_BIN=$(abspath target/debug/keyturn) $(VENV_BIN)/pytest python/tests -q
+
+test: lint test-rust test-python

@@ -30,8 +30,8 @@ pub enum Error {
     MissingPepper { hint: String },
 
     #[error(
-        "invalid duration {value:?}: write a positive amount with units in the order d, h, m, s, \
-         such as 90d, 12h, 30m, 45s or 1h30m"
+        "invalid duration {value:?}: write whole amounts with units in the order d, h, m, s, ms, \
+         such as 90d, 12h, 30m, 45s, 250ms or 1h30m"
     )]
     InvalidDuration { value: String },
     #[error("invalid instant {value:?}: write an RFC 3339 date and time such as 2027-01-31T12:00:00Z")]

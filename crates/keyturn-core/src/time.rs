@@ -131,12 +131,12 @@ impl Duration {
         self.0 == 0
     }
 
-    /// Parses a duration written like `90d`, `12h`, `30m`, `45s` or `1h30m`: one or more whole
-    /// amounts, each followed by a unit, units in the order d, h, m, s and each at most once.
-    /// `0s` is a valid zero duration; a sign, a fraction or an empty string is rejected.
+    /// Parses a duration written like `90d`, `12h`, `30m`, `45s`, `250ms` or `1h30m`: one or more
+    /// whole amounts, each followed by a unit, units in the order d, h, m, s, ms and each at most
+    /// once. `0s` is a valid zero duration; a sign, a fraction or an empty string is rejected.
     pub fn parse(value: &str) -> Result<Self, Error> {
         let invalid = || Error::InvalidDuration { value: value.to_owned() };
-        let units = [('d', DAY), ('h', HOUR), ('m', MINUTE), ('s', SECOND)];
+        let units = [("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", SECOND), ("ms", 1)];
         let mut rest = value.trim();
         let mut next_unit = 0;
         let mut total: i64 = 0;
@@ -150,12 +150,14 @@ impl Duration {
                 return Err(invalid());
             }
             let amount: i64 = rest[..digits].parse().map_err(|_| invalid())?;
-            let unit = rest[digits..].chars().next().ok_or_else(invalid)?;
-            let position = units[next_unit..].iter().position(|(symbol, _)| *symbol == unit).ok_or_else(invalid)?;
+            let after = &rest[digits..];
+            let symbol_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+            let symbol = &after[..symbol_len];
+            let position = units[next_unit..].iter().position(|(unit, _)| *unit == symbol).ok_or_else(invalid)?;
             let (_, millis) = units[next_unit + position];
             total = amount.checked_mul(millis).and_then(|part| total.checked_add(part)).ok_or_else(invalid)?;
             next_unit += position + 1;
-            rest = &rest[digits + 1..];
+            rest = &after[symbol_len..];
         }
         Ok(Duration(total))
     }
@@ -226,18 +228,36 @@ mod tests {
         assert_eq!(Duration::parse("45s").unwrap().as_millis(), 45 * SECOND);
         assert_eq!(Duration::parse("1h30m").unwrap().as_millis(), HOUR + 30 * MINUTE);
         assert_eq!(Duration::parse("0s").unwrap(), Duration::ZERO);
+        assert_eq!(Duration::parse("250ms").unwrap().as_millis(), 250);
+        assert_eq!(Duration::parse("1s500ms").unwrap().as_millis(), 1_500);
     }
 
     #[test]
     fn duration_rejects_malformed_values() {
-        for value in ["", " ", "-5d", "5", "d", "1.5h", "30m1h", "1h1h", "5w", "+5d", "1h 30m", "9999999999999d"] {
+        for value in [
+            "",
+            " ",
+            "-5d",
+            "5sm",
+            "1ms1s",
+            "5x",
+            "5",
+            "d",
+            "1.5h",
+            "30m1h",
+            "1h1h",
+            "5w",
+            "+5d",
+            "1h 30m",
+            "9999999999999d",
+        ] {
             assert!(Duration::parse(value).is_err(), "{value:?} should be rejected");
         }
     }
 
     #[test]
     fn duration_display_round_trips() {
-        for value in ["90d", "1h30m", "45s", "0s", "2d3h4m5s"] {
+        for value in ["90d", "1h30m", "45s", "0s", "2d3h4m5s", "250ms", "1s500ms"] {
             assert_eq!(Duration::parse(value).unwrap().to_string(), value);
         }
     }

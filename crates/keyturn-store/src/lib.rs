@@ -1,1 +1,139 @@
+//! Storage for keyturn: the [`Store`] trait and its SQLite implementation.
+//!
+//! A store keeps key records (never a secret: only the keyed hash and its pepper id), the audit
+//! events written in the same transaction as each change, the change feed that keeps verifier
+//! caches coherent, and usage counters written behind the verify path. Lifecycle rules live in
+//! `keyturn-core` and the service layer; a store only enforces the guards that make concurrent
+//! changes safe (one successor per key, revocation is final).
 
+mod error;
+mod sqlite;
+mod url;
+
+use async_trait::async_trait;
+use keyturn_core::{
+    AuditEvent, AuditEventType, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId, TokenHash,
+};
+
+pub use crate::error::StoreError;
+pub use crate::sqlite::{SqliteOptions, SqliteStore};
+pub use crate::url::DatabaseUrl;
+
+/// Which keys [`Store::list_keys`] returns, ordered by creation instant then key id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub owner: Option<String>,
+}
+
+/// Which audit events [`Store::list_audit`] returns, in sequence order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub key_id: Option<KeyId>,
+    pub event: Option<AuditEventType>,
+    /// Only events at or after this instant.
+    pub since: Option<Instant>,
+    /// Only events before this instant.
+    pub until: Option<Instant>,
+    /// Only events with a sequence number greater than this, for cursor pagination.
+    pub after_seq: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+/// A rotation to apply atomically: the old key gains its successor and overlap, the successor is
+/// inserted, and the audit events are appended.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub old_key_id: KeyId,
+    pub rotated_at: Instant,
+    pub overlap_ends_at: Instant,
+    /// The new key, with `predecessor_id` set to `old_key_id`.
+    pub successor: KeyRecord,
+    /// When set, the old key must currently have this successor, which must never have been
+    /// used; it is revoked and replaced by `successor`. When unset, the old key must have none.
+    pub replace_unused_successor: Option<KeyId>,
+    pub events: Vec<NewAuditEvent>,
+}
+
+/// A revocation to apply atomically with its audit event.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub key_id: KeyId,
+    pub revoked_at: Instant,
+    pub reason: Option<String>,
+    pub event: NewAuditEvent,
+}
+
+/// A rehash: replace the key's hash under `from` with one under `to`.
+#[derive(Debug, Clone)]
+pub struct Rehash {
+    pub key_id: KeyId,
+    pub from: PepperId,
+    pub to: PepperId,
+    pub hash: TokenHash,
+    pub event: NewAuditEvent,
+}
+
+/// Usage of one key observed by verifications since the last flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub key_id: KeyId,
+    pub first_used_at: Instant,
+    pub last_used_at: Instant,
+    pub last_client_addr: Option<String>,
+    pub counts: Vec<(Outcome, u64)>,
+}
+
+/// One entry of the change feed: the key `key_id` changed, and `seq` orders the changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub key_id: KeyId,
+}
+
+/// The persistence interface of keyturn. Every mutation writes its audit events and change-feed
+/// entries in the same transaction, so a reader never sees a change without its audit row.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new key with its creation event. Fails with [`StoreError::DuplicateKeyId`] when
+    /// the key id exists.
+    async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError>;
+
+    async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Applies a rotation. Only one rotation of a key can succeed: a second one fails with
+    /// [`StoreError::AlreadyRotated`] naming the successor, a revoked key with
+    /// [`StoreError::Revoked`], and a replacement whose successor was used with
+    /// [`StoreError::SuccessorUsed`]. Nothing is written when it fails.
+    async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError>;
+
+    /// Revokes a key and returns the updated record. A key that is already revoked fails with
+    /// [`StoreError::Revoked`] and keeps its original revocation instant and reason.
+    async fn revoke_key(&self, revocation: &Revocation) -> Result<KeyRecord, StoreError>;
+
+    /// Replaces a key's hash when it is still under `from`; returns `false` when another process
+    /// already rehashed it or the key is gone.
+    async fn rehash_key(&self, rehash: &Rehash) -> Result<bool, StoreError>;
+
+    /// Adds usage counters and advances `first_used_at` and `last_used_at`. Usage is not a
+    /// lifecycle change, so it writes no audit event and no change-feed entry.
+    async fn record_usage(&self, usage: &[UsageRecord]) -> Result<(), StoreError>;
+
+    /// Appends an audit event that accompanies no key change, such as a token exposed in a URL.
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError>;
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Returns usage counts per outcome for one key.
+    async fn usage_counts(&self, key_id: &KeyId) -> Result<Vec<(Outcome, u64)>, StoreError>;
+
+    /// Returns the newest change sequence number, 0 when nothing has changed yet.
+    async fn change_seq(&self) -> Result<i64, StoreError>;
+
+    /// Returns up to `limit` changes with a sequence number greater than `after`, in order.
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
+
+    /// A description of where the data lives, such as the absolute path of a SQLite file.
+    fn location(&self) -> String;
+}

@@ -1,1 +1,55 @@
+//! The keyturn service layer ("keyring"): create, list, rotate, revoke and verify API keys over
+//! a [`keyturn_store::Store`], with a verification cache kept coherent across processes and
+//! usage counters written behind the verify path. The CLI, the HTTP server and the Flask
+//! extension call this crate and nothing below it, so they reach identical decisions.
+//!
+//! No log line, error or `Debug` output of this crate contains a token, a secret or a pepper:
+//! they name key ids and pepper ids instead.
 
+mod background;
+mod cache;
+mod config;
+mod error;
+mod keyring;
+pub mod settings;
+mod verify;
+
+use std::sync::Arc;
+
+pub use keyturn_core as core;
+pub use keyturn_store as store;
+
+pub use crate::config::{Config, Consistency};
+pub use crate::error::Error;
+pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, RotateOptions};
+pub use crate::verify::{AuthRequest, Authentication};
+
+use keyturn_core::Clock;
+use keyturn_store::{DatabaseUrl, SqliteOptions, SqliteStore, Store};
+
+use crate::settings::PepperSource;
+
+/// What [`open`] needs: where the database and the pepper are, and how to run.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub database: DatabaseUrl,
+    pub pepper: PepperSource,
+    /// Create the database file when it does not exist (`keyturn init` and test stores).
+    pub create_if_missing: bool,
+    pub config: Config,
+}
+
+/// Opens a keyring: loads the pepper ring first (nothing starts without one), then opens the
+/// store named by the database URL and applies its migrations.
+pub async fn open(options: OpenOptions, clock: Arc<dyn Clock>) -> Result<Arc<Keyring>, Error> {
+    let peppers = options.pepper.load()?;
+    let store = open_store(&options.database, options.create_if_missing).await?;
+    Ok(Keyring::new(store, peppers, clock, options.config))
+}
+
+/// Opens the store named by a database URL.
+pub async fn open_store(database: &DatabaseUrl, create_if_missing: bool) -> Result<Arc<dyn Store>, Error> {
+    let sqlite = SqliteOptions { create_if_missing, ..SqliteOptions::default() };
+    let store = SqliteStore::open(database, &sqlite).await?;
+    Ok(Arc::new(store))
+}

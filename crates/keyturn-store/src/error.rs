@@ -1,0 +1,46 @@
+//! The error type of the store crate. Database errors are classified by kind, never by message
+//! text: an unreachable or locked database is [`StoreError::Unavailable`], which front ends map
+//! to 503, and everything unexpected is [`StoreError::Internal`], whose message names no secret.
+
+use keyturn_core::KeyId;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("key {0} not found")]
+    NotFound(KeyId),
+    #[error("key id {0} already exists")]
+    DuplicateKeyId(KeyId),
+    #[error("key {key_id} has already been rotated; its successor is {successor_id}")]
+    AlreadyRotated { key_id: KeyId, successor_id: KeyId },
+    #[error("key {0} has been revoked, and revocation is final")]
+    Revoked(KeyId),
+    #[error(
+        "successor {successor_id} of key {key_id} has already been used, so it cannot be replaced; \
+         rotate {successor_id} instead"
+    )]
+    SuccessorUsed { key_id: KeyId, successor_id: KeyId },
+    #[error("key {key_id} has no successor {expected}; nothing to replace")]
+    SuccessorMismatch { key_id: KeyId, expected: KeyId },
+
+    #[error("invalid database URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("cannot open database {location}: {reason}")]
+    Open { location: String, reason: String },
+    #[error("the key store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored row for key {key_id} is invalid: {reason}")]
+    CorruptRow { key_id: String, reason: String },
+    #[error("stored audit event {seq} is invalid: {reason}")]
+    CorruptAuditRow { seq: i64, reason: String },
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// Returns whether the error means the store could not be reached or was too busy, so the
+    /// caller may retry later (503) rather than report a wrong request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}

@@ -1,0 +1,238 @@
+//! The SQLite implementation of [`Store`]. Every process of a deployment (the CLI, several web
+//! workers, a server) shares one database file, so every mutation runs in a transaction started
+//! with `BEGIN IMMEDIATE`. SQLite then takes the write lock up front and waits up to the busy
+//! timeout for it, instead of failing later when a read lock cannot be upgraded. This module owns
+//! the connection pool and the transaction boundaries. The SQL of each mutation lives in
+//! `writes`, row decoding in `rows`, the schema in `migrate`, and path checks in `open`.
+
+mod errors;
+mod migrate;
+mod open;
+mod rows;
+mod writes;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyturn_core::{AuditEvent, KeyId, KeyRecord, NewAuditEvent, Outcome};
+use sqlx::sqlite::{Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Transaction};
+
+use self::errors::classify;
+use self::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count, KEY_COLUMNS};
+use crate::{
+    AuditFilter, Change, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, Store, StoreError, UsageRecord,
+};
+
+/// The tracing target of every store log line.
+const TARGET: &str = "keyturn::store";
+
+/// Connection settings of a [`SqliteStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Whether to create the database file when it does not exist. `keyturn init` sets it, and
+    /// every other command leaves it off, so a mistyped path fails instead of starting empty.
+    pub create_if_missing: bool,
+    /// How long a connection waits for another process's write lock before the operation fails
+    /// with [`StoreError::Unavailable`].
+    pub busy_timeout: Duration,
+    /// The maximum number of connections in this process's pool; at least 1.
+    pub max_connections: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { create_if_missing: false, busy_timeout: Duration::from_secs(5), max_connections: 4 }
+    }
+}
+
+/// A [`Store`] backed by one SQLite file in WAL mode.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens the SQLite database that `url` names, creating the file only when
+    /// `options.create_if_missing` is set, and applies the schema migrations it lacks.
+    ///
+    /// Fails with [`StoreError::Open`] when the file is missing (run `keyturn init`), its
+    /// directory is missing or not writable, or a newer keyturn wrote its schema.
+    pub async fn open(url: &DatabaseUrl, options: &SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let path = open::resolve_path(url)?;
+        open::check_location(&path, options.create_if_missing)?;
+        let pool = open::connect(&path, options).await?;
+        migrate::run(&pool, &path).await?;
+
+        tracing::info!(target: TARGET, path = %path.display(), "opened sqlite store");
+        Ok(SqliteStore { pool, path })
+    }
+
+    /// Returns the absolute path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every connection of the pool and waits until they are closed. Later calls fail
+    /// with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction that holds the database's write lock from its first statement.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)
+    }
+}
+
+/// Commits `tx`, classifying a failure like any other database error.
+async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(classify)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        writes::insert_key(&mut tx, key).await?;
+        writes::insert_event(&mut tx, event).await?;
+        writes::insert_change(&mut tx, &key.key_id, key.created_at).await?;
+        commit(tx).await?;
+
+        tracing::debug!(target: TARGET, key_id = %key.key_id, "inserted key");
+        Ok(())
+    }
+
+    async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        rows::fetch_key(&mut conn, key_id).await
+    }
+
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {KEY_COLUMNS} FROM keys"));
+        if let Some(owner) = &filter.owner {
+            query.push(" WHERE owner = ").push_bind(owner);
+        }
+        query.push(" ORDER BY created_at, key_id");
+
+        let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(decode_key).collect()
+    }
+
+    async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        writes::rotate(&mut tx, rotation).await?;
+        commit(tx).await?;
+
+        tracing::debug!(
+            target: TARGET,
+            key_id = %rotation.old_key_id,
+            successor_id = %rotation.successor.key_id,
+            replaced_id = rotation.replace_unused_successor.as_ref().map(tracing::field::display),
+            "rotated key"
+        );
+        Ok(())
+    }
+
+    async fn revoke_key(&self, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let record = writes::revoke(&mut tx, revocation).await?;
+        commit(tx).await?;
+
+        tracing::debug!(target: TARGET, key_id = %revocation.key_id, "revoked key");
+        Ok(record)
+    }
+
+    async fn rehash_key(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = writes::rehash(&mut tx, rehash).await?;
+        if !changed {
+            // Dropping the transaction rolls it back; nothing was written.
+            return Ok(false);
+        }
+        commit(tx).await?;
+
+        tracing::debug!(target: TARGET, key_id = %rehash.key_id, from = %rehash.from, to = %rehash.to, "rehashed key");
+        Ok(true)
+    }
+
+    async fn record_usage(&self, usage: &[UsageRecord]) -> Result<(), StoreError> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for record in usage {
+            writes::record_usage(&mut tx, record).await?;
+        }
+        commit(tx).await
+    }
+
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let seq = writes::insert_event(&mut tx, event).await?;
+        commit(tx).await?;
+        Ok(seq)
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, at, event, key_id, actor, client_addr, reason, details, canonical, mac \
+             FROM audit_events WHERE 1 = 1",
+        );
+        if let Some(key_id) = &filter.key_id {
+            query.push(" AND key_id = ").push_bind(key_id.as_str());
+        }
+        if let Some(event) = filter.event {
+            query.push(" AND event = ").push_bind(event.as_str());
+        }
+        if let Some(since) = filter.since {
+            query.push(" AND at >= ").push_bind(since.as_millis());
+        }
+        if let Some(until) = filter.until {
+            query.push(" AND at < ").push_bind(until.as_millis());
+        }
+        if let Some(after_seq) = filter.after_seq {
+            query.push(" AND seq > ").push_bind(after_seq);
+        }
+        query.push(" ORDER BY seq");
+        if let Some(limit) = filter.limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+
+        let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(decode_audit_event).collect()
+    }
+
+    async fn usage_counts(&self, key_id: &KeyId) -> Result<Vec<(Outcome, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT key_id, outcome, count FROM key_usage WHERE key_id = ? ORDER BY outcome")
+            .bind(key_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(decode_usage_count).collect()
+    }
+
+    async fn change_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM changes")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.try_get::<i64, _>("seq").map_err(classify)
+    }
+
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let rows = sqlx::query("SELECT seq, key_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(decode_change).collect()
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}

@@ -1,0 +1,283 @@
+//! The SQL of each mutation, run inside a transaction that the caller started with
+//! `BEGIN IMMEDIATE` and commits. Guards are conditional UPDATEs: when one matches no row, the
+//! row is read inside the same transaction to return the precise error, and the caller drops the
+//! transaction, which rolls everything back. Every lifecycle change also appends one `changes`
+//! row per key it touched.
+
+use keyturn_core::{Instant, KeyId, KeyRecord, NewAuditEvent};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::Row;
+
+use super::errors::{classify, is_unique_violation};
+use super::rows::{fetch_key, metadata_json, scopes_json};
+use crate::{Rehash, Revocation, Rotation, StoreError, UsageRecord};
+
+/// Inserts a key row. A key id that exists fails with [`StoreError::DuplicateKeyId`].
+pub(super) async fn insert_key(conn: &mut SqliteConnection, key: &KeyRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO keys (key_id, name, owner, scopes, metadata, hash, pepper_id, created_at, expires_at, \
+         grace_ms, warn_before_ms, revoked_at, revocation_reason, rotated_at, overlap_ends_at, successor_id, \
+         predecessor_id, chain_started_at, first_used_at, last_used_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.key_id.as_str())
+    .bind(&key.name)
+    .bind(key.owner.as_deref())
+    .bind(scopes_json(&key.scopes))
+    .bind(metadata_json(&key.metadata))
+    .bind(key.hash.as_bytes().as_slice())
+    .bind(key.pepper_id.as_str())
+    .bind(key.created_at.as_millis())
+    .bind(key.expires_at.map(Instant::as_millis))
+    .bind(key.grace.as_millis())
+    .bind(key.warn_before.as_millis())
+    .bind(key.revoked_at.map(Instant::as_millis))
+    .bind(key.revocation_reason.as_deref())
+    .bind(key.rotated_at.map(Instant::as_millis))
+    .bind(key.overlap_ends_at.map(Instant::as_millis))
+    .bind(key.successor_id.as_ref().map(KeyId::as_str))
+    .bind(key.predecessor_id.as_ref().map(KeyId::as_str))
+    .bind(key.chain_started_at.as_millis())
+    .bind(key.first_used_at.map(Instant::as_millis))
+    .bind(key.last_used_at.map(Instant::as_millis))
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| {
+        if is_unique_violation(&error) {
+            StoreError::DuplicateKeyId(key.key_id.clone())
+        } else {
+            classify(error)
+        }
+    })?;
+    Ok(())
+}
+
+/// Appends an audit event and returns its sequence number. The caller holds the write lock, so
+/// `MAX(seq) + 1` is unique and sequence numbers follow commit order.
+pub(super) async fn insert_event(conn: &mut SqliteConnection, event: &NewAuditEvent) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(classify)?;
+    let seq: i64 = row.try_get(0).map_err(classify)?;
+
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, event, key_id, actor, client_addr, reason, details, canonical, mac) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+    )
+    .bind(seq)
+    .bind(event.at.as_millis())
+    .bind(event.event.as_str())
+    .bind(event.key_id.as_ref().map(KeyId::as_str))
+    .bind(event.actor.to_stored())
+    .bind(event.client_addr.as_deref())
+    .bind(event.reason.as_deref())
+    .bind(event.details.to_string())
+    .bind(event.canonical(seq))
+    .execute(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(seq)
+}
+
+/// Appends one entry to the change feed.
+pub(super) async fn insert_change(conn: &mut SqliteConnection, key_id: &KeyId, at: Instant) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO changes (key_id, at) VALUES (?, ?)")
+        .bind(key_id.as_str())
+        .bind(at.as_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// Links the old key to its successor, inserts the successor, and appends the events and change
+/// rows. With `replace_unused_successor`, the current successor is revoked instead and the old
+/// key keeps its original `rotated_at` and `overlap_ends_at`, so a replacement never extends the
+/// overlap.
+pub(super) async fn rotate(conn: &mut SqliteConnection, rotation: &Rotation) -> Result<(), StoreError> {
+    let old_id = &rotation.old_key_id;
+    let new_id = &rotation.successor.key_id;
+
+    match &rotation.replace_unused_successor {
+        None => {
+            let linked = sqlx::query(
+                "UPDATE keys SET successor_id = ?, rotated_at = ?, overlap_ends_at = ? \
+                 WHERE key_id = ? AND revoked_at IS NULL AND successor_id IS NULL",
+            )
+            .bind(new_id.as_str())
+            .bind(rotation.rotated_at.as_millis())
+            .bind(rotation.overlap_ends_at.as_millis())
+            .bind(old_id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+            if linked.rows_affected() == 0 {
+                return Err(rotation_conflict(conn, old_id, None).await);
+            }
+        }
+        Some(replaced_id) => {
+            let relinked = sqlx::query(
+                "UPDATE keys SET successor_id = ? WHERE key_id = ? AND revoked_at IS NULL AND successor_id = ?",
+            )
+            .bind(new_id.as_str())
+            .bind(old_id.as_str())
+            .bind(replaced_id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+            if relinked.rows_affected() == 0 {
+                return Err(rotation_conflict(conn, old_id, Some(replaced_id)).await);
+            }
+
+            let revoked = sqlx::query(
+                "UPDATE keys SET revoked_at = ?, revocation_reason = ? \
+                 WHERE key_id = ? AND first_used_at IS NULL AND revoked_at IS NULL",
+            )
+            .bind(rotation.rotated_at.as_millis())
+            .bind(format!("replaced by {new_id}"))
+            .bind(replaced_id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+            if revoked.rows_affected() == 0 {
+                return Err(replacement_conflict(conn, old_id, replaced_id).await);
+            }
+        }
+    }
+
+    insert_key(conn, &rotation.successor).await?;
+    for event in &rotation.events {
+        insert_event(conn, event).await?;
+    }
+    insert_change(conn, old_id, rotation.rotated_at).await?;
+    insert_change(conn, new_id, rotation.rotated_at).await?;
+    if let Some(replaced_id) = &rotation.replace_unused_successor {
+        insert_change(conn, replaced_id, rotation.rotated_at).await?;
+    }
+    Ok(())
+}
+
+/// Explains why the old key's guard matched no row: it is missing, revoked, already rotated, or
+/// (when replacing) its successor is not the expected one.
+async fn rotation_conflict(conn: &mut SqliteConnection, old_id: &KeyId, expected: Option<&KeyId>) -> StoreError {
+    let old = match fetch_key(conn, old_id).await {
+        Ok(Some(old)) => old,
+        Ok(None) => return StoreError::NotFound(old_id.clone()),
+        Err(error) => return error,
+    };
+    if old.revoked_at.is_some() {
+        return StoreError::Revoked(old_id.clone());
+    }
+    match (expected, old.successor_id) {
+        (None, Some(successor_id)) => StoreError::AlreadyRotated { key_id: old_id.clone(), successor_id },
+        (Some(expected), _) => StoreError::SuccessorMismatch { key_id: old_id.clone(), expected: expected.clone() },
+        // Only a concurrent writer could make the guard miss a key that is neither revoked nor
+        // rotated, and the write lock rules that out.
+        (None, None) => StoreError::Internal(format!(
+            "rotation of key {old_id} matched no row although the key is neither revoked nor rotated"
+        )),
+    }
+}
+
+/// Explains why the successor to replace could not be revoked: it was used, it is already
+/// revoked, or it is missing.
+async fn replacement_conflict(conn: &mut SqliteConnection, old_id: &KeyId, replaced_id: &KeyId) -> StoreError {
+    match fetch_key(conn, replaced_id).await {
+        Ok(Some(successor)) if successor.first_used_at.is_some() => {
+            StoreError::SuccessorUsed { key_id: old_id.clone(), successor_id: replaced_id.clone() }
+        }
+        Ok(Some(_)) => StoreError::Revoked(replaced_id.clone()),
+        Ok(None) => StoreError::NotFound(replaced_id.clone()),
+        Err(error) => error,
+    }
+}
+
+/// Revokes a key that is not yet revoked and returns the updated record.
+pub(super) async fn revoke(conn: &mut SqliteConnection, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
+    let key_id = &revocation.key_id;
+    let revoked =
+        sqlx::query("UPDATE keys SET revoked_at = ?, revocation_reason = ? WHERE key_id = ? AND revoked_at IS NULL")
+            .bind(revocation.revoked_at.as_millis())
+            .bind(revocation.reason.as_deref())
+            .bind(key_id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+
+    if revoked.rows_affected() == 0 {
+        return match fetch_key(conn, key_id).await? {
+            Some(_) => Err(StoreError::Revoked(key_id.clone())),
+            None => Err(StoreError::NotFound(key_id.clone())),
+        };
+    }
+
+    insert_event(conn, &revocation.event).await?;
+    insert_change(conn, key_id, revocation.revoked_at).await?;
+    // The UPDATE above matched the row inside this transaction, so it is still there.
+    fetch_key(conn, key_id).await?.ok_or_else(|| StoreError::NotFound(key_id.clone()))
+}
+
+/// Replaces the hash when the key is still under `rehash.from`; returns whether it did.
+pub(super) async fn rehash(conn: &mut SqliteConnection, rehash: &Rehash) -> Result<bool, StoreError> {
+    let updated = sqlx::query("UPDATE keys SET hash = ?, pepper_id = ? WHERE key_id = ? AND pepper_id = ?")
+        .bind(rehash.hash.as_bytes().as_slice())
+        .bind(rehash.to.as_str())
+        .bind(rehash.key_id.as_str())
+        .bind(rehash.from.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+
+    insert_event(conn, &rehash.event).await?;
+    insert_change(conn, &rehash.key_id, rehash.event.at).await?;
+    Ok(true)
+}
+
+/// Merges one usage record into its key: the earliest first use, the latest last use with its
+/// client address, and the counts added. A key that does not exist is skipped.
+pub(super) async fn record_usage(conn: &mut SqliteConnection, usage: &UsageRecord) -> Result<(), StoreError> {
+    // Two-argument MIN and MAX return NULL when either argument is NULL, so COALESCE falls back
+    // to the new value for a key that was never used. Every SET expression reads the old row, so
+    // last_client_addr compares against the previous last_used_at.
+    let updated = sqlx::query(
+        "UPDATE keys SET \
+           first_used_at = COALESCE(MIN(first_used_at, ?1), ?1), \
+           last_used_at = COALESCE(MAX(last_used_at, ?2), ?2), \
+           last_client_addr = CASE WHEN last_used_at IS NULL OR ?2 >= last_used_at \
+                                   THEN COALESCE(?3, last_client_addr) ELSE last_client_addr END \
+         WHERE key_id = ?4",
+    )
+    .bind(usage.first_used_at.as_millis())
+    .bind(usage.last_used_at.as_millis())
+    .bind(usage.last_client_addr.as_deref())
+    .bind(usage.key_id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(classify)?;
+    if updated.rows_affected() == 0 {
+        return Ok(());
+    }
+
+    for (outcome, count) in &usage.counts {
+        // SQLite integers are signed 64-bit and an overflowing sum would turn into a REAL, so the
+        // sum saturates at i64::MAX instead.
+        let count = i64::try_from(*count).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO key_usage (key_id, outcome, count) VALUES (?, ?, ?) \
+             ON CONFLICT (key_id, outcome) DO UPDATE SET count = \
+               CASE WHEN count > 9223372036854775807 - excluded.count THEN 9223372036854775807 \
+                    ELSE count + excluded.count END",
+        )
+        .bind(usage.key_id.as_str())
+        .bind(outcome.as_str())
+        .bind(count)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}

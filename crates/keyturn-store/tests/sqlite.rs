@@ -1,0 +1,340 @@
+//! Runs the store suite against real SQLite files in temporary directories, plus the cases only
+//! SQLite has: opening files, schema versions, corrupt rows written behind the store's back, and
+//! several pools sharing one file as separate processes would.
+
+mod suite;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyturn_store::{DatabaseUrl, KeyFilter, SqliteOptions, SqliteStore, Store, StoreError};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Row};
+use tempfile::TempDir;
+
+fn url_for(path: &Path) -> DatabaseUrl {
+    DatabaseUrl::parse(&format!("sqlite://{}", path.display())).unwrap()
+}
+
+fn create_options() -> SqliteOptions {
+    SqliteOptions { create_if_missing: true, ..SqliteOptions::default() }
+}
+
+/// Creates a temporary directory with a new database `keyturn.db` in it.
+async fn new_store() -> (TempDir, PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyturn.db");
+    let store = SqliteStore::open(&url_for(&path), &create_options()).await.unwrap();
+    (dir, path, store)
+}
+
+/// Opens a plain connection that bypasses the store, to inspect or damage the file.
+async fn raw_connection(path: &Path) -> SqliteConnection {
+    SqliteConnectOptions::new().filename(path).connect().await.unwrap()
+}
+
+async fn raw_execute(path: &Path, sql: &str) {
+    let mut conn = raw_connection(path).await;
+    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+fn open_reason(error: StoreError) -> (String, String) {
+    match error {
+        StoreError::Open { location, reason } => (location, reason),
+        other => panic!("expected StoreError::Open, got {other:?}"),
+    }
+}
+
+macro_rules! suite_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (_dir, _path, store) = new_store().await;
+                suite::$name(&store).await;
+            }
+        )*
+    };
+}
+
+suite_tests!(
+    insert_get_round_trip,
+    insert_duplicate_key_id,
+    list_keys_by_owner,
+    rotate_links_both_keys,
+    rotate_twice_conflicts,
+    rotate_revoked_key_fails,
+    rotate_missing_key_fails,
+    replace_unused_successor,
+    replace_used_successor_fails,
+    replace_wrong_successor_mismatches,
+    revoke_is_final,
+    revoke_missing_key_fails,
+    rehash_only_from_expected_pepper,
+    usage_accumulates,
+    audit_filters,
+    change_feed_order,
+);
+
+/// Opens `count` stores on one file, each with its own pool, as separate processes would.
+async fn shared_stores(path: &Path, count: usize) -> Vec<Arc<dyn Store>> {
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..count {
+        stores.push(Arc::new(SqliteStore::open(&url_for(path), &create_options()).await.unwrap()));
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotate_concurrently_across_pools() {
+    let (_dir, path, _store) = new_store().await;
+    let stores = shared_stores(&path, 4).await;
+    suite::rotate_concurrently_one_wins(&stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insert_concurrently_across_pools() {
+    let (_dir, path, _store) = new_store().await;
+    let stores = shared_stores(&path, 4).await;
+    suite::insert_concurrently_all_succeed(&stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_new_file_concurrently_migrates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyturn.db");
+
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = url_for(&path);
+        tasks.push(tokio::spawn(async move { SqliteStore::open(&url, &create_options()).await }));
+    }
+    let mut stores = Vec::new();
+    for task in tasks {
+        stores.push(task.await.unwrap().unwrap());
+    }
+
+    suite::insert(&stores[0], &suite::key(1, None, 1_000)).await;
+    assert!(stores[3].get_key(&suite::key_id(1)).await.unwrap().is_some());
+    let mut conn = raw_connection(&path).await;
+    let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(version, 1);
+}
+
+#[tokio::test]
+async fn open_sets_wal_and_absolute_location() {
+    let (_dir, path, store) = new_store().await;
+
+    assert_eq!(store.location(), path.display().to_string());
+    assert!(Path::new(&store.location()).is_absolute());
+    let mut conn = raw_connection(&path).await;
+    let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn open_existing_file_keeps_data() {
+    let (_dir, path, store) = new_store().await;
+    suite::insert(&store, &suite::key(1, None, 1_000)).await;
+    store.close().await;
+
+    let reopened = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap();
+
+    assert_eq!(reopened.list_keys(&KeyFilter::default()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn open_missing_file_without_create_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.db");
+
+    let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
+
+    let (location, reason) = open_reason(error);
+    assert_eq!(location, path.display().to_string());
+    assert!(reason.contains("keyturn init"), "{reason}");
+    assert!(!path.exists(), "a failed open must not create the file");
+}
+
+#[tokio::test]
+async fn open_relative_url_resolves_to_absolute_path() {
+    let relative = "keyturn-store-test-missing-dir/keyturn.db";
+    let url = DatabaseUrl::parse(&format!("sqlite:{relative}")).unwrap();
+
+    let error = SqliteStore::open(&url, &create_options()).await.unwrap_err();
+
+    let (location, _reason) = open_reason(error);
+    let expected = std::env::current_dir().unwrap().join(relative);
+    assert_eq!(location, expected.display().to_string());
+}
+
+#[tokio::test]
+async fn open_missing_directory_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent");
+
+    let error = SqliteStore::open(&url_for(&missing.join("keyturn.db")), &create_options()).await.unwrap_err();
+
+    let message = error.to_string();
+    assert!(!message.contains('\n'), "{message}");
+    let (_location, reason) = open_reason(error);
+    assert!(reason.contains(&missing.display().to_string()), "{reason}");
+    assert!(reason.contains("mkdir -p"), "{reason}");
+}
+
+#[tokio::test]
+async fn open_path_under_regular_file_fails() {
+    let error = SqliteStore::open(&url_for(Path::new("/dev/null/keyturn.db")), &create_options()).await.unwrap_err();
+
+    let (_location, reason) = open_reason(error);
+    assert!(reason.contains("/dev/null"), "{reason}");
+    assert!(reason.contains("not a directory"), "{reason}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn open_read_only_directory_fails() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Root, and any user with CAP_DAC_OVERRIDE, writes through mode bits, so SQLite would succeed
+    // and the check rightly passes. Only an unprivileged run can observe the rejection.
+    let privileged = std::fs::write(locked.join("probe"), b"").is_ok();
+
+    let result = SqliteStore::open(&url_for(&locked.join("keyturn.db")), &create_options()).await;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    if privileged {
+        assert!(result.is_ok(), "{:?}", result.err());
+        return;
+    }
+    let (_location, reason) = open_reason(result.unwrap_err());
+    assert!(reason.contains(&locked.display().to_string()), "{reason}");
+    assert!(reason.contains("not writable"), "{reason}");
+}
+
+#[tokio::test]
+async fn open_non_database_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.db");
+    std::fs::write(&path, "these are notes, not a database; ".repeat(100)).unwrap();
+
+    let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
+
+    let (_location, reason) = open_reason(error);
+    assert!(reason.contains("not a SQLite database"), "{reason}");
+}
+
+#[tokio::test]
+async fn open_newer_schema_rejected() {
+    let (_dir, path, store) = new_store().await;
+    store.close().await;
+    raw_execute(&path, "PRAGMA user_version = 2").await;
+
+    let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
+
+    let (_location, reason) = open_reason(error);
+    assert!(reason.contains("schema version is 2"), "{reason}");
+    assert!(reason.contains("newer keyturn"), "{reason}");
+}
+
+#[tokio::test]
+async fn open_zero_max_connections_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions { max_connections: 0, ..create_options() };
+
+    let error = SqliteStore::open(&url_for(&dir.path().join("keyturn.db")), &options).await.unwrap_err();
+
+    let (_location, reason) = open_reason(error);
+    assert!(reason.contains("max_connections"), "{reason}");
+}
+
+#[tokio::test]
+async fn locked_database_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyturn.db");
+    let options = SqliteOptions { busy_timeout: Duration::from_millis(200), ..create_options() };
+    let store = SqliteStore::open(&url_for(&path), &options).await.unwrap();
+    let mut holder = raw_connection(&path).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+
+    let error = store.insert_key(&suite::key(1, None, 1_000), &suite::created_event(&suite::key(1, None, 1_000))).await;
+
+    let error = error.unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    suite::insert(&store, &suite::key(1, None, 1_000)).await;
+}
+
+/// Inserts key 1, damages one column with `sql`, and returns the error of reading it back.
+async fn read_after_damage(sql: &str) -> StoreError {
+    let (_dir, path, store) = new_store().await;
+    suite::insert(&store, &suite::key(1, None, 1_000)).await;
+    raw_execute(&path, sql).await;
+
+    let listed = store.list_keys(&KeyFilter::default()).await;
+    assert!(matches!(listed, Err(StoreError::CorruptRow { .. })), "{listed:?}");
+    store.get_key(&suite::key_id(1)).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn corrupt_row_names_key_and_column() {
+    let id = suite::key_id(1);
+    let cases = [
+        ("UPDATE keys SET hash = x'0102'", "hash"),
+        ("UPDATE keys SET scopes = 'not json'", "scopes"),
+        ("UPDATE keys SET scopes = '[\"has space\"]'", "scopes"),
+        ("UPDATE keys SET metadata = '[1, 2]'", "metadata"),
+        ("UPDATE keys SET successor_id = 'short'", "successor_id"),
+        ("UPDATE keys SET pepper_id = 'bad id!'", "pepper_id"),
+        ("UPDATE keys SET grace_ms = -5", "grace_ms"),
+        ("UPDATE keys SET created_at = 'yesterday'", "created_at"),
+    ];
+    for (sql, column) in cases {
+        let error = read_after_damage(sql).await;
+        match &error {
+            StoreError::CorruptRow { key_id, reason } => {
+                assert_eq!(key_id, id.as_str(), "{sql}");
+                assert!(reason.contains(column), "{sql}: {reason}");
+            }
+            other => panic!("{sql}: expected CorruptRow, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn corrupt_row_never_quotes_hash() {
+    let error = read_after_damage("UPDATE keys SET hash = x'DEADBEEFDEADBEEF'").await;
+
+    let message = error.to_string().to_lowercase();
+    assert!(!message.contains("deadbeef"), "{message}");
+}
+
+#[tokio::test]
+async fn corrupt_audit_row_names_seq() {
+    let (_dir, path, store) = new_store().await;
+    suite::insert(&store, &suite::key(1, None, 1_000)).await;
+    raw_execute(&path, "UPDATE audit_events SET details = '{broken'").await;
+
+    let error = store.list_audit(&Default::default()).await.unwrap_err();
+
+    assert!(
+        matches!(&error, StoreError::CorruptAuditRow { seq: 1, reason } if reason.contains("details")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_change_row_names_key() {
+    let (_dir, path, store) = new_store().await;
+    raw_execute(&path, "INSERT INTO changes (key_id, at) VALUES ('bad', 1)").await;
+
+    let error = store.changes_since(0, 10).await.unwrap_err();
+
+    assert!(matches!(&error, StoreError::CorruptRow { key_id, .. } if key_id == "bad"), "{error:?}");
+}

@@ -1,0 +1,282 @@
+//! Work kept off the verify path: the change follower that keeps the cache coherent, and the
+//! writer that flushes usage counters, rehashes keys under the current pepper and records tokens
+//! exposed in URLs. Both run as tasks on the caller's tokio runtime and hold only a weak
+//! reference, so dropping the keyring stops them.
+//!
+//! A crash loses at most one flush interval of usage counters; lifecycle events never pass
+//! through here, since they are written in the same transaction as their change.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+
+use keyturn_core::{Actor, AuditEventType, Instant, KeyId, NewAuditEvent, Outcome, PepperId, Token};
+use keyturn_store::{Rehash, UsageRecord};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{Error, Keyring};
+
+const MAX_QUEUED_REHASHES: usize = 10_000;
+const MAX_QUEUED_EXPOSURES: usize = 1_000;
+const CHANGES_PER_READ: u32 = 1_000;
+
+/// Usage, rehash and exposure work queued by verifications.
+#[derive(Default)]
+pub(crate) struct Pending {
+    inner: Mutex<PendingInner>,
+}
+
+#[derive(Default)]
+struct PendingInner {
+    usage: HashMap<KeyId, UsageRecord>,
+    rehash: HashMap<KeyId, (PepperId, Token)>,
+    exposures: Vec<Exposure>,
+    reported_exposures: HashSet<KeyId>,
+}
+
+/// A key queued for rehashing under the current pepper, with the pepper it is hashed under now.
+type RehashJob = (KeyId, PepperId, Token);
+
+struct Exposure {
+    parameter: String,
+    token: Token,
+    client_addr: Option<String>,
+}
+
+/// The running background tasks of one keyring.
+pub(crate) struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Pending {
+    pub(crate) fn note_usage(&self, key_id: &KeyId, outcome: Outcome, now: Instant, client_addr: Option<&str>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let record = match inner.usage.get_mut(key_id) {
+            Some(record) => record,
+            None => inner.usage.entry(key_id.clone()).or_insert_with(|| UsageRecord {
+                key_id: key_id.clone(),
+                first_used_at: now,
+                last_used_at: now,
+                last_client_addr: None,
+                counts: Vec::new(),
+            }),
+        };
+        record.first_used_at = record.first_used_at.min(now);
+        record.last_used_at = record.last_used_at.max(now);
+        if client_addr.is_some() && record.last_client_addr.as_deref() != client_addr {
+            record.last_client_addr = client_addr.map(str::to_owned);
+        }
+        match record.counts.iter_mut().find(|(counted, _)| *counted == outcome) {
+            Some((_, count)) => *count += 1,
+            None => record.counts.push((outcome, 1)),
+        }
+    }
+
+    pub(crate) fn queue_rehash(&self, key_id: &KeyId, from: &PepperId, token: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.rehash.len() < MAX_QUEUED_REHASHES && !inner.rehash.contains_key(key_id) {
+            inner.rehash.insert(key_id.clone(), (from.clone(), Token::new(token.to_owned())));
+        }
+    }
+
+    pub(crate) fn queue_exposure(&self, parameter: &str, token: &str, client_addr: Option<&str>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.exposures.len() < MAX_QUEUED_EXPOSURES {
+            inner.exposures.push(Exposure {
+                parameter: parameter.to_owned(),
+                token: Token::new(token.trim().to_owned()),
+                client_addr: client_addr.map(str::to_owned),
+            });
+        }
+    }
+
+    fn take(&self) -> (Vec<UsageRecord>, Vec<RehashJob>, Vec<Exposure>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let usage = inner.usage.drain().map(|(_, record)| record).collect();
+        let rehash = inner.rehash.drain().map(|(key_id, (from, token))| (key_id, from, token)).collect();
+        let exposures = std::mem::take(&mut inner.exposures);
+        (usage, rehash, exposures)
+    }
+
+    /// Puts usage back after a failed write, merging with what arrived meanwhile.
+    fn restore_usage(&self, records: Vec<UsageRecord>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for record in records {
+            let Some(current) = inner.usage.get_mut(&record.key_id) else {
+                inner.usage.insert(record.key_id.clone(), record);
+                continue;
+            };
+            current.first_used_at = current.first_used_at.min(record.first_used_at);
+            current.last_used_at = current.last_used_at.max(record.last_used_at);
+            current.last_client_addr = current.last_client_addr.take().or(record.last_client_addr);
+            for (outcome, count) in record.counts {
+                match current.counts.iter_mut().find(|(counted, _)| *counted == outcome) {
+                    Some((_, existing)) => *existing += count,
+                    None => current.counts.push((outcome, count)),
+                }
+            }
+        }
+    }
+
+    fn first_exposure_report(&self, key_id: &KeyId) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.reported_exposures.insert(key_id.clone())
+    }
+}
+
+impl Keyring {
+    /// Starts the change follower (unless in strict mode) and the background writer on the
+    /// current tokio runtime. Calling it again does nothing.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a tokio runtime.
+    pub fn start_background(self: &Arc<Self>) {
+        let mut background = self.background.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if background.is_some() {
+            return;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(run_writer(Arc::downgrade(self), stopped.clone()))];
+        if !self.config.consistency.strict {
+            tasks.push(tokio::spawn(run_follower(Arc::downgrade(self), stopped)));
+        }
+        *background = Some(Background { stop, tasks });
+    }
+
+    /// Stops the background tasks and writes what is queued.
+    pub async fn shutdown(&self) {
+        let background = self.background.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(background) = background {
+            let _ = background.stop.send(true);
+            for task in background.tasks {
+                let _ = task.await;
+            }
+        }
+        if let Err(error) = self.flush().await {
+            tracing::warn!(target: "keyturn::store", error = %error, "final flush failed; queued usage is lost");
+        }
+    }
+
+    /// Writes queued usage counters, rehashes and exposure reports now.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (usage, rehash, exposures) = self.pending.take();
+        let mut result = Ok(());
+        if !usage.is_empty() {
+            if let Err(error) = self.store.record_usage(&usage).await {
+                self.pending.restore_usage(usage);
+                result = Err(error.into());
+            }
+        }
+        for (key_id, from, token) in rehash {
+            if let Err(error) = self.rehash(&key_id, &from, &token).await {
+                tracing::warn!(target: "keyturn::store", key_id = %key_id, error = %error, "rehash failed; retried at next use");
+            }
+        }
+        for exposure in exposures {
+            if let Err(error) = self.report_exposure(&exposure).await {
+                tracing::warn!(target: "keyturn::audit", error = %error, "recording an exposed token failed");
+            }
+        }
+        result
+    }
+
+    /// Applies the store's changes since the last sync to the cache. The follower calls this on
+    /// every poll; tests call it to sync without waiting.
+    pub async fn sync_cache(&self) -> Result<(), Error> {
+        let started = self.cache.now_ms();
+        let latest = self.store.change_seq().await?;
+        let mut applied = self.cache.synced_seq();
+        let first_sync = !self.cache.is_fresh() && applied == 0;
+
+        if first_sync || latest < applied {
+            self.cache.clear();
+            applied = latest;
+        }
+        while applied < latest {
+            let changes = self.store.changes_since(applied, CHANGES_PER_READ).await?;
+            let Some(last) = changes.last() else { break };
+            applied = last.seq;
+            self.cache.evict(changes.iter().map(|change| &change.key_id));
+        }
+        self.cache.mark_synced(applied, started);
+        Ok(())
+    }
+
+    async fn rehash(&self, key_id: &KeyId, from: &PepperId, token: &Token) -> Result<(), Error> {
+        let (to, hash) = self.peppers.hash_current(token.expose());
+        let now = self.clock.now();
+        let event = NewAuditEvent::new(AuditEventType::AuthnTokenRehashed, now, Some(key_id.clone()), Actor::System)
+            .with_details(json!({ "from_pepper_id": from.as_str(), "to_pepper_id": to.as_str() }));
+        let rehash = Rehash { key_id: key_id.clone(), from: from.clone(), to, hash, event };
+        if self.store.rehash_key(&rehash).await? {
+            self.cache.evict([key_id]);
+            tracing::info!(target: "keyturn::store", key_id = %key_id, from_pepper_id = %from, "key rehashed under current pepper");
+        }
+        Ok(())
+    }
+
+    async fn report_exposure(&self, exposure: &Exposure) -> Result<(), Error> {
+        let Ok(parsed) = self.config.format.parse(exposure.token.expose()) else { return Ok(()) };
+        let Some(record) = self.store.get_key(parsed.key_id()).await? else { return Ok(()) };
+        let matches = self.peppers.hash_with(&record.pepper_id, exposure.token.expose()) == Some(record.hash);
+        if !matches || !self.pending.first_exposure_report(&record.key_id) {
+            return Ok(());
+        }
+        let mut event = NewAuditEvent::new(
+            AuditEventType::AuthnTokenExposed,
+            self.clock.now(),
+            Some(record.key_id.clone()),
+            Actor::System,
+        )
+        .with_details(json!({ "query_parameter": exposure.parameter }));
+        event.client_addr = exposure.client_addr.clone();
+        self.store.append_audit(&event).await?;
+        tracing::warn!(target: "keyturn::audit", key_id = %record.key_id, parameter = %exposure.parameter, "token exposed in url query; rotate the key");
+        Ok(())
+    }
+}
+
+async fn run_follower(keyring: Weak<Keyring>, mut stopped: watch::Receiver<bool>) {
+    let mut failures: u64 = 0;
+    loop {
+        let Some(strong) = keyring.upgrade() else { return };
+        let interval = strong.config.consistency.poll_interval;
+        match strong.sync_cache().await {
+            Ok(()) if failures > 0 => {
+                tracing::info!(target: "keyturn::store", failures, "change follower recovered");
+                failures = 0;
+            }
+            Ok(()) => {}
+            Err(error) => {
+                failures += 1;
+                // Log the first failure and then one in every 40 (about every 10 s at the default poll).
+                if failures == 1 || failures % 40 == 0 {
+                    tracing::warn!(target: "keyturn::store", error = %error, failures, "change follower cannot reach the store");
+                }
+            }
+        }
+        drop(strong);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn run_writer(keyring: Weak<Keyring>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let Some(strong) = keyring.upgrade() else { return };
+        let interval = strong.config.flush_interval;
+        if let Err(error) = strong.flush().await {
+            tracing::warn!(target: "keyturn::store", error = %error, "writing usage counters failed; retrying");
+        }
+        drop(strong);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}

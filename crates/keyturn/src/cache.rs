@@ -1,0 +1,140 @@
+//! The verification cache: key records by key id, kept coherent with the store by the change
+//! follower. An entry is used only while the follower has synced within the configured maximum
+//! staleness, so a revocation made anywhere is honoured within that bound, and a process whose
+//! store is unreachable stops trusting its cache instead of serving stale answers forever.
+//!
+//! The cache holds records, never tokens: a hit still computes one HMAC to check the secret.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant as MonotonicInstant;
+
+use keyturn_core::{KeyId, KeyRecord};
+
+/// A cached lookup: the record, or `None` for a key id the store does not know.
+#[derive(Debug, Clone)]
+struct Entry {
+    record: Option<Arc<KeyRecord>>,
+    loaded_at_ms: i64,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub(crate) enum Cached {
+    Known(Arc<KeyRecord>),
+    Unknown,
+    Miss,
+}
+
+#[derive(Debug)]
+pub(crate) struct Cache {
+    origin: MonotonicInstant,
+    entries: RwLock<HashMap<KeyId, Entry>>,
+    /// Increases whenever an entry is evicted, so a load that raced with an eviction is not cached.
+    generation: AtomicU64,
+    /// Monotonic milliseconds of the follower's last successful sync; -1 before the first.
+    synced_at_ms: AtomicI64,
+    /// The change sequence number the cache has applied.
+    synced_seq: AtomicI64,
+    enabled: AtomicBool,
+    max_staleness_ms: i64,
+    unknown_ttl_ms: i64,
+    capacity: usize,
+}
+
+impl Cache {
+    pub(crate) fn new(max_staleness_ms: i64, unknown_ttl_ms: i64, capacity: usize) -> Self {
+        Cache {
+            origin: MonotonicInstant::now(),
+            entries: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            synced_at_ms: AtomicI64::new(-1),
+            synced_seq: AtomicI64::new(0),
+            enabled: AtomicBool::new(true),
+            max_staleness_ms,
+            unknown_ttl_ms,
+            capacity,
+        }
+    }
+
+    /// Turns caching off for strict mode: every verification reads through to the store.
+    pub(crate) fn disable(&self) {
+        self.enabled.store(false, Ordering::SeqCst);
+    }
+
+    /// Returns whether cached entries may answer now: caching is on and the follower synced
+    /// within the maximum staleness.
+    pub(crate) fn is_fresh(&self) -> bool {
+        let synced = self.synced_at_ms.load(Ordering::Acquire);
+        self.enabled.load(Ordering::Relaxed) && synced >= 0 && self.now_ms() - synced <= self.max_staleness_ms
+    }
+
+    pub(crate) fn lookup(&self, key_id: &KeyId) -> Cached {
+        if !self.is_fresh() {
+            return Cached::Miss;
+        }
+        let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match entries.get(key_id) {
+            Some(Entry { record: Some(record), .. }) => Cached::Known(Arc::clone(record)),
+            Some(Entry { record: None, loaded_at_ms }) if self.now_ms() - loaded_at_ms < self.unknown_ttl_ms => {
+                Cached::Unknown
+            }
+            _ => Cached::Miss,
+        }
+    }
+
+    /// Returns the current generation, to pass to [`Cache::insert`] after a store read.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches a store read unless an eviction happened since `generation` was taken, because the
+    /// read may then predate the change that caused the eviction.
+    pub(crate) fn insert(&self, key_id: KeyId, record: Option<Arc<KeyRecord>>, generation: u64) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= self.capacity && !entries.contains_key(&key_id) {
+            // Unknown ids go first: they are cheap to look up again and are what a flood of
+            // random ids fills the cache with.
+            entries.retain(|_, entry| entry.record.is_some());
+            if entries.len() >= self.capacity {
+                return;
+            }
+        }
+        entries.insert(key_id, Entry { record, loaded_at_ms: self.now_ms() });
+    }
+
+    pub(crate) fn evict<'a>(&self, key_ids: impl IntoIterator<Item = &'a KeyId>) {
+        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for key_id in key_ids {
+            entries.remove(key_id);
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+
+    pub(crate) fn synced_seq(&self) -> i64 {
+        self.synced_seq.load(Ordering::Acquire)
+    }
+
+    /// Records a successful sync up to `seq`, taken at monotonic instant `started_ms`.
+    pub(crate) fn mark_synced(&self, seq: i64, started_ms: i64) {
+        self.synced_seq.store(seq, Ordering::Release);
+        self.synced_at_ms.store(started_ms, Ordering::Release);
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+}

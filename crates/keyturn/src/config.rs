@@ -1,0 +1,64 @@
+//! Service settings with their defaults. Front ends build a [`Config`] from their own option
+//! names (`KEYTURN_*` variables, Flask config keys, CLI flags) and pass it here.
+
+use std::time::Duration as StdDuration;
+
+use keyturn_core::{CredentialConfig, Policy, ResponseConfig, TokenFormat};
+
+/// How quickly changes made elsewhere reach this process's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consistency {
+    /// The longest a cached answer is trusted after the follower's last successful sync. A
+    /// revocation made by another process is honoured here within this bound. Default 1 s.
+    pub max_staleness: StdDuration,
+    /// How often the follower polls the store's change sequence. Default 250 ms.
+    pub poll_interval: StdDuration,
+    /// Read through to the store on every verification. Default off.
+    pub strict: bool,
+}
+
+/// Settings of a [`crate::Keyring`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub format: TokenFormat,
+    pub responses: ResponseConfig,
+    pub credentials: CredentialConfig,
+    /// The policy of new keys that do not set their own expiry, grace or warning window.
+    pub policy: Policy,
+    pub consistency: Consistency,
+    /// How long an unknown key id is remembered, so a flood of random ids is answered from memory.
+    /// Default 1 s.
+    pub unknown_key_ttl: StdDuration,
+    /// Maximum number of cached key ids. Default 100,000.
+    pub cache_capacity: usize,
+    /// Maximum number of concurrent store reads for cache misses. Default 16.
+    pub max_concurrent_lookups: usize,
+    /// How often usage counters, rehashes and exposure reports are written. Default 1 s.
+    pub flush_interval: StdDuration,
+}
+
+impl Default for Consistency {
+    fn default() -> Self {
+        Consistency {
+            max_staleness: StdDuration::from_secs(1),
+            poll_interval: StdDuration::from_millis(250),
+            strict: false,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            format: TokenFormat::default(),
+            responses: ResponseConfig::default(),
+            credentials: CredentialConfig::default(),
+            policy: Policy::default(),
+            consistency: Consistency::default(),
+            unknown_key_ttl: StdDuration::from_secs(1),
+            cache_capacity: 100_000,
+            max_concurrent_lookups: 16,
+            flush_interval: StdDuration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The error type of the service layer. Variants carry key ids and instants, never a token, a
+//! hash or a pepper, so every message is safe to log and to show an operator.
+
+use std::path::PathBuf;
+
+use keyturn_core::{Instant, KeyId, Outcome};
+use keyturn_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] keyturn_core::Error),
+    #[error("invalid {field}: {reason}")]
+    InvalidInput { field: &'static str, reason: String },
+
+    #[error("key {0} not found; run `keyturn keys list` to see existing key ids")]
+    NotFound(KeyId),
+    #[error("key {key_id} is {outcome} and cannot be rotated; create a new key instead")]
+    NotRotatable { key_id: KeyId, outcome: Outcome },
+    #[error(
+        "key {key_id} has already been rotated; its successor is {successor_id} (to replace a successor \
+         that was never used, rotate again with --replace-unused-successor)"
+    )]
+    AlreadyRotated { key_id: KeyId, successor_id: KeyId },
+    #[error(
+        "successor {successor_id} of key {key_id} has already been used, so it cannot be replaced; \
+         rotate {successor_id} instead"
+    )]
+    SuccessorUsed { key_id: KeyId, successor_id: KeyId },
+    #[error("key {key_id} was already revoked at {revoked_at}; revocation is final")]
+    AlreadyRevoked { key_id: KeyId, revoked_at: Instant },
+    #[error("only a key with the keyturn:admin scope may grant reserved keyturn: scopes")]
+    ReservedScope,
+
+    #[error("{0}")]
+    Pepper(String),
+    #[error("cannot read pepper file {path}: {reason}")]
+    PepperFile { path: PathBuf, reason: String },
+
+    #[error("the key store is unavailable: {0}")]
+    StoreUnavailable(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl Error {
+    /// Returns whether the error means the store could not be reached, which front ends report
+    /// as 503 with `Retry-After` (and the CLI as exit code 2), never as a rejected key.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::StoreUnavailable(_))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(reason) => Error::StoreUnavailable(reason),
+            StoreError::NotFound(key_id) => Error::NotFound(key_id),
+            StoreError::AlreadyRotated { key_id, successor_id } => Error::AlreadyRotated { key_id, successor_id },
+            StoreError::SuccessorUsed { key_id, successor_id } => Error::SuccessorUsed { key_id, successor_id },
+            other => Error::Store(other),
+        }
+    }
+}

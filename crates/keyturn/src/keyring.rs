@@ -1,0 +1,386 @@
+//! The keyring: the one service every front end calls to create, list, rotate and revoke keys.
+//! Each mutation writes its audit events in the same store transaction and updates this
+//! process's cache at once. Verification lives in `verify.rs`, background work in
+//! `background.rs`.
+
+use std::sync::Arc;
+
+use keyturn_core::{
+    Actor, AuditEvent, AuditEventType, Clock, Duration, Expiry, Instant, KeyId, KeyRecord, KeyState, NewAuditEvent,
+    Outcome, PepperRing, Policy, Scopes, Token,
+};
+use keyturn_store::{AuditFilter, KeyFilter, Revocation, Rotation, Store, StoreError};
+use rand_core::OsRng;
+use serde_json::{json, Map, Value};
+
+use crate::background::Pending;
+use crate::cache::Cache;
+use crate::{Config, Error};
+
+const MAX_TEXT_LEN: usize = 128;
+const MAX_REASON_LEN: usize = 500;
+const MAX_METADATA_BYTES: usize = 4096;
+
+/// The service layer over one store, one pepper ring and one clock.
+pub struct Keyring {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) peppers: PepperRing,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Config,
+    pub(crate) cache: Cache,
+    pub(crate) pending: Pending,
+    pub(crate) lookups: tokio::sync::Semaphore,
+    pub(crate) background: std::sync::Mutex<Option<crate::background::Background>>,
+}
+
+/// Who makes a change, recorded in its audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub actor: Actor,
+    pub client_addr: Option<String>,
+}
+
+/// A request to create a key. Unset policy fields take the keyring's default policy.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    pub name: String,
+    pub owner: Option<String>,
+    pub scopes: Scopes,
+    pub metadata: Map<String, Value>,
+    pub expiry: Option<Expiry>,
+    pub grace: Option<Duration>,
+    pub warn_before: Option<Duration>,
+}
+
+/// Options of a rotation.
+#[derive(Debug, Clone, Default)]
+pub struct RotateOptions {
+    /// How long the old key keeps working; the policy's default overlap when unset.
+    pub overlap: Option<Duration>,
+    /// The successor's expiry; the old key's lifetime counted from now when unset.
+    pub expiry: Option<Expiry>,
+    /// Replace a successor that was never used instead of failing because one exists.
+    pub replace_unused_successor: bool,
+}
+
+/// Which keys [`Keyring::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub owner: Option<String>,
+    pub state: Option<Outcome>,
+}
+
+/// A newly issued key and its token, which is shown this once and never stored.
+#[derive(Debug)]
+pub struct Issued {
+    pub record: KeyRecord,
+    pub token: Token,
+}
+
+/// A key with its state at the instant it was read.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    pub record: KeyRecord,
+    pub state: KeyState,
+}
+
+impl Caller {
+    pub fn new(actor: Actor) -> Self {
+        Caller { actor, client_addr: None }
+    }
+
+    /// The operating-system user running this process, for commands run from a terminal.
+    pub fn cli() -> Self {
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        Caller::new(Actor::Cli(user))
+    }
+}
+
+impl Keyring {
+    /// Creates a keyring over an open store. Background work starts with
+    /// [`Keyring::start_background`]; until then every verification reads through to the store.
+    pub fn new(store: Arc<dyn Store>, peppers: PepperRing, clock: Arc<dyn Clock>, config: Config) -> Arc<Self> {
+        let cache =
+            Cache::new(millis(config.consistency.max_staleness), millis(config.unknown_key_ttl), config.cache_capacity);
+        if config.consistency.strict {
+            cache.disable();
+        }
+        let lookups = tokio::sync::Semaphore::new(config.max_concurrent_lookups.max(1));
+        Arc::new(Keyring {
+            store,
+            peppers,
+            clock,
+            config,
+            cache,
+            pending: Pending::default(),
+            lookups,
+            background: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Creates a key and returns it with its token.
+    pub async fn create(&self, new: NewKey, caller: &Caller) -> Result<Issued, Error> {
+        let now = self.clock.now();
+        let name = check_text("name", &new.name)?;
+        let owner = new.owner.as_deref().map(|owner| check_text("owner", owner)).transpose()?;
+        check_metadata(&new.metadata)?;
+        self.check_reserved_scopes(&new.scopes, caller)?;
+
+        let policy = Policy {
+            expiry: new.expiry.unwrap_or(self.config.policy.expiry),
+            grace: new.grace.unwrap_or(self.config.policy.grace),
+            warn_before: new.warn_before.unwrap_or(self.config.policy.warn_before),
+            default_overlap: self.config.policy.default_overlap,
+        };
+        let expires_at = policy.expires_at(now)?;
+
+        for _ in 0..3 {
+            let key_id = KeyId::generate(&mut OsRng);
+            let token = self.config.format.generate(&key_id, &mut OsRng);
+            let (pepper_id, hash) = self.peppers.hash_current(token.expose());
+            let record = KeyRecord {
+                key_id: key_id.clone(),
+                name: name.clone(),
+                owner: owner.clone(),
+                scopes: new.scopes.clone(),
+                metadata: new.metadata.clone(),
+                hash,
+                pepper_id,
+                created_at: now,
+                expires_at,
+                grace: policy.grace,
+                warn_before: policy.warn_before,
+                revoked_at: None,
+                revocation_reason: None,
+                rotated_at: None,
+                overlap_ends_at: None,
+                successor_id: None,
+                predecessor_id: None,
+                chain_started_at: now,
+                first_used_at: None,
+                last_used_at: None,
+            };
+            let event = self
+                .event(AuditEventType::AuthnTokenCreated, now, &key_id, caller)
+                .with_details(creation_details(&record));
+            match self.store.insert_key(&record, &event).await {
+                Ok(()) => {
+                    self.cache.evict([&key_id]);
+                    tracing::info!(target: "keyturn::audit", key_id = %key_id, actor = %caller.actor.to_stored(), "key created");
+                    return Ok(Issued { record, token });
+                }
+                Err(StoreError::DuplicateKeyId(_)) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Store(StoreError::Internal("three generated key ids collided; retry the request".into())))
+    }
+
+    /// Returns a key with its state now.
+    pub async fn get(&self, key_id: &KeyId) -> Result<KeyView, Error> {
+        let record = self.store.get_key(key_id).await?.ok_or_else(|| Error::NotFound(key_id.clone()))?;
+        let state = record.state_at(self.clock.now());
+        Ok(KeyView { record, state })
+    }
+
+    /// Lists keys, optionally by owner and by state now.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<KeyView>, Error> {
+        let now = self.clock.now();
+        let records = self.store.list_keys(&KeyFilter { owner: filter.owner.clone() }).await?;
+        let views = records
+            .into_iter()
+            .map(|record| KeyView { state: record.state_at(now), record })
+            .filter(|view| filter.state.is_none_or(|state| view.state.outcome == state))
+            .collect();
+        Ok(views)
+    }
+
+    /// Rotates a key: issues a successor with the same owner, name, scopes, policy and metadata,
+    /// and lets the old key work until the end of its overlap window.
+    pub async fn rotate(&self, key_id: &KeyId, options: &RotateOptions, caller: &Caller) -> Result<Issued, Error> {
+        let now = self.clock.now();
+        let old = self.store.get_key(key_id).await?.ok_or_else(|| Error::NotFound(key_id.clone()))?;
+        let outcome = old.state_at(now).outcome;
+        let replace = match (outcome, &old.successor_id) {
+            (Outcome::Superseded, Some(successor)) if options.replace_unused_successor => Some(successor.clone()),
+            (Outcome::Superseded, Some(successor)) => {
+                return Err(Error::AlreadyRotated { key_id: key_id.clone(), successor_id: successor.clone() })
+            }
+            (Outcome::Active | Outcome::Expiring | Outcome::Grace, _) => None,
+            (outcome, _) => return Err(Error::NotRotatable { key_id: key_id.clone(), outcome }),
+        };
+
+        let expires_at = match options.expiry {
+            Some(expiry) => Policy { expiry, ..self.config.policy }.expires_at(now)?,
+            None => old.successor_expires_at(now),
+        };
+        let overlap = options.overlap.unwrap_or(self.config.policy.default_overlap);
+        let overlap_ends_at = old.overlap_end_for(now, overlap);
+
+        let successor_id = KeyId::generate(&mut OsRng);
+        let token = self.config.format.generate(&successor_id, &mut OsRng);
+        let (pepper_id, hash) = self.peppers.hash_current(token.expose());
+        let successor = KeyRecord {
+            key_id: successor_id.clone(),
+            hash,
+            pepper_id,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            revocation_reason: None,
+            rotated_at: None,
+            overlap_ends_at: None,
+            successor_id: None,
+            predecessor_id: Some(old.key_id.clone()),
+            first_used_at: None,
+            last_used_at: None,
+            ..old.clone()
+        };
+
+        let mut events = vec![self.event(AuditEventType::AuthnTokenRotated, now, key_id, caller).with_details(json!({
+            "successor_id": successor_id.as_str(),
+            "overlap_ends_at": if replace.is_some() { old.overlap_ends_at } else { Some(overlap_ends_at) }.map(Instant::as_millis),
+            "replaced_successor_id": replace.as_ref().map(KeyId::as_str),
+        }))];
+        events.push(
+            self.event(AuditEventType::AuthnTokenCreated, now, &successor_id, caller)
+                .with_details(creation_details(&successor)),
+        );
+        if let Some(replaced) = &replace {
+            events.push(
+                self.event(AuditEventType::AuthnTokenRevoked, now, replaced, caller)
+                    .with_reason(Some(format!("replaced by {successor_id}")))
+                    .with_details(json!({ "replaced_by": successor_id.as_str() })),
+            );
+        }
+
+        let rotation = Rotation {
+            old_key_id: key_id.clone(),
+            rotated_at: now,
+            overlap_ends_at,
+            successor: successor.clone(),
+            replace_unused_successor: replace.clone(),
+            events,
+        };
+        self.store.rotate_key(&rotation).await?;
+        self.cache.evict([key_id, &successor_id].into_iter().chain(replace.as_ref()));
+        tracing::info!(target: "keyturn::audit", key_id = %key_id, successor_id = %successor_id, actor = %caller.actor.to_stored(), "key rotated");
+        Ok(Issued { record: successor, token })
+    }
+
+    /// Revokes a key. Revocation is final and takes effect in this process at once.
+    pub async fn revoke(&self, key_id: &KeyId, reason: Option<&str>, caller: &Caller) -> Result<KeyRecord, Error> {
+        let now = self.clock.now();
+        let reason = reason.map(check_reason).transpose()?;
+        let event = self.event(AuditEventType::AuthnTokenRevoked, now, key_id, caller).with_reason(reason.clone());
+        let revocation = Revocation { key_id: key_id.clone(), revoked_at: now, reason, event };
+        let result = self.store.revoke_key(&revocation).await;
+        self.cache.evict([key_id]);
+        match result {
+            Ok(record) => {
+                tracing::info!(target: "keyturn::audit", key_id = %key_id, actor = %caller.actor.to_stored(), "key revoked");
+                Ok(record)
+            }
+            Err(StoreError::Revoked(_)) => {
+                let record = self.store.get_key(key_id).await?.ok_or_else(|| Error::NotFound(key_id.clone()))?;
+                let revoked_at = record.revoked_at.unwrap_or(now);
+                Err(Error::AlreadyRevoked { key_id: key_id.clone(), revoked_at })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Lists audit events in sequence order.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, Error> {
+        Ok(self.store.list_audit(filter).await?)
+    }
+
+    fn check_reserved_scopes(&self, scopes: &Scopes, caller: &Caller) -> Result<(), Error> {
+        // NOTE: callers authenticated by a key reach this only through the admin API, which checks
+        // the acting key's scopes before calling; terminal commands run with the operator's rights.
+        match caller.actor {
+            Actor::Cli(_) => Ok(()),
+            _ if scopes.has_reserved() => Err(Error::ReservedScope),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn event(&self, event: AuditEventType, at: Instant, key_id: &KeyId, caller: &Caller) -> NewAuditEvent {
+        let mut event = NewAuditEvent::new(event, at, Some(key_id.clone()), caller.actor.clone());
+        event.client_addr = caller.client_addr.clone();
+        event
+    }
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("store", &self.store.location())
+            .field("peppers", &self.peppers)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn creation_details(record: &KeyRecord) -> Value {
+    json!({
+        "name": record.name,
+        "owner": record.owner,
+        "scopes": record.scopes,
+        "expires_at": record.expires_at.map(Instant::as_millis),
+        "no_expiry": record.expires_at.is_none(),
+        "grace_ms": record.grace.as_millis(),
+        "warn_before_ms": record.warn_before.as_millis(),
+        "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
+        "pepper_id": record.pepper_id.as_str(),
+    })
+}
+
+fn check_text(field: &'static str, value: &str) -> Result<String, Error> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > MAX_TEXT_LEN || value.chars().any(char::is_control) {
+        return Err(Error::InvalidInput {
+            field,
+            reason: format!("{value:?} must be 1 to {MAX_TEXT_LEN} characters without control characters"),
+        });
+    }
+    Ok(value.to_owned())
+}
+
+fn check_reason(value: &str) -> Result<String, Error> {
+    let value = value.trim();
+    if value.chars().count() > MAX_REASON_LEN || value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(Error::InvalidInput {
+            field: "reason",
+            reason: format!("must be at most {MAX_REASON_LEN} characters without control characters"),
+        });
+    }
+    Ok(value.to_owned())
+}
+
+fn check_metadata(metadata: &Map<String, Value>) -> Result<(), Error> {
+    let size = serde_json::to_vec(metadata).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::InvalidInput {
+            field: "metadata",
+            reason: format!("it is {size} bytes as JSON; keep it under {MAX_METADATA_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,235 @@
+//! Where keyturn finds its database and its pepper, the same way for the CLI, the server and the
+//! Flask extension. The pepper comes from `KEYTURN_PEPPER`, from the file named by
+//! `KEYTURN_PEPPER_FILE`, or from the file next to an embedded SQLite database that
+//! `keyturn init` writes; without one nothing starts, because an empty or built-in pepper would
+//! make every stored hash forgeable by whoever reads the database.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use keyturn_core::{PepperId, PepperRing};
+use keyturn_store::DatabaseUrl;
+use rand_core::OsRng;
+
+use crate::Error;
+
+pub const DATABASE_URL_VAR: &str = "KEYTURN_DATABASE_URL";
+pub const PEPPER_VAR: &str = "KEYTURN_PEPPER";
+pub const PEPPER_FILE_VAR: &str = "KEYTURN_PEPPER_FILE";
+pub const DEFAULT_DATABASE: &str = "keyturn.db";
+
+/// Where the pepper ring is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PepperSource {
+    /// The value of `KEYTURN_PEPPER` (never printed).
+    Value(ValueSource),
+    /// A pepper file, whose mode is checked on every read.
+    File(PathBuf),
+}
+
+/// A pepper given as text; its `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ValueSource(String);
+
+impl std::fmt::Debug for ValueSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ValueSource(<redacted>)")
+    }
+}
+
+impl PepperSource {
+    /// Chooses the pepper source: an explicit value, else an explicit file, else the file next
+    /// to the SQLite database. Setting both a value and a file is ambiguous and rejected.
+    pub fn resolve(value: Option<String>, file: Option<PathBuf>, database: &DatabaseUrl) -> Result<Self, Error> {
+        let value = value.filter(|v| !v.trim().is_empty());
+        let file = file.filter(|f| !f.as_os_str().is_empty());
+        match (value, file) {
+            (Some(_), Some(_)) => {
+                Err(Error::Pepper(format!("both {PEPPER_VAR} and {PEPPER_FILE_VAR} are set; set only one of them")))
+            }
+            (Some(value), None) => Ok(PepperSource::Value(ValueSource(value))),
+            (None, Some(file)) => Ok(PepperSource::File(file)),
+            (None, None) => default_pepper_file(database).map(PepperSource::File).ok_or_else(|| {
+                Error::Pepper(format!("no pepper is configured; set {PEPPER_VAR} or {PEPPER_FILE_VAR}"))
+            }),
+        }
+    }
+
+    /// Resolves the source from the process environment.
+    pub fn from_env(database: &DatabaseUrl) -> Result<Self, Error> {
+        let value = std::env::var(PEPPER_VAR).ok();
+        let file = std::env::var_os(PEPPER_FILE_VAR).map(PathBuf::from);
+        Self::resolve(value, file, database)
+    }
+
+    /// Reads and parses the pepper ring. A file must exist, be a regular file and be readable by
+    /// its owner only.
+    pub fn load(&self) -> Result<PepperRing, Error> {
+        match self {
+            PepperSource::Value(ValueSource(text)) => {
+                PepperRing::parse_list(text).map_err(|error| Error::Pepper(format!("{PEPPER_VAR}: {error}")))
+            }
+            PepperSource::File(path) => {
+                let text = read_private_file(path)?;
+                PepperRing::parse_file(&text)
+                    .map_err(|error| Error::PepperFile { path: path.clone(), reason: error.to_string() })
+            }
+        }
+    }
+
+    /// A description for messages: the file path, or the variable name for a value.
+    pub fn describe(&self) -> String {
+        match self {
+            PepperSource::Value(_) => PEPPER_VAR.to_owned(),
+            PepperSource::File(path) => absolute(path).display().to_string(),
+        }
+    }
+}
+
+/// Resolves the database URL: an explicit value, else `KEYTURN_DATABASE_URL`, else `keyturn.db`
+/// in the working directory.
+pub fn resolve_database_url(explicit: Option<&str>) -> Result<DatabaseUrl, Error> {
+    let from_env = std::env::var(DATABASE_URL_VAR).ok().filter(|v| !v.trim().is_empty());
+    let text = explicit.map(str::to_owned).or(from_env).unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+    DatabaseUrl::parse(&text).map_err(Error::from)
+}
+
+/// The pepper file used for an embedded SQLite database when none is configured: the database
+/// path with the extension `.pepper`. A development default only, since a backup of the directory
+/// then holds both the hashes and the pepper.
+pub fn default_pepper_file(database: &DatabaseUrl) -> Option<PathBuf> {
+    database.sqlite_path().map(|path| absolute(&path.with_extension("pepper")))
+}
+
+/// Outcome of [`create_pepper_file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PepperFileStatus {
+    Created(PathBuf),
+    AlreadyExists(PathBuf),
+}
+
+/// Creates a pepper file with one fresh 32-byte pepper and mode 0600, unless one exists; an
+/// existing file is checked but never overwritten, since that would orphan every stored hash.
+pub fn create_pepper_file(path: &Path) -> Result<PepperFileStatus, Error> {
+    let path = absolute(path);
+    if path.exists() {
+        read_private_file(&path)?;
+        return Ok(PepperFileStatus::AlreadyExists(path));
+    }
+    let id = PepperId::parse("1").expect("\"1\" is a valid pepper id");
+    let entry = PepperRing::generate_entry(&id, &mut OsRng);
+    let content = format!(
+        "# keyturn pepper ring: one ID:BASE64 entry per line, the first is current. Keep this file\n\
+         # secret (mode 0600) and out of the database backups; losing it invalidates every key.\n{entry}\n"
+    );
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|error| Error::PepperFile { path: path.clone(), reason: io_reason(&error, &path) })?;
+    file.write_all(content.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|error| Error::PepperFile { path: path.clone(), reason: error.to_string() })?;
+    Ok(PepperFileStatus::Created(path))
+}
+
+fn read_private_file(path: &Path) -> Result<String, Error> {
+    let fail = |reason: String| Error::PepperFile { path: absolute(path), reason };
+    let metadata = fs::metadata(path).map_err(|error| fail(io_reason(&error, path)))?;
+    if !metadata.is_file() {
+        return Err(fail("it is not a regular file".to_owned()));
+    }
+    let mode = metadata.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(fail(format!(
+            "its mode is {mode:04o}, so other users can read it; run `chmod 600 {}`",
+            absolute(path).display()
+        )));
+    }
+    debug_assert_eq!(metadata.permissions().mode() & 0o077, 0);
+    fs::read_to_string(path).map_err(|error| fail(io_reason(&error, path)))
+}
+
+fn io_reason(error: &std::io::Error, path: &Path) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
+                format!("directory {} does not exist; create it first", parent.display())
+            }
+            _ => format!(
+                "the file does not exist; run `keyturn init` to create it, or set {PEPPER_VAR} or {PEPPER_FILE_VAR}"
+            ),
+        },
+        std::io::ErrorKind::PermissionDenied => "permission denied; run as the user that owns it".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(path: &Path) -> DatabaseUrl {
+        DatabaseUrl::parse(path.to_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn pepper_file_created_private_and_loadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyturn.pepper");
+        assert_eq!(create_pepper_file(&path).unwrap(), PepperFileStatus::Created(path.clone()));
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let ring = PepperSource::File(path.clone()).load().unwrap();
+        assert_eq!(ring.current_id().as_str(), "1");
+        assert_eq!(create_pepper_file(&path).unwrap(), PepperFileStatus::AlreadyExists(path));
+    }
+
+    #[test]
+    fn pepper_file_readable_by_others_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyturn.pepper");
+        create_pepper_file(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let message = PepperSource::File(path).load().unwrap_err().to_string();
+        assert!(message.contains("0644"), "{message}");
+        assert!(message.contains("chmod 600"), "{message}");
+    }
+
+    #[test]
+    fn missing_pepper_file_names_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = PepperSource::File(dir.path().join("none.pepper")).load().unwrap_err().to_string();
+        assert!(message.contains("keyturn init"), "{message}");
+    }
+
+    #[test]
+    fn default_pepper_file_sits_next_to_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = sqlite(&dir.path().join("app.db"));
+        let source = PepperSource::resolve(None, None, &database).unwrap();
+        assert_eq!(source, PepperSource::File(dir.path().join("app.pepper")));
+    }
+
+    #[test]
+    fn value_and_file_together_rejected() {
+        let database = DatabaseUrl::parse("keyturn.db").unwrap();
+        let error = PepperSource::resolve(Some("1:abc".into()), Some("x".into()), &database).unwrap_err();
+        assert!(error.to_string().contains("only one"));
+    }
+
+    #[test]
+    fn pepper_value_error_hides_value() {
+        let database = DatabaseUrl::parse("keyturn.db").unwrap();
+        let source = PepperSource::resolve(Some("1:c2hvcnQ=".into()), None, &database).unwrap();
+        let message = source.load().unwrap_err().to_string();
+        assert!(!message.contains("c2hvcnQ="), "{message}");
+        assert!(!format!("{source:?}").contains("c2hvcnQ="));
+    }
+}

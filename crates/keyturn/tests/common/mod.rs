@@ -1,0 +1,165 @@
+//! Shared fixtures for the service-layer tests: a keyring on a real SQLite file in a temporary
+//! directory, driven by a manual clock, and a store wrapper that can be switched off to simulate
+//! an outage of the real store.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use keyturn::core::{
+    AuditEvent, Instant, KeyId, KeyRecord, ManualClock, NewAuditEvent, Outcome, PepperId, PepperRing, Scopes,
+};
+use keyturn::settings::PepperSource;
+use keyturn::store::{
+    AuditFilter, Change, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, SqliteOptions, SqliteStore, Store,
+    StoreError, UsageRecord,
+};
+use keyturn::{Caller, Config, Keyring, NewKey};
+use rand_core::OsRng;
+
+pub const T0: i64 = 1_800_000_000_000;
+pub const DAY: i64 = 86_400_000;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub clock: ManualClock,
+    pub keyring: Arc<Keyring>,
+    pub store: Arc<SwitchableStore>,
+    pub pepper: String,
+}
+
+pub fn pepper_entry(id: &str) -> String {
+    PepperRing::generate_entry(&PepperId::parse(id).unwrap(), &mut OsRng)
+}
+
+pub fn scopes(values: &[&str]) -> Scopes {
+    Scopes::parse(values.iter().copied()).unwrap()
+}
+
+pub fn new_key(name: &str) -> NewKey {
+    NewKey { name: name.into(), owner: Some("billing".into()), ..NewKey::default() }
+}
+
+pub fn cli() -> Caller {
+    Caller::cli()
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        Self::with_config(Config::default()).await
+    }
+
+    pub async fn with_config(config: Config) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let pepper = pepper_entry("1");
+        let clock = ManualClock::new(Instant::from_millis(T0));
+        let store = open_store(&dir, true).await;
+        let ring = PepperRing::parse_list(&pepper).unwrap();
+        let keyring = Keyring::new(store.clone(), ring, Arc::new(clock.clone()), config);
+        Fixture { dir, clock, keyring, store, pepper }
+    }
+
+    /// Opens a second keyring on the same file, as another process would, with its own pool,
+    /// cache and the given pepper ring.
+    pub async fn peer(&self, peppers: &str, config: Config) -> (Arc<Keyring>, Arc<SwitchableStore>) {
+        let store = open_store(&self.dir, false).await;
+        let ring = PepperRing::parse_list(peppers).unwrap();
+        (Keyring::new(store.clone(), ring, Arc::new(self.clock.clone()), config), store)
+    }
+
+    pub fn database(&self) -> DatabaseUrl {
+        DatabaseUrl::parse(self.dir.path().join("keyturn.db").to_str().unwrap()).unwrap()
+    }
+
+    pub fn at(&self, millis: i64) {
+        self.clock.set(Instant::from_millis(millis));
+    }
+
+    pub fn pepper_source(&self) -> PepperSource {
+        PepperSource::resolve(Some(self.pepper.clone()), None, &self.database()).unwrap()
+    }
+}
+
+async fn open_store(dir: &tempfile::TempDir, create: bool) -> Arc<SwitchableStore> {
+    let url = DatabaseUrl::parse(dir.path().join("keyturn.db").to_str().unwrap()).unwrap();
+    let options = SqliteOptions { create_if_missing: create, ..SqliteOptions::default() };
+    let inner = SqliteStore::open(&url, &options).await.unwrap();
+    Arc::new(SwitchableStore { inner, down: AtomicBool::new(false) })
+}
+
+/// The real SQLite store, with a switch that makes every call fail as an unreachable store does.
+pub struct SwitchableStore {
+    pub inner: SqliteStore,
+    down: AtomicBool,
+}
+
+impl SwitchableStore {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("connection refused (simulated outage)".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SwitchableStore {
+    async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_key(key, event).await
+    }
+    async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.get_key(key_id).await
+    }
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_keys(filter).await
+    }
+    async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.rotate_key(rotation).await
+    }
+    async fn revoke_key(&self, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
+        self.check()?;
+        self.inner.revoke_key(revocation).await
+    }
+    async fn rehash_key(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.rehash_key(rehash).await
+    }
+    async fn record_usage(&self, usage: &[UsageRecord]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_usage(usage).await
+    }
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError> {
+        self.check()?;
+        self.inner.append_audit(event).await
+    }
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        self.check()?;
+        self.inner.list_audit(filter).await
+    }
+    async fn usage_counts(&self, key_id: &KeyId) -> Result<Vec<(Outcome, u64)>, StoreError> {
+        self.check()?;
+        self.inner.usage_counts(key_id).await
+    }
+    async fn change_seq(&self) -> Result<i64, StoreError> {
+        self.check()?;
+        self.inner.change_seq().await
+    }
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        self.check()?;
+        self.inner.changes_since(after, limit).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}

@@ -1,0 +1,178 @@
+"""Type stubs of ``keyturn._native``, the compiled core of keyturn (Rust, built with PyO3).
+
+Every decision (token parsing, key state, problem responses) is computed in Rust so that the Flask
+extension, the ``keyturn`` CLI and ``keyturn serve`` return identical results. Native state (the
+tokio runtime, the database pool, background threads) is created lazily on first use in each
+process, so a ``Keyring`` built before ``gunicorn`` forks its workers works in every worker.
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+__version__: str
+
+class KeyturnError(Exception):
+    """Base class of every keyturn error."""
+
+class ConfigurationError(KeyturnError):
+    """Invalid or missing configuration: database URL, pepper, token prefix, realm."""
+
+class InvalidInputError(KeyturnError, ValueError):
+    """An argument was rejected: a duration, instant, scope, name or key id."""
+
+class NotFoundError(KeyturnError, LookupError):
+    """No key has the given key id."""
+
+class ConflictError(KeyturnError):
+    """The change conflicts with the key's state: already rotated, revoked, expired."""
+
+class StoreUnavailableError(KeyturnError):
+    """The key store could not be reached, and no cached answer was fresh enough."""
+
+class ManualClock:
+    """A clock that stands still until moved; share one between a Keyring and a test."""
+
+    def __init__(self, start: datetime | None = None) -> None: ...
+    def now(self) -> datetime: ...
+    def set(self, instant: datetime) -> None: ...
+    def advance(self, duration: timedelta | str) -> None: ...
+
+class KeyInfo:
+    """A key as stored, with its state at the instant it was read. Never holds a token."""
+
+    key_id: str
+    name: str
+    owner: str | None
+    scopes: list[str]
+    state: str
+    created_at: datetime
+    expires_at: datetime | None
+    grace_ends_at: datetime | None
+    revoked_at: datetime | None
+    revocation_reason: str | None
+    rotated_at: datetime | None
+    overlap_ends_at: datetime | None
+    successor_id: str | None
+    predecessor_id: str | None
+    first_used_at: datetime | None
+    last_used_at: datetime | None
+    metadata: dict[str, Any]
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as JSON-ready values, instants as RFC 3339 strings in UTC."""
+
+class IssuedKey:
+    """A newly created or rotated key and its token, which is shown only this once."""
+
+    key: KeyInfo
+    token: str
+
+class AuthResult:
+    """The outcome of authenticating one request, with the exact response to send when rejected."""
+
+    allowed: bool
+    #: active, expiring, grace, superseded, expired, rotated, revoked, invalid, or the request-level
+    #: codes missing_credentials, invalid_request, insufficient_scope, store_unavailable.
+    code: str
+    #: The key's state when a key was verified (including insufficient_scope), else None.
+    outcome: str | None
+    #: 200 when allowed, else the status of the problem response.
+    status: int
+    #: Lifecycle headers to add when allowed; the full problem headers when rejected.
+    headers: list[tuple[str, str]]
+    #: The problem+json body when rejected; empty when allowed.
+    body: bytes
+    #: The key when its secret matched, else None.
+    key: KeyInfo | None
+
+class AuditEvent:
+    seq: int
+    at: datetime
+    event: str
+    key_id: str | None
+    actor: str
+    client_addr: str | None
+    reason: str | None
+    details: dict[str, Any]
+    def to_dict(self) -> dict[str, Any]: ...
+
+class Keyring:
+    """The keyturn service over one database and one pepper ring.
+
+    Unset arguments fall back to the environment (``KEYTURN_DATABASE_URL``, ``KEYTURN_PEPPER``,
+    ``KEYTURN_PEPPER_FILE``) and then to ``keyturn.db`` in the working directory with the pepper
+    file next to it. The pepper is loaded here, so a missing pepper raises ConfigurationError at
+    construction; the database is opened on first use in each process.
+    """
+
+    def __init__(
+        self,
+        *,
+        database_url: str | None = None,
+        pepper: str | None = None,
+        pepper_file: str | None = None,
+        token_prefix: str = "kt_live",
+        realm: str = "api",
+        api_key_header: str = "X-API-Key",
+        query_parameters: Sequence[str] | None = None,
+        strict: bool = False,
+        max_staleness: timedelta | str = "1s",
+        poll_interval: timedelta | str = "250ms",
+        flush_interval: timedelta | str = "1s",
+        create_if_missing: bool = False,
+        clock: ManualClock | None = None,
+    ) -> None: ...
+    @property
+    def database_path(self) -> str | None:
+        """The absolute path of the SQLite database."""
+    @property
+    def pepper_source(self) -> str:
+        """The pepper file's absolute path, or the variable name when given as a value."""
+    def authenticate(
+        self,
+        authorization: Sequence[str],
+        api_key: Sequence[str],
+        query: Sequence[tuple[str, str]],
+        scopes: Sequence[str] = (),
+        client_addr: str | None = None,
+    ) -> AuthResult:
+        """Authenticate a request from its header values and query parameters."""
+    def verify(self, token: str, scopes: Sequence[str] = ()) -> AuthResult:
+        """Verify a bare token; raises StoreUnavailableError when the store is needed and down."""
+    def create(
+        self,
+        name: str,
+        *,
+        owner: str | None = None,
+        scopes: Sequence[str] = (),
+        expires_in: timedelta | str | None = None,
+        expires_at: datetime | str | None = None,
+        no_expiry: bool = False,
+        grace: timedelta | str | None = None,
+        warn_before: timedelta | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> IssuedKey: ...
+    def rotate(
+        self,
+        key_id: str,
+        *,
+        overlap: timedelta | str | None = None,
+        replace_unused_successor: bool = False,
+    ) -> IssuedKey: ...
+    def revoke(self, key_id: str, *, reason: str | None = None) -> KeyInfo: ...
+    def get(self, key_id: str) -> KeyInfo: ...
+    def list(self, *, owner: str | None = None, state: str | None = None) -> list[KeyInfo]: ...
+    def audit(self, *, key_id: str | None = None, event: str | None = None) -> list[AuditEvent]: ...
+    def flush(self) -> None:
+        """Write queued usage counters, rehashes and exposure reports now."""
+    def sync(self) -> None:
+        """Apply changes made by other processes to this process's cache now."""
+    def close(self) -> None:
+        """Stop background work in this process after a final flush; later calls reopen."""
+
+def init(database_url: str | None = None, *, pepper_file: str | None = None) -> tuple[str, str | None, bool]:
+    """Create the database and, unless KEYTURN_PEPPER is set, the pepper file (mode 0600).
+
+    Returns the database path, the pepper file path (None when the pepper comes from
+    KEYTURN_PEPPER) and whether the pepper file was created now.
+    """

@@ -1,0 +1,369 @@
+//! The `Keyring` class and `init` function of `keyturn._native`.
+//!
+//! Construction validates the settings and loads the pepper, without threads or connections.
+//! The tokio runtime, the database pool and the background tasks are created on first use in
+//! each process and recreated after a fork, because a runtime inherited through `fork` has no
+//! threads and would hang every gunicorn worker. The GIL is released while keyturn works.
+
+use std::sync::{Arc, Mutex};
+
+use keyturn::core::{
+    Clock, CredentialConfig, Expiry, KeyId, Outcome, ResponseConfig, Scopes, SystemClock, TokenFormat,
+};
+use keyturn::settings::{self, PepperSource, PEPPER_FILE_VAR, PEPPER_VAR};
+use keyturn::store::AuditFilter;
+use keyturn::{
+    AuthRequest, Authentication, Caller, Config, Consistency, ListFilter, NewKey, OpenOptions, RotateOptions,
+};
+use pyo3::prelude::*;
+
+use crate::convert::{py_to_json_object, to_duration, to_instant, to_std_duration};
+use crate::errors::{configuration, invalid, to_py};
+use crate::values::{AuditEvent, AuthResult, IssuedKey, KeyInfo, ManualClock};
+
+/// The keyturn service over one database and one pepper ring.
+#[pyclass(module = "keyturn._native", frozen)]
+pub(crate) struct Keyring {
+    options: OpenOptions,
+    clock: Arc<dyn Clock>,
+    state: Mutex<Option<ProcessState>>,
+}
+
+/// Native state of one process.
+struct ProcessState {
+    pid: u32,
+    runtime: Arc<tokio::runtime::Runtime>,
+    keyring: Arc<keyturn::Keyring>,
+}
+
+impl Drop for ProcessState {
+    fn drop(&mut self) {
+        // A runtime inherited through fork has no worker threads; dropping it would wait for
+        // them, so the child leaks it instead.
+        if self.pid != std::process::id() {
+            std::mem::forget(Arc::clone(&self.runtime));
+            std::mem::forget(Arc::clone(&self.keyring));
+        }
+    }
+}
+
+#[pymethods]
+impl Keyring {
+    #[new]
+    #[pyo3(signature = (
+        *, database_url = None, pepper = None, pepper_file = None, token_prefix = "kt_live", realm = "api",
+        api_key_header = "X-API-Key", query_parameters = None, strict = false, max_staleness = None,
+        poll_interval = None, flush_interval = None, create_if_missing = false, clock = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        database_url: Option<&str>,
+        pepper: Option<String>,
+        pepper_file: Option<String>,
+        token_prefix: &str,
+        realm: &str,
+        api_key_header: &str,
+        query_parameters: Option<Vec<String>>,
+        strict: bool,
+        max_staleness: Option<&Bound<'_, PyAny>>,
+        poll_interval: Option<&Bound<'_, PyAny>>,
+        flush_interval: Option<&Bound<'_, PyAny>>,
+        create_if_missing: bool,
+        clock: Option<&Bound<'_, ManualClock>>,
+    ) -> PyResult<Self> {
+        let database = settings::resolve_database_url(database_url).map_err(|e| configuration(e.to_string()))?;
+        let pepper = pepper.or_else(|| std::env::var(PEPPER_VAR).ok());
+        let pepper_file = pepper_file.or_else(|| std::env::var(PEPPER_FILE_VAR).ok()).map(Into::into);
+        let pepper = PepperSource::resolve(pepper, pepper_file, &database).map_err(|e| configuration(e.to_string()))?;
+        pepper.load().map_err(|e| configuration(e.to_string()))?;
+
+        let defaults = Consistency::default();
+        let mut config = Config {
+            format: TokenFormat::new(token_prefix).map_err(|e| configuration(e.to_string()))?,
+            responses: ResponseConfig::new(realm, api_key_header).map_err(|e| configuration(e.to_string()))?,
+            consistency: Consistency {
+                max_staleness: optional_duration(max_staleness, "max_staleness", defaults.max_staleness)?,
+                poll_interval: optional_duration(poll_interval, "poll_interval", defaults.poll_interval)?,
+                strict,
+            },
+            ..Config::default()
+        };
+        config.flush_interval = optional_duration(flush_interval, "flush_interval", config.flush_interval)?;
+        if let Some(names) = query_parameters {
+            config.credentials =
+                CredentialConfig::new(names.iter().map(String::as_str)).map_err(|e| configuration(e.to_string()))?;
+        }
+
+        let clock: Arc<dyn Clock> = match clock {
+            Some(clock) => Arc::new(clock.get().inner.clone()),
+            None => Arc::new(SystemClock),
+        };
+        let options = OpenOptions { database, pepper, create_if_missing, config };
+        Ok(Keyring { options, clock, state: Mutex::new(None) })
+    }
+
+    #[getter]
+    fn database_path(&self) -> Option<String> {
+        self.options
+            .database
+            .sqlite_path()
+            .map(|path| std::path::absolute(path).unwrap_or(path.to_path_buf()).display().to_string())
+    }
+
+    #[getter]
+    fn pepper_source(&self) -> String {
+        self.options.pepper.describe()
+    }
+
+    #[pyo3(signature = (authorization, api_key, query, scopes = Vec::new(), client_addr = None))]
+    fn authenticate(
+        &self,
+        py: Python<'_>,
+        authorization: Vec<String>,
+        api_key: Vec<String>,
+        query: Vec<(String, String)>,
+        scopes: Vec<String>,
+        client_addr: Option<String>,
+    ) -> PyResult<AuthResult> {
+        let required = parse_scopes(&scopes)?;
+        let (runtime, keyring) = self.process(py)?;
+        let authorization: Vec<&str> = authorization.iter().map(String::as_str).collect();
+        let api_key: Vec<&str> = api_key.iter().map(String::as_str).collect();
+        let query: Vec<(&str, &str)> = query.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        let request = AuthRequest {
+            authorization: &authorization,
+            api_key: &api_key,
+            query: &query,
+            client_addr: client_addr.as_deref(),
+        };
+
+        let result = py.detach(|| runtime.block_on(keyring.authenticate(&request, &required)));
+        match result {
+            Authentication::Allowed { decision, headers } => AuthResult::allowed(py, decision, headers),
+            Authentication::Rejected { response, decision } => AuthResult::rejected(py, response, decision),
+        }
+    }
+
+    #[pyo3(signature = (token, scopes = Vec::new()))]
+    fn verify(&self, py: Python<'_>, token: &str, scopes: Vec<String>) -> PyResult<AuthResult> {
+        let required = parse_scopes(&scopes)?;
+        let (runtime, keyring) = self.process(py)?;
+        let decision = py.detach(|| runtime.block_on(keyring.verify(token, &required, None))).map_err(to_py)?;
+        match keyring.config().responses.rejection(&decision) {
+            None => {
+                let headers = decision.lifecycle_headers();
+                AuthResult::allowed(py, decision, headers)
+            }
+            Some(response) => AuthResult::rejected(py, response, Some(decision)),
+        }
+    }
+
+    #[pyo3(signature = (
+        name, *, owner = None, scopes = Vec::new(), expires_in = None, expires_at = None, no_expiry = false,
+        grace = None, warn_before = None, metadata = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &self,
+        py: Python<'_>,
+        name: String,
+        owner: Option<String>,
+        scopes: Vec<String>,
+        expires_in: Option<&Bound<'_, PyAny>>,
+        expires_at: Option<&Bound<'_, PyAny>>,
+        no_expiry: bool,
+        grace: Option<&Bound<'_, PyAny>>,
+        warn_before: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<IssuedKey> {
+        let expiry = match (expires_in, expires_at, no_expiry) {
+            (None, None, false) => None,
+            (Some(lifetime), None, false) => Some(Expiry::After(to_duration(lifetime, "expires_in")?)),
+            (None, Some(instant), false) => Some(Expiry::At(to_instant(instant, "expires_at")?)),
+            (None, None, true) => Some(Expiry::Never),
+            _ => return Err(invalid("set at most one of expires_in, expires_at and no_expiry")),
+        };
+        let new = NewKey {
+            name,
+            owner,
+            scopes: parse_scopes(&scopes)?,
+            metadata: metadata.map(|value| py_to_json_object(value, "metadata")).transpose()?.unwrap_or_default(),
+            expiry,
+            grace: grace.map(|value| to_duration(value, "grace")).transpose()?,
+            warn_before: warn_before.map(|value| to_duration(value, "warn_before")).transpose()?,
+        };
+        let (runtime, keyring) = self.process(py)?;
+        let issued = py.detach(|| runtime.block_on(keyring.create(new, &Caller::cli()))).map_err(to_py)?;
+        IssuedKey::new(py, issued, keyring.now())
+    }
+
+    #[pyo3(signature = (key_id, *, overlap = None, replace_unused_successor = false))]
+    fn rotate(
+        &self,
+        py: Python<'_>,
+        key_id: &str,
+        overlap: Option<&Bound<'_, PyAny>>,
+        replace_unused_successor: bool,
+    ) -> PyResult<IssuedKey> {
+        let key_id = parse_key_id(key_id)?;
+        let options = RotateOptions {
+            overlap: overlap.map(|value| to_duration(value, "overlap")).transpose()?,
+            expiry: None,
+            replace_unused_successor,
+        };
+        let (runtime, keyring) = self.process(py)?;
+        let issued =
+            py.detach(|| runtime.block_on(keyring.rotate(&key_id, &options, &Caller::cli()))).map_err(to_py)?;
+        IssuedKey::new(py, issued, keyring.now())
+    }
+
+    #[pyo3(signature = (key_id, *, reason = None))]
+    fn revoke(&self, py: Python<'_>, key_id: &str, reason: Option<String>) -> PyResult<KeyInfo> {
+        let key_id = parse_key_id(key_id)?;
+        let (runtime, keyring) = self.process(py)?;
+        let record = py
+            .detach(|| runtime.block_on(keyring.revoke(&key_id, reason.as_deref(), &Caller::cli())))
+            .map_err(to_py)?;
+        let state = record.state_at(keyring.now());
+        Ok(KeyInfo::new(Arc::new(record), state))
+    }
+
+    fn get(&self, py: Python<'_>, key_id: &str) -> PyResult<KeyInfo> {
+        let key_id = parse_key_id(key_id)?;
+        let (runtime, keyring) = self.process(py)?;
+        let view = py.detach(|| runtime.block_on(keyring.get(&key_id))).map_err(to_py)?;
+        Ok(KeyInfo::new(Arc::new(view.record), view.state))
+    }
+
+    #[pyo3(signature = (*, owner = None, state = None))]
+    fn list(&self, py: Python<'_>, owner: Option<String>, state: Option<&str>) -> PyResult<Vec<KeyInfo>> {
+        let state = state.map(parse_outcome).transpose()?;
+        let filter = ListFilter { owner, state };
+        let (runtime, keyring) = self.process(py)?;
+        let views = py.detach(|| runtime.block_on(keyring.list(&filter))).map_err(to_py)?;
+        Ok(views.into_iter().map(|view| KeyInfo::new(Arc::new(view.record), view.state)).collect())
+    }
+
+    #[pyo3(signature = (*, key_id = None, event = None))]
+    fn audit(&self, py: Python<'_>, key_id: Option<&str>, event: Option<&str>) -> PyResult<Vec<AuditEvent>> {
+        let filter = AuditFilter {
+            key_id: key_id.map(parse_key_id).transpose()?,
+            event: event
+                .map(|name| {
+                    keyturn::core::AuditEventType::parse(name)
+                        .ok_or_else(|| invalid(format!("unknown audit event type {name:?}")))
+                })
+                .transpose()?,
+            ..AuditFilter::default()
+        };
+        let (runtime, keyring) = self.process(py)?;
+        let rows = py.detach(|| runtime.block_on(keyring.audit(&filter))).map_err(to_py)?;
+        Ok(rows.into_iter().map(AuditEvent::new).collect())
+    }
+
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let (runtime, keyring) = self.process(py)?;
+        py.detach(|| runtime.block_on(keyring.flush())).map_err(to_py)
+    }
+
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let (runtime, keyring) = self.process(py)?;
+        py.detach(|| runtime.block_on(keyring.sync_cache())).map_err(to_py)
+    }
+
+    fn close(&self, py: Python<'_>) {
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let Some(state) = state else { return };
+        if state.pid == std::process::id() {
+            let (runtime, keyring) = (Arc::clone(&state.runtime), Arc::clone(&state.keyring));
+            py.detach(|| runtime.block_on(keyring.shutdown()));
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Keyring(database={}, pepper={})", self.options.database, self.options.pepper.describe())
+    }
+}
+
+impl Keyring {
+    /// Returns this process's runtime and keyring, creating them on first use and after a fork.
+    fn process(&self, py: Python<'_>) -> PyResult<(Arc<tokio::runtime::Runtime>, Arc<keyturn::Keyring>)> {
+        let pid = std::process::id();
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(current) = state.as_ref().filter(|current| current.pid == pid) {
+            return Ok((Arc::clone(&current.runtime), Arc::clone(&current.keyring)));
+        }
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyturn")
+            .enable_all()
+            .build()
+            .map_err(|error| configuration(format!("cannot start the keyturn runtime: {error}")))?;
+        let runtime = Arc::new(runtime);
+        let options = self.options.clone();
+        let clock = Arc::clone(&self.clock);
+        let keyring = py.detach(|| runtime.block_on(keyturn::open(options, clock))).map_err(to_py)?;
+        {
+            let _entered = runtime.enter();
+            keyring.start_background();
+        }
+        *state = Some(ProcessState { pid, runtime: Arc::clone(&runtime), keyring: Arc::clone(&keyring) });
+        Ok((runtime, keyring))
+    }
+}
+
+/// Creates the database and, unless `KEYTURN_PEPPER` is set, the pepper file with mode 0600.
+#[pyfunction]
+#[pyo3(signature = (database_url = None, *, pepper_file = None))]
+pub(crate) fn init(
+    py: Python<'_>,
+    database_url: Option<&str>,
+    pepper_file: Option<String>,
+) -> PyResult<(String, Option<String>, bool)> {
+    let database = settings::resolve_database_url(database_url).map_err(|e| configuration(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| configuration(format!("cannot start the keyturn runtime: {error}")))?;
+    let store = py.detach(|| runtime.block_on(keyturn::open_store(&database, true))).map_err(to_py)?;
+    let location = store.location();
+    drop(store);
+
+    let pepper_value = std::env::var(PEPPER_VAR).ok().filter(|value| !value.trim().is_empty());
+    let pepper_path = pepper_file
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os(PEPPER_FILE_VAR).map(Into::into))
+        .or_else(|| if pepper_value.is_some() { None } else { settings::default_pepper_file(&database) });
+    let Some(path) = pepper_path else {
+        return Ok((location, None, false));
+    };
+    match settings::create_pepper_file(&path).map_err(to_py)? {
+        settings::PepperFileStatus::Created(path) => Ok((location, Some(path.display().to_string()), true)),
+        settings::PepperFileStatus::AlreadyExists(path) => Ok((location, Some(path.display().to_string()), false)),
+    }
+}
+
+fn optional_duration(
+    value: Option<&Bound<'_, PyAny>>,
+    field: &str,
+    default: std::time::Duration,
+) -> PyResult<std::time::Duration> {
+    value.map(|value| to_std_duration(value, field)).transpose().map(|value| value.unwrap_or(default))
+}
+
+fn parse_scopes(scopes: &[String]) -> PyResult<Scopes> {
+    Scopes::parse(scopes.iter().map(String::as_str)).map_err(|error| invalid(error.to_string()))
+}
+
+fn parse_key_id(key_id: &str) -> PyResult<KeyId> {
+    KeyId::parse(key_id).map_err(|error| invalid(error.to_string()))
+}
+
+fn parse_outcome(state: &str) -> PyResult<Outcome> {
+    Outcome::ALL.into_iter().find(|outcome| outcome.as_str() == state).ok_or_else(|| {
+        invalid(format!(
+            "unknown state {state:?}; use one of active, expiring, grace, superseded, expired, rotated, revoked"
+        ))
+    })
+}

@@ -1,0 +1,347 @@
+//! The value classes returned to Python: `KeyInfo`, `IssuedKey`, `AuthResult`, `AuditEvent` and
+//! the shared `ManualClock`. Instants are converted to `datetime` only when read, which keeps the
+//! per-request cost of `AuthResult` low. Only `IssuedKey` holds a token, and its `repr` hides it.
+
+use std::sync::Arc;
+
+use keyturn::core::{self, Clock, HttpResponse, Instant, KeyRecord, KeyState};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::convert::{json_to_py, to_datetime, to_duration, to_instant, to_optional_datetime};
+
+/// A clock that stands still until moved; clones share one instant with the keyring.
+#[pyclass(module = "keyturn._native", frozen)]
+pub(crate) struct ManualClock {
+    pub(crate) inner: core::ManualClock,
+}
+
+#[pymethods]
+impl ManualClock {
+    #[new]
+    #[pyo3(signature = (start = None))]
+    fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let start = match start {
+            Some(value) => to_instant(value, "start")?,
+            None => core::SystemClock.now(),
+        };
+        Ok(ManualClock { inner: core::ManualClock::new(start) })
+    }
+
+    fn now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.inner.now())
+    }
+
+    fn set(&self, instant: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.inner.set(to_instant(instant, "instant")?);
+        Ok(())
+    }
+
+    fn advance(&self, duration: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.inner.advance(to_duration(duration, "duration")?);
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ManualClock({})", self.inner.now())
+    }
+}
+
+/// A key as stored, with its state at the instant it was read.
+#[pyclass(module = "keyturn._native", frozen)]
+pub(crate) struct KeyInfo {
+    record: Arc<KeyRecord>,
+    state: KeyState,
+}
+
+impl KeyInfo {
+    pub(crate) fn new(record: Arc<KeyRecord>, state: KeyState) -> Self {
+        KeyInfo { record, state }
+    }
+}
+
+#[pymethods]
+impl KeyInfo {
+    #[getter]
+    fn key_id(&self) -> &str {
+        self.record.key_id.as_str()
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        &self.record.name
+    }
+    #[getter]
+    fn owner(&self) -> Option<&str> {
+        self.record.owner.as_deref()
+    }
+    #[getter]
+    fn scopes(&self) -> Vec<String> {
+        self.record.scopes.iter().map(|scope| scope.as_str().to_owned()).collect()
+    }
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.state.outcome.as_str()
+    }
+    #[getter]
+    fn created_at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.record.created_at)
+    }
+    #[getter]
+    fn expires_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.expires_at)
+    }
+    #[getter]
+    fn grace_ends_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.grace_ends_at())
+    }
+    #[getter]
+    fn revoked_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.revoked_at)
+    }
+    #[getter]
+    fn revocation_reason(&self) -> Option<&str> {
+        self.record.revocation_reason.as_deref()
+    }
+    #[getter]
+    fn rotated_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.rotated_at)
+    }
+    #[getter]
+    fn overlap_ends_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.overlap_ends_at)
+    }
+    #[getter]
+    fn successor_id(&self) -> Option<&str> {
+        self.record.successor_id.as_ref().map(|id| id.as_str())
+    }
+    #[getter]
+    fn predecessor_id(&self) -> Option<&str> {
+        self.record.predecessor_id.as_ref().map(|id| id.as_str())
+    }
+    #[getter]
+    fn first_used_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.first_used_at)
+    }
+    #[getter]
+    fn last_used_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.last_used_at)
+    }
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &serde_json::Value::Object(self.record.metadata.clone()))
+    }
+
+    /// Returns the fields as JSON-ready values, instants as RFC 3339 strings in UTC.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &key_json(&self.record, self.state))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "KeyInfo(key_id={:?}, name={:?}, state={:?})",
+            self.record.key_id.as_str(),
+            self.record.name,
+            self.state()
+        )
+    }
+}
+
+/// The JSON form of a key shared by `to_dict` and the CLIs.
+pub(crate) fn key_json(record: &KeyRecord, state: KeyState) -> serde_json::Value {
+    let instant = |value: Option<Instant>| value.map(Instant::to_rfc3339);
+    serde_json::json!({
+        "key_id": record.key_id.as_str(),
+        "name": record.name,
+        "owner": record.owner,
+        "scopes": record.scopes,
+        "state": state.outcome.as_str(),
+        "created_at": record.created_at.to_rfc3339(),
+        "expires_at": instant(record.expires_at),
+        "grace_ends_at": instant(record.grace_ends_at()),
+        "revoked_at": instant(record.revoked_at),
+        "revocation_reason": record.revocation_reason,
+        "rotated_at": instant(record.rotated_at),
+        "overlap_ends_at": instant(record.overlap_ends_at),
+        "successor_id": record.successor_id.as_ref().map(|id| id.as_str()),
+        "predecessor_id": record.predecessor_id.as_ref().map(|id| id.as_str()),
+        "first_used_at": instant(record.first_used_at),
+        "last_used_at": instant(record.last_used_at),
+        "metadata": record.metadata,
+    })
+}
+
+/// A newly created or rotated key and its token, shown only this once.
+#[pyclass(module = "keyturn._native", frozen)]
+pub(crate) struct IssuedKey {
+    #[pyo3(get)]
+    key: Py<KeyInfo>,
+    token: core::Token,
+}
+
+impl IssuedKey {
+    pub(crate) fn new(py: Python<'_>, issued: keyturn::Issued, now: Instant) -> PyResult<Self> {
+        let state = issued.record.state_at(now);
+        let key = Py::new(py, KeyInfo::new(Arc::new(issued.record), state))?;
+        Ok(IssuedKey { key, token: issued.token })
+    }
+}
+
+#[pymethods]
+impl IssuedKey {
+    #[getter]
+    fn token(&self) -> &str {
+        self.token.expose()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("IssuedKey(key_id={:?}, token=<redacted>)", self.key.get().record.key_id.as_str())
+    }
+}
+
+/// The result of authenticating a request or verifying a token.
+#[pyclass(module = "keyturn._native", frozen)]
+pub(crate) struct AuthResult {
+    #[pyo3(get)]
+    allowed: bool,
+    #[pyo3(get)]
+    code: String,
+    #[pyo3(get)]
+    outcome: Option<&'static str>,
+    #[pyo3(get)]
+    status: u16,
+    #[pyo3(get)]
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    #[pyo3(get)]
+    key: Option<Py<KeyInfo>>,
+}
+
+impl AuthResult {
+    pub(crate) fn allowed(
+        py: Python<'_>,
+        decision: core::Decision,
+        headers: Vec<(&'static str, String)>,
+    ) -> PyResult<Self> {
+        Ok(AuthResult {
+            allowed: true,
+            code: decision.code().to_owned(),
+            outcome: Some(decision.outcome.as_str()),
+            status: 200,
+            headers,
+            body: Vec::new(),
+            key: key_of(py, &decision)?,
+        })
+    }
+
+    pub(crate) fn rejected(py: Python<'_>, response: HttpResponse, decision: Option<core::Decision>) -> PyResult<Self> {
+        let code = match &decision {
+            Some(decision) => decision.code().to_owned(),
+            None => problem_code(&response.body),
+        };
+        let key = match &decision {
+            Some(decision) => key_of(py, decision)?,
+            None => None,
+        };
+        Ok(AuthResult {
+            allowed: false,
+            code,
+            outcome: decision.as_ref().filter(|d| d.key.is_some()).map(|d| d.outcome.as_str()),
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+            key,
+        })
+    }
+}
+
+#[pymethods]
+impl AuthResult {
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.body)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AuthResult(allowed={}, code={:?}, status={})", self.allowed, self.code, self.status)
+    }
+}
+
+fn key_of(py: Python<'_>, decision: &core::Decision) -> PyResult<Option<Py<KeyInfo>>> {
+    let Some(record) = &decision.key else { return Ok(None) };
+    let state = KeyState { outcome: decision.outcome, deadline: decision.deadline };
+    Ok(Some(Py::new(py, KeyInfo::new(Arc::clone(record), state))?))
+}
+
+fn problem_code(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| value.get("code").and_then(|code| code.as_str()).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// One row of the audit trail.
+#[pyclass(module = "keyturn._native", frozen)]
+pub(crate) struct AuditEvent {
+    row: core::AuditEvent,
+}
+
+impl AuditEvent {
+    pub(crate) fn new(row: core::AuditEvent) -> Self {
+        AuditEvent { row }
+    }
+}
+
+#[pymethods]
+impl AuditEvent {
+    #[getter]
+    fn seq(&self) -> i64 {
+        self.row.seq
+    }
+    #[getter]
+    fn at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.row.event.at)
+    }
+    #[getter]
+    fn event(&self) -> &'static str {
+        self.row.event.event.as_str()
+    }
+    #[getter]
+    fn key_id(&self) -> Option<&str> {
+        self.row.event.key_id.as_ref().map(|id| id.as_str())
+    }
+    #[getter]
+    fn actor(&self) -> String {
+        self.row.event.actor.to_stored()
+    }
+    #[getter]
+    fn client_addr(&self) -> Option<&str> {
+        self.row.event.client_addr.as_deref()
+    }
+    #[getter]
+    fn reason(&self) -> Option<&str> {
+        self.row.event.reason.as_deref()
+    }
+    #[getter]
+    fn details<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.row.event.details)
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let event = &self.row.event;
+        let value = serde_json::json!({
+            "seq": self.row.seq,
+            "at": event.at.to_rfc3339(),
+            "event": event.event.as_str(),
+            "key_id": event.key_id.as_ref().map(|id| id.as_str()),
+            "actor": event.actor.to_stored(),
+            "client_addr": event.client_addr,
+            "reason": event.reason,
+            "details": event.details,
+        });
+        json_to_py(py, &value)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AuditEvent(seq={}, event={:?})", self.row.seq, self.event())
+    }
+}
