@@ -1,1 +1,250 @@
-fn main() {}
+//! The `keyturn` command-line tool: argument definitions, logging setup and dispatch to the
+//! command implementations. Every command calls the `keyturn` service layer, so it reaches the
+//! same decisions as the HTTP server and the Flask extension. Exit codes: 0 on success, 2 on a
+//! usage or store error, and 1 when `keys verify` rejects a token.
+
+mod commands;
+mod error;
+mod output;
+mod setup;
+mod verify;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use keyturn::settings::DATABASE_URL_VAR;
+use keyturn_core::token::DEFAULT_PREFIX;
+use tracing_subscriber::EnvFilter;
+
+use crate::error::CliError;
+
+/// Exit code of a usage, configuration or store error. clap uses the same code for its own
+/// argument errors.
+const EXIT_ERROR: u8 = 2;
+
+/// Log filter used when neither `--log-level` nor `RUST_LOG` is set.
+const DEFAULT_LOG_LEVEL: &str = "warn";
+
+/// Create, rotate, revoke and verify API keys.
+#[derive(Debug, Parser)]
+#[command(name = "keyturn", version)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options that every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Database URL (sqlite:///absolute/path.db, sqlite:relative/path.db) or a SQLite file path
+    /// [default: keyturn.db in the working directory]
+    #[arg(long, global = true, env = DATABASE_URL_VAR, hide_env_values = true, value_name = "URL")]
+    pub database: Option<String>,
+
+    /// Prefix of the tokens this deployment issues and accepts: 1 to 32 characters of [a-z0-9]
+    /// in segments separated by single underscores
+    #[arg(long, global = true, env = "KEYTURN_TOKEN_PREFIX", default_value = DEFAULT_PREFIX, value_name = "PREFIX")]
+    pub token_prefix: String,
+
+    /// Log filter for messages written to stderr, such as debug or keyturn=info
+    /// [default: the value of RUST_LOG, else warn]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database and the pepper file; running it again changes nothing
+    Init,
+    /// Create, list, show, rotate, revoke and verify keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read the audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its token, which is shown only this once
+    Create(CreateArgs),
+    /// List keys with their state now
+    List(ListArgs),
+    /// Show one key
+    Show(ShowArgs),
+    /// Issue a successor; the old key keeps working until the end of the overlap window
+    Rotate(RotateArgs),
+    /// Revoke a key at once; revocation is final
+    Revoke(RevokeArgs),
+    /// Verify a token read from stdin; exits 0 when allowed, 1 when rejected, 2 on an error
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit events in sequence order
+    List(AuditListArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("expiry").args(["expires_in", "expires_at", "no_expiry"])))]
+pub struct CreateArgs {
+    /// Name of the key, 1 to 128 characters
+    #[arg(long)]
+    pub name: String,
+    /// Owner of the key, such as a team or a service
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Scope the key grants, such as orders:read; repeat for several
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Lifetime counted from now, such as 90d, 12h or 1h30m [default: 90d]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub expires_in: Option<String>,
+    /// Fixed expiry instant in RFC 3339, such as 2027-01-31T12:00:00Z
+    #[arg(long, value_name = "RFC3339", allow_hyphen_values = true)]
+    pub expires_at: Option<String>,
+    /// Create a key that never expires
+    #[arg(long)]
+    pub no_expiry: bool,
+    /// How long the key keeps working after it expires [default: 7d]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub grace: Option<String>,
+    /// How long before expiry verification reports the key as expiring [default: 14d]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub warn_before: Option<String>,
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only keys of this owner
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Only keys in this state now: active, expiring, grace, superseded, expired, rotated or revoked
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Key id: the 12 characters after the token prefix
+    pub key_id: String,
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Key id of the key to rotate
+    pub key_id: String,
+    /// How long the old key keeps working, such as 1d or 0s [default: 1d]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub overlap: Option<String>,
+    /// Replace an existing successor that was never used instead of failing
+    #[arg(long)]
+    pub replace_unused_successor: bool,
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Key id of the key to revoke
+    pub key_id: String,
+    /// Reason recorded with the revocation and in the audit log
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Scope the token must grant; repeat for several
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// Only events of this key
+    #[arg(long = "key", value_name = "KEY_ID")]
+    pub key_id: Option<String>,
+    /// Print a JSON array instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = init_logging(cli.global.log_level.as_deref()) {
+        return report(&error);
+    }
+
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return report(&CliError::new(format!("failed to start the async runtime: {error}"))),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => report(&error),
+    }
+}
+
+/// Runs one command and returns its exit code; `Err` means exit code 2.
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let global = &cli.global;
+    let done = match cli.command {
+        Command::Init => setup::init(global).await,
+        Command::Keys(KeysCommand::Create(args)) => commands::create(global, &args).await,
+        Command::Keys(KeysCommand::List(args)) => commands::list(global, &args).await,
+        Command::Keys(KeysCommand::Show(args)) => commands::show(global, &args).await,
+        Command::Keys(KeysCommand::Rotate(args)) => commands::rotate(global, &args).await,
+        Command::Keys(KeysCommand::Revoke(args)) => commands::revoke(global, &args).await,
+        Command::Keys(KeysCommand::Verify(args)) => return verify::run(global, &args).await,
+        Command::Audit(AuditCommand::List(args)) => commands::audit_list(global, &args).await,
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// Installs the stderr log subscriber. `--log-level` takes precedence over `RUST_LOG`, and
+/// without either only warnings and errors are logged. An invalid `--log-level` is an error, but an invalid
+/// `RUST_LOG` only a warning, since other programs read that variable too.
+fn init_logging(level: Option<&str>) -> Result<(), CliError> {
+    let filter = match (level, std::env::var(EnvFilter::DEFAULT_ENV)) {
+        (Some(level), _) => EnvFilter::try_new(level).map_err(|error| {
+            CliError::new(format!("invalid --log-level {level:?}: {error}; use a level such as warn or debug"))
+        })?,
+        (None, Ok(value)) if !value.trim().is_empty() => EnvFilter::try_new(&value).unwrap_or_else(|error| {
+            eprintln!("warning: ignoring invalid {}={value:?}: {error}", EnvFilter::DEFAULT_ENV);
+            EnvFilter::new(DEFAULT_LOG_LEVEL)
+        }),
+        (None, _) => EnvFilter::new(DEFAULT_LOG_LEVEL),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
+fn report(error: &CliError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_ERROR)
+}

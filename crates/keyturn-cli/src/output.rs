@@ -1,0 +1,272 @@
+//! Rendering of keys, verification decisions and audit events, as JSON for scripts and as short
+//! text for people, and the writing of that output to stdout. Instants are RFC 3339 in UTC and
+//! absent values are `null` in JSON and `-` in text. Nothing here reads a key's hash, and tokens
+//! are rendered only by the functions for newly issued keys.
+
+use std::io::{ErrorKind, Write};
+
+use keyturn::{Issued, KeyView};
+use keyturn_core::{AuditEvent, Decision, Instant, KeyId, KeyRecord, KeyState};
+use serde_json::{json, Map, Value};
+
+use crate::error::CliError;
+
+/// Writes `text` to stdout. A closed pipe, as in `keyturn keys list | head -1`, is not an error.
+pub fn emit(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != ErrorKind::BrokenPipe => {
+            Err(CliError::new(format!("failed to write to stdout: {error}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Renders `value` as indented JSON followed by a line break.
+pub fn json_text(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    text
+}
+
+/// Renders a key as a JSON object, with its state at the instant it was read.
+pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
+    json!({
+        "key_id": record.key_id.as_str(),
+        "name": record.name,
+        "owner": record.owner,
+        "scopes": record.scopes,
+        "state": state.outcome.as_str(),
+        "state_deadline": rfc3339(state.deadline),
+        "created_at": rfc3339(Some(record.created_at)),
+        "expires_at": rfc3339(record.expires_at),
+        "grace": record.grace.to_string(),
+        "grace_ends_at": rfc3339(record.grace_ends_at()),
+        "warn_before": record.warn_before.to_string(),
+        "revoked_at": rfc3339(record.revoked_at),
+        "revocation_reason": record.revocation_reason,
+        "rotated_at": rfc3339(record.rotated_at),
+        "overlap_ends_at": rfc3339(record.overlap_ends_at),
+        "successor_id": record.successor_id.as_ref().map(KeyId::as_str),
+        "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
+        "first_used_at": rfc3339(record.first_used_at),
+        "last_used_at": rfc3339(record.last_used_at),
+        "metadata": record.metadata,
+    })
+}
+
+/// Renders a newly issued key as JSON: the key's fields plus `token`. For a rotation, the
+/// rotated key is added under `predecessor` when it could be read back.
+pub fn issued_json(issued: &Issued, state: &KeyState, predecessor: Option<&KeyView>) -> Value {
+    let mut value = key_json(&issued.record, state);
+    if let Value::Object(object) = &mut value {
+        object.insert("token".to_owned(), Value::String(issued.token.expose().to_owned()));
+        if let Some(view) = predecessor {
+            object.insert("predecessor".to_owned(), key_json(&view.record, &view.state));
+        }
+    }
+    value
+}
+
+/// Renders the token on its own line, for people. The warning that it is shown only once goes to
+/// stderr, so it reaches the terminal even when stdout is redirected to a file.
+pub fn token_text(issued: &Issued) -> String {
+    format!("{}\n", issued.token.expose())
+}
+
+/// Renders a one-line summary of a newly issued key, for people.
+pub fn issued_summary(record: &KeyRecord, state: &KeyState) -> String {
+    format!(
+        "key {} ({}), owner {}, scopes {}, state {}, expires {}\n",
+        record.key_id,
+        record.name,
+        record.owner.as_deref().unwrap_or("-"),
+        scopes_text(record),
+        state.outcome,
+        instant_text(record.expires_at),
+    )
+}
+
+/// Renders one key as labelled lines, for `keys show`.
+pub fn key_details(record: &KeyRecord, state: &KeyState) -> String {
+    let state_text = match state.deadline {
+        Some(deadline) => format!("{} until {deadline}", state.outcome),
+        None => state.outcome.to_string(),
+    };
+    let rows = [
+        ("key id", record.key_id.to_string()),
+        ("name", record.name.clone()),
+        ("owner", text(record.owner.as_deref())),
+        ("scopes", scopes_text(record)),
+        ("state", state_text),
+        ("created at", record.created_at.to_string()),
+        ("expires at", instant_text(record.expires_at)),
+        ("grace", record.grace.to_string()),
+        ("grace ends at", instant_text(record.grace_ends_at())),
+        ("warn before", record.warn_before.to_string()),
+        ("revoked at", instant_text(record.revoked_at)),
+        ("revocation reason", text(record.revocation_reason.as_deref())),
+        ("rotated at", instant_text(record.rotated_at)),
+        ("overlap ends at", instant_text(record.overlap_ends_at)),
+        ("successor", text(record.successor_id.as_ref().map(KeyId::as_str))),
+        ("predecessor", text(record.predecessor_id.as_ref().map(KeyId::as_str))),
+        ("first used at", instant_text(record.first_used_at)),
+        ("last used at", instant_text(record.last_used_at)),
+        ("metadata", Value::Object(record.metadata.clone()).to_string()),
+    ];
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    rows.iter().map(|(label, value)| format!("{label:<width$}  {value}\n")).collect()
+}
+
+/// Renders keys as an aligned table: key id, name, owner, state and expiry.
+pub fn key_table(views: &[KeyView]) -> String {
+    if views.is_empty() {
+        return "no keys found\n".to_owned();
+    }
+    let header = ["KEY ID", "NAME", "OWNER", "STATE", "EXPIRES"];
+    let rows = views
+        .iter()
+        .map(|view| {
+            let record = &view.record;
+            vec![
+                record.key_id.to_string(),
+                record.name.clone(),
+                text(record.owner.as_deref()),
+                view.state.outcome.to_string(),
+                instant_text(record.expires_at),
+            ]
+        })
+        .collect();
+    table(&header, rows)
+}
+
+/// Renders audit events as a JSON array.
+pub fn audit_json(events: &[AuditEvent]) -> Value {
+    let events = events
+        .iter()
+        .map(|stored| {
+            let event = &stored.event;
+            json!({
+                "seq": stored.seq,
+                "at": event.at.to_rfc3339(),
+                "event": event.event.as_str(),
+                "key_id": event.key_id.as_ref().map(KeyId::as_str),
+                "actor": event.actor.to_stored(),
+                "client_addr": event.client_addr,
+                "reason": event.reason,
+                "details": event.details,
+            })
+        })
+        .collect();
+    Value::Array(events)
+}
+
+/// Renders audit events one per line: sequence number, instant, event, key id, actor and reason.
+pub fn audit_table(events: &[AuditEvent]) -> String {
+    if events.is_empty() {
+        return "no audit events found\n".to_owned();
+    }
+    let header = ["SEQ", "AT", "EVENT", "KEY ID", "ACTOR", "REASON"];
+    let rows = events
+        .iter()
+        .map(|stored| {
+            let event = &stored.event;
+            vec![
+                stored.seq.to_string(),
+                event.at.to_string(),
+                event.event.to_string(),
+                text(event.key_id.as_ref().map(KeyId::as_str)),
+                event.actor.to_stored(),
+                // A reason may contain line breaks; escaping them keeps one event per line.
+                event.reason.as_deref().map_or_else(|| "-".to_owned(), |reason| reason.escape_debug().to_string()),
+            ]
+        })
+        .collect();
+    table(&header, rows)
+}
+
+/// Renders a verification decision as JSON. Key fields are `null` unless the secret matched.
+pub fn decision_json(decision: &Decision) -> Value {
+    let key = decision.key.as_deref();
+    let headers: Map<String, Value> =
+        decision.lifecycle_headers().into_iter().map(|(name, value)| (name.to_owned(), Value::String(value))).collect();
+    json!({
+        "allowed": decision.allowed(),
+        "outcome": decision.code(),
+        "key_id": key.map(|record| record.key_id.as_str()),
+        "owner": key.and_then(|record| record.owner.as_deref()),
+        "scopes": key.map(|record| &record.scopes),
+        "expires_at": rfc3339(key.and_then(|record| record.expires_at)),
+        "deadline": rfc3339(decision.deadline),
+        "missing_scopes": decision.missing_scopes,
+        "headers": headers,
+    })
+}
+
+/// Renders a verification decision for people: allowed or rejected, the outcome, the key and
+/// the lifecycle headers that an HTTP response would carry.
+pub fn decision_text(decision: &Decision) -> String {
+    let verdict = if decision.allowed() { "allowed" } else { "rejected" };
+    let mut lines = match decision.key.as_deref() {
+        Some(record) => {
+            format!("{verdict}: {} (key {}, owner {})\n", decision.code(), record.key_id, text(record.owner.as_deref()))
+        }
+        None => format!("{verdict}: {}\n", decision.code()),
+    };
+    if !decision.missing_scopes.is_empty() {
+        let missing: Vec<&str> = decision.missing_scopes.iter().map(|scope| scope.as_str()).collect();
+        lines.push_str(&format!("missing scopes: {}\n", missing.join(" ")));
+    }
+    for (name, value) in decision.lifecycle_headers() {
+        lines.push_str(&format!("{name}: {value}\n"));
+    }
+    lines
+}
+
+/// Aligns `rows` under `header` with two spaces between columns. Widths count characters, so
+/// a wide character such as an ideograph can shift the columns after it.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+
+    let header_row = header.iter().map(|title| (*title).to_owned()).collect();
+    let mut output = String::new();
+    for row in std::iter::once(header_row).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (index, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if index == last {
+                output.push_str(cell);
+            } else {
+                let padding = width - cell.chars().count();
+                output.push_str(cell);
+                output.push_str(&" ".repeat(padding + 2));
+            }
+        }
+        output.push('\n');
+    }
+    output
+}
+
+fn rfc3339(instant: Option<Instant>) -> Value {
+    instant.map_or(Value::Null, |instant| Value::String(instant.to_rfc3339()))
+}
+
+fn instant_text(instant: Option<Instant>) -> String {
+    instant.map_or_else(|| "-".to_owned(), |instant| instant.to_rfc3339())
+}
+
+fn text(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_owned()
+}
+
+fn scopes_text(record: &KeyRecord) -> String {
+    if record.scopes.is_empty() {
+        "-".to_owned()
+    } else {
+        record.scopes.to_space_separated()
+    }
+}

@@ -1,0 +1,540 @@
+//! End-to-end tests of the `keyturn` binary. Each test runs the built executable against a real
+//! SQLite file and pepper file in its own temporary directory. The keyturn variables of the
+//! calling environment are cleared, so only what a test sets reaches the binary.
+
+use std::cell::RefCell;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+const USER: &str = "tester";
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// One keyturn deployment in a temporary directory. Every stderr of every run is kept, so a
+/// test can check at the end that no token reached it.
+struct Deployment {
+    dir: TempDir,
+    database: PathBuf,
+    stderr_log: RefCell<Vec<String>>,
+    tokens: RefCell<Vec<String>>,
+}
+
+/// The result of one run of the binary.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Deployment {
+    /// Creates a directory and runs `keyturn init` in it.
+    fn new() -> Self {
+        let deployment = Self::uninitialised();
+        let run = deployment.run(&["init"]);
+        assert_eq!(run.code, 0, "init failed: {}", run.stderr);
+        deployment
+    }
+
+    fn uninitialised() -> Self {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let database = dir.path().join("keyturn.db");
+        Deployment { dir, database, stderr_log: RefCell::default(), tokens: RefCell::default() }
+    }
+
+    fn pepper_file(&self) -> PathBuf {
+        self.dir.path().join("keyturn.pepper")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("KEYTURN_DATABASE_URL", &self.database)
+            .env("USER", USER)
+            .env("LOGNAME", USER)
+            .env_remove("KEYTURN_PEPPER")
+            .env_remove("KEYTURN_PEPPER_FILE")
+            .env_remove("KEYTURN_TOKEN_PREFIX")
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_command(self.command(args), None)
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        self.run_command(self.command(args), Some(stdin))
+    }
+
+    fn run_command(&self, mut command: Command, stdin: Option<&str>) -> Run {
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start keyturn");
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(stdin.unwrap_or_default().as_bytes()).expect("write stdin");
+        drop(pipe);
+        let Output { status, stdout, stderr } = child.wait_with_output().expect("wait for keyturn");
+
+        let run = Run {
+            code: status.code().expect("keyturn exited by a signal"),
+            stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+        };
+        assert!(!run.stderr.contains("panicked"), "keyturn panicked: {}", run.stderr);
+        self.stderr_log.borrow_mut().push(run.stderr.clone());
+        run
+    }
+
+    /// Runs a command with `--json`, expects exit code 0 and returns the parsed output. Any
+    /// `token` in the output is remembered for the check of stderr.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let run = self.run(&args);
+        assert_eq!(run.code, 0, "{args:?} failed: {}", run.stderr);
+        let value: Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+        if let Some(token) = value["token"].as_str() {
+            self.tokens.borrow_mut().push(token.to_owned());
+        }
+        value
+    }
+
+    /// Creates a key and returns its key id and token.
+    fn create(&self, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["keys", "create", "--name", "billing"];
+        args.extend_from_slice(extra);
+        let key = self.json(&args);
+        (key["key_id"].as_str().unwrap().to_owned(), key["token"].as_str().unwrap().to_owned())
+    }
+
+    fn verify(&self, token: &str, scopes: &[&str]) -> (i32, Value) {
+        let mut args = vec!["keys", "verify", "--json"];
+        for scope in scopes {
+            args.extend(["--scope", scope]);
+        }
+        let run = self.run_with_stdin(&args, &format!("{token}\n"));
+        let value = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("verify output: {run:?}"));
+        (run.code, value)
+    }
+
+    /// Returns the key list and the audit log as JSON text, to compare before and after a failed
+    /// command.
+    fn snapshot(&self) -> (String, String) {
+        (self.json(&["keys", "list"]).to_string(), self.json(&["audit", "list"]).to_string())
+    }
+
+    fn assert_no_token_in_stderr(&self) {
+        let tokens = self.tokens.borrow();
+        assert!(!tokens.is_empty(), "no token was collected");
+        for stderr in self.stderr_log.borrow().iter() {
+            for token in tokens.iter() {
+                assert!(!stderr.contains(token.as_str()), "a token appeared in stderr: {stderr}");
+                // All but the first secret character, which `token_with_wrong_secret` changes.
+                let secret_tail = &token[token.len() - 35..token.len() - 6];
+                assert!(!stderr.contains(secret_tail), "a secret appeared in stderr: {stderr}");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {} stdout {:?} stderr {:?}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Asserts that a run failed with exit code 2 and one `error:` line that contains `needle`.
+fn assert_one_line_error(run: &Run, needle: &str) {
+    assert_eq!(run.code, 2, "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr: {run:?}");
+    assert!(lines[0].starts_with("error: "), "{run:?}");
+    assert!(lines[0].contains(needle), "expected {needle:?} in {run:?}");
+}
+
+fn assert_rfc3339(value: &Value, field: &str) {
+    let text = value[field].as_str().unwrap_or_else(|| panic!("{field} is not a string in {value}"));
+    assert!(text.ends_with('Z'), "{field} is not in UTC: {text}");
+    assert_eq!(text.as_bytes().get(10), Some(&b'T'), "{field} is not an RFC 3339 date and time: {text}");
+    assert!(text.len() >= 20, "{field} is too short for RFC 3339: {text}");
+}
+
+/// Builds a token with the prefix and key id of `token`, a different secret and a valid
+/// checksum, so that it passes the format check and fails only on the secret.
+fn token_with_wrong_secret(token: &str) -> String {
+    let without_checksum = &token[..token.len() - 6];
+    let (head, secret) = without_checksum.split_at(without_checksum.len() - 30);
+    let replacement = if secret.starts_with('A') { "B" } else { "A" };
+    let body = format!("{head}{replacement}{}", &secret[1..]);
+    let mut checksum = crc32fast::hash(body.as_bytes());
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(checksum % 62) as usize];
+        checksum /= 62;
+    }
+    format!("{body}{}", String::from_utf8(digits.to_vec()).unwrap())
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_creates_database_and_private_pepper() {
+    let deployment = Deployment::uninitialised();
+    let first = deployment.run(&["init"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(deployment.database.exists());
+    assert_eq!(mode(&deployment.pepper_file()), 0o600);
+    assert!(first.stdout.contains(&format!("created database {}", deployment.database.display())), "{first:?}");
+    assert!(first.stdout.contains(&deployment.pepper_file().display().to_string()), "{first:?}");
+    assert!(first.stderr.contains("development default"), "{first:?}");
+
+    let (key_id, _) = deployment.create(&[]);
+    let pepper = fs::read(deployment.pepper_file()).unwrap();
+    let second = deployment.run(&["init"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    assert_eq!(second.stdout.matches("already exists").count(), 2, "{second:?}");
+    assert_eq!(fs::read(deployment.pepper_file()).unwrap(), pepper);
+    assert_eq!(mode(&deployment.pepper_file()), 0o600);
+    assert_eq!(deployment.json(&["keys", "show", &key_id])["key_id"], key_id.as_str());
+}
+
+#[test]
+fn init_with_pepper_variable_writes_no_file() {
+    let deployment = Deployment::uninitialised();
+    let pepper = "1:c2VjcmV0LXBlcHBlci1mb3ItdGVzdHMtb25seS0zMmI=";
+    let mut command = deployment.command(&["init"]);
+    command.env("KEYTURN_PEPPER", pepper);
+    let run = deployment.run_command(command, None);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("KEYTURN_PEPPER is set"), "{run:?}");
+    assert!(!deployment.pepper_file().exists());
+    assert!(!run.stdout.contains(pepper), "{run:?}");
+    assert!(!run.stderr.contains(pepper), "{run:?}");
+}
+
+#[test]
+fn command_before_init_says_to_run_init() {
+    let deployment = Deployment::uninitialised();
+    let run = deployment.run(&["keys", "list"]);
+    assert_one_line_error(&run, "keyturn init");
+    assert!(run.stderr.contains(&deployment.database.display().to_string()), "{run:?}");
+    assert!(!deployment.database.exists());
+}
+
+#[test]
+fn key_lifecycle_create_rotate_revoke() {
+    let deployment = Deployment::new();
+    let (key_id, token) = deployment.create(&["--owner", "team-a", "--scope", "orders:read", "--grace", "0s"]);
+    assert!(token.starts_with(&format!("kt_live_{key_id}_")), "{token}");
+
+    let shown = deployment.json(&["keys", "show", &key_id]);
+    for field in [
+        "key_id",
+        "name",
+        "owner",
+        "scopes",
+        "state",
+        "created_at",
+        "expires_at",
+        "grace_ends_at",
+        "revoked_at",
+        "revocation_reason",
+        "rotated_at",
+        "overlap_ends_at",
+        "successor_id",
+        "predecessor_id",
+        "first_used_at",
+        "last_used_at",
+        "metadata",
+    ] {
+        assert!(shown.get(field).is_some(), "field {field} missing from {shown}");
+    }
+    assert!(shown.get("token").is_none(), "show must not print a token: {shown}");
+    assert_eq!(shown["owner"], "team-a");
+    assert_eq!(shown["scopes"], serde_json::json!(["orders:read"]));
+    assert_eq!(shown["state"], "active");
+    assert_eq!(shown["grace"], "0s");
+    assert_rfc3339(&shown, "created_at");
+    assert_rfc3339(&shown, "expires_at");
+    assert!(shown["revoked_at"].is_null());
+
+    let listed = deployment.json(&["keys", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["key_id"], key_id.as_str());
+    assert_rfc3339(&listed[0], "created_at");
+    let table = deployment.run(&["keys", "list"]);
+    assert!(table.stdout.lines().next().unwrap().starts_with("KEY ID"), "{table:?}");
+    assert!(table.stdout.contains(&key_id), "{table:?}");
+
+    let rotated = deployment.json(&["keys", "rotate", &key_id, "--overlap", "0s"]);
+    let successor_id = rotated["key_id"].as_str().unwrap().to_owned();
+    assert_ne!(successor_id, key_id);
+    assert!(rotated["token"].as_str().unwrap().contains(&successor_id));
+    assert_eq!(rotated["predecessor_id"], key_id.as_str());
+    let old = deployment.json(&["keys", "show", &key_id]);
+    assert_eq!(old["successor_id"], successor_id.as_str());
+    assert_eq!(old["state"], "rotated", "a zero overlap ends the old key at once");
+
+    let rotated = deployment.json(&["keys", "rotate", &successor_id]);
+    let third_id = rotated["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(deployment.json(&["keys", "show", &successor_id])["state"], "superseded");
+    assert_rfc3339(&rotated["predecessor"], "overlap_ends_at");
+
+    let before = deployment.snapshot();
+    let conflict = deployment.run(&["keys", "rotate", &successor_id]);
+    assert_one_line_error(&conflict, &third_id);
+    assert!(conflict.stderr.contains("--replace-unused-successor"), "{conflict:?}");
+    assert_eq!(deployment.snapshot(), before);
+
+    let replaced = deployment.json(&["keys", "rotate", &successor_id, "--replace-unused-successor"]);
+    let fourth_id = replaced["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(deployment.json(&["keys", "show", &third_id])["state"], "revoked");
+    assert_eq!(deployment.json(&["keys", "show", &successor_id])["successor_id"], fourth_id.as_str());
+
+    let revoked = deployment.json(&["keys", "revoke", &fourth_id, "--reason", "leaked in a log"]);
+    assert_eq!(revoked["state"], "revoked");
+    let shown = deployment.json(&["keys", "show", &fourth_id]);
+    assert_eq!(shown["state"], "revoked");
+    assert_eq!(shown["revocation_reason"], "leaked in a log");
+    assert_rfc3339(&shown, "revoked_at");
+    let text = deployment.run(&["keys", "show", &fourth_id]);
+    assert!(text.stdout.lines().any(|line| line.starts_with("state") && line.contains("revoked")), "{text:?}");
+
+    let events = deployment.json(&["audit", "list", "--key", &successor_id]);
+    let names: Vec<&str> = events.as_array().unwrap().iter().map(|event| event["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["authn_token_created", "authn_token_rotated", "authn_token_rotated"]);
+    for event in events.as_array().unwrap() {
+        assert_eq!(event["actor"], format!("cli:{USER}"));
+        assert_eq!(event["key_id"], successor_id.as_str());
+        assert_rfc3339(event, "at");
+    }
+    let events = deployment.json(&["audit", "list", "--key", &fourth_id]);
+    let last = events.as_array().unwrap().last().unwrap();
+    assert_eq!(last["event"], "authn_token_revoked");
+    assert_eq!(last["reason"], "leaked in a log");
+    let lines = deployment.run(&["audit", "list", "--key", &fourth_id]);
+    assert!(
+        lines.stdout.contains(&format!("authn_token_revoked  {fourth_id}  cli:{USER}  leaked in a log")),
+        "{lines:?}"
+    );
+
+    deployment.assert_no_token_in_stderr();
+}
+
+#[test]
+fn verify_exit_codes_and_outcomes() {
+    let deployment = Deployment::new();
+    let (key_id, token) = deployment.create(&["--scope", "orders:read"]);
+
+    let (code, allowed) = deployment.verify(&token, &["orders:read"]);
+    assert_eq!(code, 0, "{allowed}");
+    assert_eq!(allowed["allowed"], true);
+    assert_eq!(allowed["outcome"], "active");
+    assert_eq!(allowed["key_id"], key_id.as_str());
+    assert_eq!(allowed["headers"], serde_json::json!({}));
+    assert_rfc3339(&allowed, "expires_at");
+
+    let (code, scoped) = deployment.verify(&token, &["orders:write"]);
+    assert_eq!(code, 1);
+    assert_eq!(scoped["allowed"], false);
+    assert_eq!(scoped["outcome"], "insufficient_scope");
+    assert_eq!(scoped["missing_scopes"], serde_json::json!(["orders:write"]));
+
+    let (code, wrong) = deployment.verify(&token_with_wrong_secret(&token), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(wrong["outcome"], "invalid");
+    assert!(wrong["key_id"].is_null(), "{wrong}");
+    let (code, malformed) = deployment.verify(&token[..token.len() - 1], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(malformed["outcome"], "invalid");
+
+    let padded = deployment.run_with_stdin(&["keys", "verify"], &format!("  {token} \r\n"));
+    assert_eq!(padded.code, 0, "{padded:?}");
+    assert!(padded.stdout.starts_with("allowed: active"), "{padded:?}");
+    assert!(!padded.stdout.contains(&token), "verify must not print the token: {padded:?}");
+    assert!(!deployment.json(&["keys", "show", &key_id])["last_used_at"].is_null(), "usage was not recorded");
+
+    deployment.json(&["keys", "revoke", &key_id]);
+    let (code, revoked) = deployment.verify(&token, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(revoked["outcome"], "revoked");
+    assert_eq!(revoked["key_id"], key_id.as_str());
+
+    let empty = deployment.run_with_stdin(&["keys", "verify"], "\n");
+    assert_one_line_error(&empty, "no token");
+    deployment.assert_no_token_in_stderr();
+}
+
+#[test]
+fn verify_reports_expiring_key_with_headers() {
+    let deployment = Deployment::new();
+    let (_, token) = deployment.create(&["--expires-in", "1d"]);
+    let (code, decision) = deployment.verify(&token, &[]);
+    assert_eq!(code, 0, "{decision}");
+    assert_eq!(decision["outcome"], "expiring");
+    assert_eq!(decision["headers"]["API-Key-Status"], "expiring");
+    assert!(decision["headers"]["API-Key-Expires"].as_str().unwrap().ends_with("GMT"), "{decision}");
+}
+
+#[test]
+fn no_expiry_key_stays_active() {
+    let deployment = Deployment::new();
+    let (key_id, token) = deployment.create(&["--no-expiry"]);
+    let shown = deployment.json(&["keys", "show", &key_id]);
+    assert!(shown["expires_at"].is_null(), "{shown}");
+    assert!(shown["grace_ends_at"].is_null(), "{shown}");
+    let (code, decision) = deployment.verify(&token, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(decision["outcome"], "active");
+    assert!(decision["expires_at"].is_null());
+
+    let conflicting = deployment.run(&["keys", "create", "--name", "x", "--no-expiry", "--expires-in", "1d"]);
+    assert_eq!(conflicting.code, 2, "{conflicting:?}");
+    assert!(conflicting.stderr.contains("cannot be used with"), "{conflicting:?}");
+}
+
+#[test]
+fn list_filters_by_owner_and_state() {
+    let deployment = Deployment::new();
+    let (team_key, _) = deployment.create(&["--owner", "team-a"]);
+    let (other_key, _) = deployment.create(&["--owner", "team-b", "--expires-in", "1d"]);
+
+    let owned = deployment.json(&["keys", "list", "--owner", "team-a"]);
+    assert_eq!(owned.as_array().unwrap().len(), 1);
+    assert_eq!(owned[0]["key_id"], team_key.as_str());
+    let expiring = deployment.json(&["keys", "list", "--state", "expiring"]);
+    assert_eq!(expiring.as_array().unwrap().len(), 1);
+    assert_eq!(expiring[0]["key_id"], other_key.as_str());
+    assert_one_line_error(&deployment.run(&["keys", "list", "--state", "sleeping"]), "\"sleeping\"");
+}
+
+#[test]
+fn token_prefix_option_sets_issued_and_accepted_prefix() {
+    let deployment = Deployment::new();
+    let (_, token) = deployment.create(&["--token-prefix", "acme_test"]);
+    assert!(token.starts_with("acme_test_"), "{token}");
+
+    let (code, default_prefix) = deployment.verify(&token, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(default_prefix["outcome"], "invalid");
+    let mut command = deployment.command(&["keys", "verify", "--json"]);
+    command.env("KEYTURN_TOKEN_PREFIX", "acme_test");
+    assert_eq!(deployment.run_command(command, Some(&token)).code, 0);
+    assert_one_line_error(&deployment.run(&["keys", "list", "--token-prefix", "Bad-Prefix"]), "Bad-Prefix");
+}
+
+#[test]
+fn bad_arguments_fail_without_writing() {
+    let deployment = Deployment::new();
+    let (revoked_id, _) = deployment.create(&[]);
+    deployment.json(&["keys", "revoke", &revoked_id]);
+    let unknown_id = "AAAAAAAAAAAA";
+    let cases: &[(&[&str], &str)] = &[
+        (&["keys", "create", "--name", "x", "--expires-in", "0s"], "0s"),
+        (&["keys", "create", "--name", "x", "--expires-in", "-5d"], "-5d"),
+        (&["keys", "create", "--name", "x", "--expires-in", "ninety days"], "ninety days"),
+        (&["keys", "create", "--name", "x", "--grace", "1w"], "1w"),
+        (&["keys", "create", "--name", "x", "--expires-at", "2020-01-01T00:00:00Z"], "2020-01-01T00:00:00Z"),
+        (&["keys", "create", "--name", "x", "--expires-at", "tomorrow"], "tomorrow"),
+        (&["keys", "create", "--name", "x", "--scope", "orders read"], "orders read"),
+        (&["keys", "create", "--name", ""], "name"),
+        (&["keys", "show", unknown_id], unknown_id),
+        (&["keys", "show", "not-a-key"], "not-a-key"),
+        (&["keys", "rotate", unknown_id], unknown_id),
+        (&["keys", "rotate", &revoked_id], &revoked_id),
+        (&["keys", "rotate", unknown_id, "--overlap", "soon"], "soon"),
+        (&["keys", "revoke", unknown_id], unknown_id),
+        (&["keys", "revoke", &revoked_id], &revoked_id),
+        (&["audit", "list", "--key", "short"], "short"),
+    ];
+
+    let before = deployment.snapshot();
+    for (args, needle) in cases {
+        let run = deployment.run(args);
+        assert_one_line_error(&run, needle);
+    }
+    let verify = deployment.run_with_stdin(&["keys", "verify", "--scope", "a b"], "kt_live_x\n");
+    assert_one_line_error(&verify, "a b");
+    assert_eq!(deployment.snapshot(), before);
+}
+
+#[test]
+fn bad_environment_fails_with_path_and_fix() {
+    let deployment = Deployment::new();
+    deployment.create(&[]);
+    let before = deployment.snapshot();
+    let pepper_file = deployment.pepper_file();
+
+    let missing_dir = deployment.dir.path().join("missing").join("keyturn.db");
+    let mut command = deployment.command(&["keys", "list"]);
+    command.env("KEYTURN_DATABASE_URL", &missing_dir);
+    let run = deployment.run_command(command, None);
+    assert_one_line_error(&run, &missing_dir.parent().unwrap().display().to_string());
+    assert!(run.stderr.contains("mkdir -p"), "{run:?}");
+    let mut command = deployment.command(&["init"]);
+    command.env("KEYTURN_DATABASE_URL", &missing_dir);
+    assert_one_line_error(&deployment.run_command(command, None), "does not exist");
+
+    fs::set_permissions(&pepper_file, fs::Permissions::from_mode(0o644)).unwrap();
+    let run = deployment.run(&["keys", "create", "--name", "x"]);
+    assert_one_line_error(&run, &pepper_file.display().to_string());
+    assert!(run.stderr.contains("0644"), "{run:?}");
+    assert!(run.stderr.contains("chmod 600"), "{run:?}");
+    fs::set_permissions(&pepper_file, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let pepper = fs::read(&pepper_file).unwrap();
+    fs::remove_file(&pepper_file).unwrap();
+    for args in [&["keys", "create", "--name", "x"][..], &["keys", "list"]] {
+        assert_one_line_error(&deployment.run(args), &pepper_file.display().to_string());
+    }
+    let init = deployment.run(&["init"]);
+    assert_one_line_error(&init, &pepper_file.display().to_string());
+    assert!(init.stderr.contains("restore the pepper file"), "{init:?}");
+    assert!(!pepper_file.exists(), "init replaced a lost pepper while keys depend on it");
+    fs::write(&pepper_file, pepper).unwrap();
+    fs::set_permissions(&pepper_file, fs::Permissions::from_mode(0o600)).unwrap();
+
+    assert_eq!(deployment.snapshot(), before);
+}
+
+#[test]
+fn debug_logs_contain_no_token() {
+    let deployment = Deployment::new();
+    let debug = |args: &[&str], stdin: Option<&str>| {
+        let mut command = deployment.command(args);
+        command.env("RUST_LOG", "trace");
+        deployment.run_command(command, stdin)
+    };
+
+    let created = debug(&["keys", "create", "--name", "logged", "--scope", "a:b", "--json"], None);
+    assert_eq!(created.code, 0, "{created:?}");
+    assert!(created.stderr.contains("DEBUG") || created.stderr.contains("TRACE"), "no debug log: {created:?}");
+    let created: Value = serde_json::from_str(&created.stdout).unwrap();
+    let key_id = created["key_id"].as_str().unwrap();
+    let token = created["token"].as_str().unwrap();
+    deployment.tokens.borrow_mut().push(token.to_owned());
+
+    let rotated = debug(&["keys", "rotate", key_id], None);
+    assert_eq!(rotated.code, 0, "{rotated:?}");
+    let successor_token = rotated.stdout.lines().find(|line| line.starts_with("kt_live_")).unwrap();
+    deployment.tokens.borrow_mut().push(successor_token.to_owned());
+
+    for (token, scope) in [(token, "a:b"), (successor_token, "a:c")] {
+        let verified = debug(&["keys", "verify", "--scope", scope], Some(token));
+        assert!(verified.code == 0 || verified.code == 1, "{verified:?}");
+        let wrong = debug(&["keys", "verify"], Some(&token_with_wrong_secret(token)));
+        assert_eq!(wrong.code, 1, "{wrong:?}");
+        assert!(wrong.stderr.contains("secret mismatch"), "the token failed before its secret was checked: {wrong:?}");
+    }
+    debug(&["keys", "show", key_id], None);
+    debug(&["audit", "list"], None);
+    deployment.assert_no_token_in_stderr();
+}
