@@ -101,26 +101,32 @@ async fn insert_concurrently_across_pools() {
     suite::insert_concurrently_all_succeed(&stores).await;
 }
 
+/// Opens one new file from 6 pools at once, 10 times over. Each opener races to switch the file
+/// to WAL and to apply the schema, and a lost race must wait instead of failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn open_new_file_concurrently_migrates_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keyturn.db");
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyturn.db");
 
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let url = url_for(&path);
-        tasks.push(tokio::spawn(async move { SqliteStore::open(&url, &create_options()).await }));
-    }
-    let mut stores = Vec::new();
-    for task in tasks {
-        stores.push(task.await.unwrap().unwrap());
-    }
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let url = url_for(&path);
+            tasks.push(tokio::spawn(async move { SqliteStore::open(&url, &create_options()).await }));
+        }
+        let mut stores = Vec::new();
+        for task in tasks {
+            stores.push(task.await.unwrap().unwrap());
+        }
 
-    suite::insert(&stores[0], &suite::key(1, None, 1_000)).await;
-    assert!(stores[3].get_key(&suite::key_id(1)).await.unwrap().is_some());
-    let mut conn = raw_connection(&path).await;
-    let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
-    assert_eq!(version, 1);
+        suite::insert(&stores[0], &suite::key(1, None, 1_000)).await;
+        assert!(stores[5].get_key(&suite::key_id(1)).await.unwrap().is_some());
+        let mut conn = raw_connection(&path).await;
+        let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
+        assert_eq!(version, 1);
+        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
+        assert_eq!(mode, "wal");
+    }
 }
 
 #[tokio::test]

@@ -4,11 +4,13 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
 
 use super::errors::{classify, is_busy, primary_code};
-use super::SqliteOptions;
+use super::{SqliteOptions, TARGET};
 use crate::{DatabaseUrl, StoreError};
 
 /// `SQLITE_CANTOPEN`: the file or its journal could not be opened or created.
@@ -92,6 +94,9 @@ fn is_writable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|metadata| !metadata.permissions().readonly())
 }
 
+/// The pause between attempts to connect while another connection switches a new file to WAL.
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(20);
+
 /// Builds the connection pool: WAL journal, `synchronous=NORMAL`, foreign keys and the busy
 /// timeout on every connection. Connecting opens one connection, so an unreadable file fails here.
 pub(super) async fn connect(path: &Path, options: &SqliteOptions) -> Result<SqlitePool, StoreError> {
@@ -109,12 +114,44 @@ pub(super) async fn connect(path: &Path, options: &SqliteOptions) -> Result<Sqli
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout);
+    let pool_options = SqlitePoolOptions::new().max_connections(options.max_connections);
 
-    SqlitePoolOptions::new()
-        .max_connections(options.max_connections)
-        .connect_with(connect_options)
-        .await
-        .map_err(|error| connect_error(path, error))
+    // Switching a new file from its rollback journal to WAL takes an exclusive lock. When several
+    // processes open the same new file at once, SQLite (3.46, bundled by libsqlite3-sys 0.30)
+    // returns SQLITE_BUSY for the switch at once instead of waiting for the busy timeout, so the
+    // wait happens here. Once the file is in WAL mode, setting WAL again changes nothing.
+    let deadline = tokio::time::Instant::now() + options.busy_timeout;
+    let pool = loop {
+        match pool_options.clone().connect_with(connect_options.clone()).await {
+            Ok(pool) => break pool,
+            Err(sqlx::Error::Database(error)) if is_busy(error.as_ref()) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(target: TARGET, path = %path.display(), "database busy while connecting; retrying");
+                tokio::time::sleep(CONNECT_RETRY_DELAY).await;
+            }
+            Err(error) => return Err(connect_error(path, error)),
+        }
+    };
+
+    check_wal(&pool, path).await?;
+    Ok(pool)
+}
+
+/// Checks that the file is in WAL mode. SQLite reports the old mode instead of failing when it
+/// cannot switch, and without WAL a reader blocks every writer.
+async fn check_wal(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let row = sqlx::query("PRAGMA journal_mode").fetch_one(pool).await.map_err(classify)?;
+    let mode: String = row.try_get(0).map_err(classify)?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    Err(StoreError::Open {
+        location: path.display().to_string(),
+        reason: format!(
+            "SQLite kept the {mode} journal mode instead of switching to WAL, which keyturn needs so that \
+             readers do not block writers. WAL does not work on network file systems, so move the file to a \
+             local disk"
+        ),
+    })
 }
 
 /// Maps a failure to connect: a busy database is [`StoreError::Unavailable`], and a file SQLite
