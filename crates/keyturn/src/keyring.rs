@@ -258,7 +258,11 @@ impl Keyring {
             self.event(AuditEventType::AuthnTokenCreated, now, &successor_id, caller)
                 .with_details(creation_details(&successor)),
         );
-        if let Some(replaced) = &replace {
+        let replaced_is_revoked = match &replace {
+            Some(replaced) => self.store.get_key(replaced).await?.is_some_and(|key| key.revoked_at.is_some()),
+            None => false,
+        };
+        if let Some(replaced) = replace.as_ref().filter(|_| !replaced_is_revoked) {
             events.push(
                 self.event(AuditEventType::AuthnTokenRevoked, now, replaced, caller)
                     .with_reason(Some(format!("replaced by {successor_id}")))

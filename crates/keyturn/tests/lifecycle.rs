@@ -130,6 +130,28 @@ async fn replace_unused_successor_revokes_it() {
 }
 
 #[tokio::test]
+async fn replace_revoked_successor_issues_new_one() {
+    let fixture = Fixture::new().await;
+    let old = fixture.keyring.create(new_key("revoked successor"), &cli()).await.unwrap();
+    let revoked = fixture.keyring.rotate(&old.record.key_id, &RotateOptions::default(), &cli()).await.unwrap();
+    assert_eq!(outcome(&fixture, revoked.token.expose()).await, Outcome::Active);
+    fixture.keyring.flush().await.unwrap();
+    fixture.keyring.revoke(&revoked.record.key_id, Some("leaked"), &cli()).await.unwrap();
+
+    let replace = RotateOptions { replace_unused_successor: true, ..RotateOptions::default() };
+    let fresh = fixture.keyring.rotate(&old.record.key_id, &replace, &cli()).await.unwrap();
+    assert_eq!(outcome(&fixture, fresh.token.expose()).await, Outcome::Active);
+    let view = fixture.keyring.get(&revoked.record.key_id).await.unwrap();
+    assert_eq!(view.record.revocation_reason.as_deref(), Some("leaked"));
+    let filter = AuditFilter {
+        key_id: Some(revoked.record.key_id.clone()),
+        event: Some(AuditEventType::AuthnTokenRevoked),
+        ..AuditFilter::default()
+    };
+    assert_eq!(fixture.keyring.audit(&filter).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn replace_used_successor_conflicts() {
     let fixture = Fixture::new().await;
     let old = fixture.keyring.create(new_key("used"), &cli()).await.unwrap();

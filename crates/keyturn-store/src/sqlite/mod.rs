@@ -34,8 +34,8 @@ pub struct SqliteOptions {
     /// Whether to create the database file when it does not exist. `keyturn init` sets it, and
     /// every other command leaves it off, so a mistyped path fails instead of starting empty.
     pub create_if_missing: bool,
-    /// How long a connection waits for another process's write lock before the operation fails
-    /// with [`StoreError::Unavailable`].
+    /// How long a connection waits for another process's write lock, and an operation waits for
+    /// a free pooled connection, before it fails with [`StoreError::Unavailable`].
     pub busy_timeout: Duration,
     /// The maximum number of connections in this process's pool; at least 1.
     pub max_connections: u32,

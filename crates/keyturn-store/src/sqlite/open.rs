@@ -114,7 +114,8 @@ pub(super) async fn connect(path: &Path, options: &SqliteOptions) -> Result<Sqli
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout);
-    let pool_options = SqlitePoolOptions::new().max_connections(options.max_connections);
+    let pool_options =
+        SqlitePoolOptions::new().max_connections(options.max_connections).acquire_timeout(options.busy_timeout);
 
     // Switching a new file from its rollback journal to WAL takes an exclusive lock. When several
     // processes open the same new file at once, SQLite (3.46, bundled by libsqlite3-sys 0.30)

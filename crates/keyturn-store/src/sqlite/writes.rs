@@ -92,8 +92,8 @@ pub(super) async fn insert_change(conn: &mut SqliteConnection, key_id: &KeyId, a
 }
 
 /// Links the old key to its successor, inserts the successor, and appends the events and change
-/// rows. With `replace_unused_successor`, the current successor is revoked instead and the old
-/// key keeps its original `rotated_at` and `overlap_ends_at`, so a replacement never extends the
+/// rows. With `replace_unused_successor`, the current successor is revoked (unless it already is)
+/// and the old key keeps its original `rotated_at` and `overlap_ends_at`, so a replacement never extends the
 /// overlap.
 pub(super) async fn rotate(conn: &mut SqliteConnection, rotation: &Rotation) -> Result<(), StoreError> {
     let old_id = &rotation.old_key_id;
@@ -141,7 +141,7 @@ pub(super) async fn rotate(conn: &mut SqliteConnection, rotation: &Rotation) -> 
             .await
             .map_err(classify)?;
             if revoked.rows_affected() == 0 {
-                return Err(replacement_conflict(conn, old_id, replaced_id).await);
+                replacement_conflict(conn, old_id, replaced_id).await?;
             }
         }
     }
@@ -180,16 +180,17 @@ async fn rotation_conflict(conn: &mut SqliteConnection, old_id: &KeyId, expected
     }
 }
 
-/// Explains why the successor to replace could not be revoked: it was used, it is already
-/// revoked, or it is missing.
-async fn replacement_conflict(conn: &mut SqliteConnection, old_id: &KeyId, replaced_id: &KeyId) -> StoreError {
-    match fetch_key(conn, replaced_id).await {
-        Ok(Some(successor)) if successor.first_used_at.is_some() => {
-            StoreError::SuccessorUsed { key_id: old_id.clone(), successor_id: replaced_id.clone() }
-        }
-        Ok(Some(_)) => StoreError::Revoked(replaced_id.clone()),
-        Ok(None) => StoreError::NotFound(replaced_id.clone()),
-        Err(error) => error,
+/// Explains why the successor to replace could not be revoked: it was used, or it is missing. A
+/// successor that is already revoked needs no revocation, so replacing it is not a conflict.
+async fn replacement_conflict(
+    conn: &mut SqliteConnection,
+    old_id: &KeyId,
+    replaced_id: &KeyId,
+) -> Result<(), StoreError> {
+    match fetch_key(conn, replaced_id).await? {
+        Some(successor) if successor.revoked_at.is_some() => Ok(()),
+        Some(_) => Err(StoreError::SuccessorUsed { key_id: old_id.clone(), successor_id: replaced_id.clone() }),
+        None => Err(StoreError::NotFound(replaced_id.clone())),
     }
 }
 
