@@ -39,3 +39,9 @@ test-python: develop
 	KEYTURN_BIN=$(abspath target/debug/keyturn) $(VENV_BIN)/pytest python/tests -q
 
 test: lint test-rust test-python
+
+# Serves the example API on 127.0.0.1:$(PORT) with a fresh key; state lives in .run/.
+PORT ?= 8000
+run: develop
+	$(CARGO) build --bin keyturn
+	PORT=$(PORT) VENV_BIN=$(VENV_BIN) examples/flask_app/run.sh
