@@ -23,6 +23,10 @@ pub use crate::url::DatabaseUrl;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyFilter {
     pub owner: Option<String>,
+    /// Only keys after this one in that order, for cursor pagination. A key id that does not
+    /// exist matches no key.
+    pub after: Option<KeyId>,
+    pub limit: Option<u32>,
 }
 
 /// Which audit events [`Store::list_audit`] returns, in sequence order.

@@ -63,6 +63,7 @@ suite_tests!(
     insert_get_round_trip,
     insert_duplicate_key_id,
     list_keys_by_owner,
+    list_keys_pages_after_cursor,
     rotate_links_both_keys,
     rotate_twice_conflicts,
     rotate_revoked_key_fails,

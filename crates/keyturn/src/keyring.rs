@@ -20,6 +20,8 @@ use crate::{Config, Error};
 const MAX_TEXT_LEN: usize = 128;
 const MAX_REASON_LEN: usize = 500;
 const MAX_METADATA_BYTES: usize = 4096;
+/// The scope that grants every reserved scope, and alone may grant reserved scopes to other keys.
+const ADMIN_SCOPE: &str = "keyturn:admin";
 
 /// The service layer over one store, one pepper ring and one clock.
 pub struct Keyring {
@@ -37,6 +39,8 @@ pub struct Keyring {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub actor: Actor,
+    /// The scopes of the acting key when the actor is a key; empty otherwise.
+    pub scopes: Scopes,
     pub client_addr: Option<String>,
 }
 
@@ -86,7 +90,12 @@ pub struct KeyView {
 
 impl Caller {
     pub fn new(actor: Actor) -> Self {
-        Caller { actor, client_addr: None }
+        Caller { actor, scopes: Scopes::default(), client_addr: None }
+    }
+
+    /// A request from `client_addr` authenticated with the key `key_id` and its `scopes`.
+    pub fn key(key_id: KeyId, scopes: Scopes, client_addr: Option<String>) -> Self {
+        Caller { actor: Actor::Key(key_id), scopes, client_addr }
     }
 
     /// The operating-system user running this process, for commands run from a terminal.
@@ -198,7 +207,8 @@ impl Keyring {
     /// Lists keys, optionally by owner and by state now.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<KeyView>, Error> {
         let now = self.clock.now();
-        let records = self.store.list_keys(&KeyFilter { owner: filter.owner.clone() }).await?;
+        let store_filter = KeyFilter { owner: filter.owner.clone(), ..KeyFilter::default() };
+        let records = self.store.list_keys(&store_filter).await?;
         let views = records
             .into_iter()
             .map(|record| KeyView { state: record.state_at(now), record })
@@ -212,6 +222,7 @@ impl Keyring {
     pub async fn rotate(&self, key_id: &KeyId, options: &RotateOptions, caller: &Caller) -> Result<Issued, Error> {
         let now = self.clock.now();
         let old = self.store.get_key(key_id).await?.ok_or_else(|| Error::NotFound(key_id.clone()))?;
+        self.check_reserved_scopes(&old.scopes, caller)?;
         let outcome = old.state_at(now).outcome;
         let replace = match (outcome, &old.successor_id) {
             (Outcome::Superseded, Some(successor)) if options.replace_unused_successor => Some(successor.clone()),
@@ -311,11 +322,14 @@ impl Keyring {
         Ok(self.store.list_audit(filter).await?)
     }
 
+    /// Rejects creating or rotating a key with reserved scopes unless the caller is a
+    /// terminal command, which runs with the operator's rights, or a key with `keyturn:admin`.
     fn check_reserved_scopes(&self, scopes: &Scopes, caller: &Caller) -> Result<(), Error> {
-        // NOTE: callers authenticated by a key reach this only through the admin API, which checks
-        // the acting key's scopes before calling; terminal commands run with the operator's rights.
+        let admin_key =
+            matches!(caller.actor, Actor::Key(_)) && caller.scopes.iter().any(|s| s.as_str() == ADMIN_SCOPE);
         match caller.actor {
             Actor::Cli(_) => Ok(()),
+            _ if admin_key => Ok(()),
             _ if scopes.has_reserved() => Err(Error::ReservedScope),
             _ => Ok(()),
         }

@@ -11,6 +11,7 @@ mod cache;
 mod config;
 mod error;
 mod keyring;
+mod listing;
 pub mod settings;
 mod verify;
 
@@ -22,6 +23,7 @@ pub use keyturn_store as store;
 pub use crate::config::{Config, Consistency};
 pub use crate::error::Error;
 pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, RotateOptions};
+pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};
 pub use crate::verify::{AuthRequest, Authentication};
 
 use keyturn_core::Clock;

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use keyturn::core::{AuditEventType, Duration, Expiry, Instant, Outcome};
+use keyturn::core::{Actor, AuditEventType, Duration, Expiry, Instant, Outcome};
 use keyturn::store::AuditFilter;
-use keyturn::{Error, ListFilter, NewKey, RotateOptions};
+use keyturn::{Caller, Error, ListFilter, NewKey, RotateOptions};
 
 async fn outcome(fixture: &Fixture, token: &str) -> Outcome {
     fixture.keyring.verify(token, &scopes(&[]), None).await.unwrap().outcome
@@ -267,4 +267,59 @@ async fn audit_rows_written_with_each_change() {
         let canonical: serde_json::Value = serde_json::from_str(&row.canonical).unwrap();
         assert_eq!(canonical["seq"], row.seq);
     }
+}
+
+#[tokio::test]
+async fn reserved_scopes_need_admin_key() {
+    let fixture = Fixture::new().await;
+    let reserved = NewKey { scopes: scopes(&["keyturn:keys:read"]), ..new_key("reader") };
+    let writer = NewKey { scopes: scopes(&["keyturn:keys:write"]), ..new_key("writer") };
+    let writer = fixture.keyring.create(writer, &cli()).await.unwrap().record;
+    let admin = NewKey { scopes: scopes(&["keyturn:admin"]), ..new_key("admin") };
+    let admin = fixture.keyring.create(admin, &cli()).await.unwrap().record;
+    let as_writer = Caller::key(writer.key_id.clone(), writer.scopes.clone(), Some("127.0.0.1:9".into()));
+    let as_admin = Caller::key(admin.key_id.clone(), admin.scopes.clone(), Some("127.0.0.1:9".into()));
+
+    let error = fixture.keyring.create(reserved.clone(), &as_writer).await.unwrap_err();
+    assert!(matches!(error, Error::ReservedScope), "{error:?}");
+    let plain = fixture.keyring.create(new_key("plain"), &as_writer).await.unwrap();
+    let created = fixture.keyring.create(reserved, &as_admin).await.unwrap();
+
+    let error = fixture.keyring.rotate(&created.record.key_id, &RotateOptions::default(), &as_writer).await;
+    assert!(matches!(error, Err(Error::ReservedScope)), "{error:?}");
+    fixture.keyring.rotate(&plain.record.key_id, &RotateOptions::default(), &as_writer).await.unwrap();
+    fixture.keyring.rotate(&created.record.key_id, &RotateOptions::default(), &as_admin).await.unwrap();
+
+    let filter = AuditFilter { key_id: Some(plain.record.key_id), ..AuditFilter::default() };
+    let events = fixture.keyring.audit(&filter).await.unwrap();
+    assert_eq!(events[0].event.actor, Actor::Key(writer.key_id));
+    assert_eq!(events[0].event.client_addr.as_deref(), Some("127.0.0.1:9"));
+}
+
+#[tokio::test]
+async fn list_page_follows_cursor_and_state() {
+    let fixture = Fixture::new().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        fixture.at(T0 + n);
+        ids.push(fixture.keyring.create(new_key(&format!("k{n}")), &cli()).await.unwrap().record.key_id);
+    }
+    fixture.keyring.revoke(&ids[1], None, &cli()).await.unwrap();
+    fixture.keyring.revoke(&ids[3], None, &cli()).await.unwrap();
+
+    let first = fixture.keyring.list_page(&ListFilter::default(), None, 2).await.unwrap();
+    let listed: Vec<_> = first.keys.iter().map(|view| view.record.key_id.clone()).collect();
+    assert_eq!(listed, ids[..2]);
+    assert_eq!(first.next_after.as_ref(), Some(&ids[1]));
+    let last = fixture.keyring.list_page(&ListFilter::default(), Some(ids[3].clone()), 2).await.unwrap();
+    assert_eq!(last.keys.len(), 1);
+    assert_eq!(last.next_after, None);
+
+    let revoked = ListFilter { owner: None, state: Some(Outcome::Revoked) };
+    let page = fixture.keyring.list_page(&revoked, None, 1).await.unwrap();
+    assert_eq!(page.keys[0].record.key_id, ids[1]);
+    assert_eq!(page.next_after.as_ref(), Some(&ids[1]));
+    let page = fixture.keyring.list_page(&revoked, page.next_after, 1).await.unwrap();
+    assert_eq!(page.keys[0].record.key_id, ids[3]);
+    assert_eq!(page.next_after, None, "no revoked key follows the last one");
 }

@@ -111,11 +111,22 @@ impl Store for SqliteStore {
     }
 
     async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {KEY_COLUMNS} FROM keys"));
+        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE 1 = 1"));
         if let Some(owner) = &filter.owner {
-            query.push(" WHERE owner = ").push_bind(owner);
+            query.push(" AND owner = ").push_bind(owner);
+        }
+        if let Some(after) = &filter.after {
+            // A row value compares column by column, so this is the position after the cursor key
+            // in the listing order. An unknown key id makes the subquery NULL, which matches nothing.
+            query
+                .push(" AND (created_at, key_id) > (SELECT created_at, key_id FROM keys WHERE key_id = ")
+                .push_bind(after.as_str())
+                .push(")");
         }
         query.push(" ORDER BY created_at, key_id");
+        if let Some(limit) = filter.limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
 
         let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
         rows.iter().map(decode_key).collect()

@@ -160,7 +160,7 @@ pub async fn list_keys_by_owner(store: &dyn Store) {
     insert(store, &key(4, Some("team-b"), 1_000)).await;
     insert(store, &key(5, None, 500)).await;
 
-    let team_a = store.list_keys(&KeyFilter { owner: Some("team-a".into()) }).await.unwrap();
+    let team_a = store.list_keys(&KeyFilter { owner: Some("team-a".into()), ..KeyFilter::default() }).await.unwrap();
     let ids: Vec<KeyId> = team_a.into_iter().map(|key| key.key_id).collect();
     assert_eq!(ids, vec![key_id(2), key_id(3), key_id(1)]);
 
@@ -168,8 +168,36 @@ pub async fn list_keys_by_owner(store: &dyn Store) {
     let ids: Vec<KeyId> = all.into_iter().map(|key| key.key_id).collect();
     assert_eq!(ids, vec![key_id(5), key_id(4), key_id(2), key_id(3), key_id(1)]);
 
-    let none = store.list_keys(&KeyFilter { owner: Some("nobody".into()) }).await.unwrap();
+    let none = store.list_keys(&KeyFilter { owner: Some("nobody".into()), ..KeyFilter::default() }).await.unwrap();
     assert!(none.is_empty());
+}
+
+pub async fn list_keys_pages_after_cursor(store: &dyn Store) {
+    insert(store, &key(3, Some("team-a"), 2_000)).await;
+    insert(store, &key(2, Some("team-a"), 2_000)).await;
+    insert(store, &key(1, Some("team-a"), 3_000)).await;
+    insert(store, &key(4, Some("team-b"), 1_000)).await;
+    insert(store, &key(5, None, 500)).await;
+
+    let mut pages = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let filter = KeyFilter { after: after.clone(), limit: Some(2), ..KeyFilter::default() };
+        let page: Vec<KeyId> = store.list_keys(&filter).await.unwrap().into_iter().map(|key| key.key_id).collect();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        pages.push(page);
+    }
+    assert_eq!(pages, vec![vec![key_id(5), key_id(4)], vec![key_id(2), key_id(3)], vec![key_id(1)]]);
+
+    let filter = KeyFilter { owner: Some("team-a".into()), after: Some(key_id(2)), limit: Some(1) };
+    let ids: Vec<KeyId> = store.list_keys(&filter).await.unwrap().into_iter().map(|key| key.key_id).collect();
+    assert_eq!(ids, vec![key_id(3)], "the owner filter and the cursor combine");
+
+    let unknown = KeyFilter { after: Some(key_id(99)), ..KeyFilter::default() };
+    assert!(store.list_keys(&unknown).await.unwrap().is_empty(), "an unknown cursor matches no key");
 }
 
 pub async fn rotate_links_both_keys(store: &dyn Store) {
@@ -573,7 +601,8 @@ pub async fn insert_concurrently_all_succeed(stores: &[Arc<dyn Store>]) {
 
     assert!(errors.is_empty(), "{} inserts failed, first: {:?}", errors.len(), errors.first());
     let store = stores[0].as_ref();
-    assert_eq!(store.list_keys(&KeyFilter { owner: Some("load".into()) }).await.unwrap().len(), 200);
+    let load = KeyFilter { owner: Some("load".into()), ..KeyFilter::default() };
+    assert_eq!(store.list_keys(&load).await.unwrap().len(), 200);
     assert_eq!(audit_count(store).await, 200);
     assert_eq!(store.changes_since(0, 1_000).await.unwrap().len(), 200);
 }
