@@ -150,7 +150,7 @@ pub async fn audit_list(global: &GlobalArgs, args: &AuditListArgs) -> Result<(),
 /// Prints the output that carries a new token, then the warning that it is shown only once.
 /// When writing to stdout fails, the key exists but its token is lost, so the error message
 /// asks the operator to revoke the key.
-fn show_token(text: &str, key_id: &KeyId, json: bool) -> Result<(), CliError> {
+pub fn show_token(text: &str, key_id: &KeyId, json: bool) -> Result<(), CliError> {
     emit(text).map_err(|error| {
         CliError::new(format!(
             "{error}; key {key_id} was created but its token was not shown, so revoke it with \

@@ -57,7 +57,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the database and the pepper file; running it again changes nothing
+    /// Create the database, the pepper file and, with a new database, an admin key whose token
+    /// is printed once; running it again changes nothing
     Init,
     /// Create, list, show, rotate, revoke and verify keys
     #[command(subcommand)]

@@ -1,4 +1,5 @@
-//! Setup of the CLI's database and pepper: `keyturn init`, which creates both, and the opening
+//! Setup of the CLI's database and pepper: `keyturn init`, which creates both and a first admin
+//! key, and the opening
 //! of an existing keyring that every other command starts with. Only `init` may create
 //! the database file, so a mistyped path fails instead of starting an empty key store.
 
@@ -6,13 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyturn::settings::{self, PepperFileStatus, PepperSource, PEPPER_VAR};
-use keyturn::{Config, Keyring, OpenOptions};
+use keyturn::{Caller, Config, Keyring, NewKey, OpenOptions};
 use keyturn_core::{SystemClock, TokenFormat};
 use keyturn_store::{DatabaseUrl, KeyFilter, Store};
 
+use crate::commands::{parse_scopes, show_token, with_keyring};
 use crate::error::CliError;
-use crate::output::emit;
+use crate::output::{self, emit};
 use crate::GlobalArgs;
+
+/// Name of the admin key that `keyturn init` creates with a new database.
+const BOOTSTRAP_NAME: &str = "bootstrap admin";
+const BOOTSTRAP_SCOPE: &str = "keyturn:admin";
 
 /// Opens the existing database with the configured pepper and token prefix. Background tasks
 /// are not started, because each command is short and verification reads through to the store.
@@ -48,7 +54,8 @@ async fn missing_database_error(database: &DatabaseUrl) -> Option<CliError> {
     keyturn::open_store(database, false).await.err().map(CliError::from)
 }
 
-/// Creates the database and the pepper file, or reports that they exist. An existing database
+/// Creates the database and the pepper file, or reports that they exist. A new database also
+/// gets a bootstrap admin key, whose token is printed once. An existing database
 /// is only migrated, and an existing pepper file is checked but never rewritten, because a new
 /// pepper would invalidate every stored key.
 pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
@@ -70,11 +77,33 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
         emit(&format!("created database {location}\n"))?;
     }
 
-    let PepperSource::File(pepper_path) = &pepper else {
-        return emit(&format!("{PEPPER_VAR} is set, so no pepper file was created\n"));
-    };
+    match &pepper {
+        PepperSource::File(pepper_path) => {
+            init_pepper_file(store, &location, database_existed, database_path.as_deref(), &pepper, pepper_path).await?
+        }
+        PepperSource::Value(_) => {
+            drop(store);
+            emit(&format!("{PEPPER_VAR} is set, so no pepper file was created\n"))?;
+        }
+    }
+
+    if !database_existed {
+        create_bootstrap_admin(global).await?;
+    }
+    Ok(())
+}
+
+/// Creates the pepper file next to the database unless it exists, and checks it loads.
+async fn init_pepper_file(
+    store: Arc<dyn Store>,
+    location: &str,
+    database_existed: bool,
+    database_path: Option<&Path>,
+    pepper: &PepperSource,
+    pepper_path: &Path,
+) -> Result<(), CliError> {
     if database_existed && !pepper_path.exists() {
-        check_no_keys_without_pepper(store.as_ref(), &location, pepper_path).await?;
+        check_no_keys_without_pepper(store.as_ref(), location, pepper_path).await?;
     }
     drop(store);
 
@@ -87,7 +116,7 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
     emit(&line)?;
     pepper.load()?;
 
-    let beside_database = database_path.as_deref().and_then(Path::parent) == absolute(pepper_path).parent();
+    let beside_database = database_path.and_then(Path::parent) == absolute(pepper_path).parent();
     if beside_database {
         eprintln!(
             "warning: a pepper file next to the database is a development default; in production keep the \
@@ -95,6 +124,28 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// Creates the first key with `keyturn:admin` in a new database and prints its token once, so the
+/// operator can call the admin HTTP API, which accepts only keys, without another step.
+async fn create_bootstrap_admin(global: &GlobalArgs) -> Result<(), CliError> {
+    let scopes = parse_scopes(&[BOOTSTRAP_SCOPE.to_owned()])?;
+    let new = NewKey { name: BOOTSTRAP_NAME.to_owned(), scopes, ..NewKey::default() };
+    with_keyring(global, |keyring| async move {
+        let issued = keyring.create(new, &Caller::cli()).await.map_err(|error| {
+            CliError::new(format!(
+                "{error}; the database was created, but its admin key was not, so create one with \
+                 `keyturn keys create --name \"{BOOTSTRAP_NAME}\" --scope {BOOTSTRAP_SCOPE}`"
+            ))
+        })?;
+        let text = format!(
+            "created key {} ({BOOTSTRAP_NAME}) with scope {BOOTSTRAP_SCOPE}; its token is\n{}",
+            issued.record.key_id,
+            output::token_text(&issued)
+        );
+        show_token(&text, &issued.record.key_id, false)
+    })
+    .await
 }
 
 /// Rejects creating a pepper file for a database that already contains keys. Their hashes were

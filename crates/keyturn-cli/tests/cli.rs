@@ -32,11 +32,14 @@ struct Run {
 }
 
 impl Deployment {
-    /// Creates a directory and runs `keyturn init` in it.
+    /// Creates a directory and runs `keyturn init` in it. The bootstrap admin token that init
+    /// prints is remembered for the check of stderr.
     fn new() -> Self {
         let deployment = Self::uninitialised();
         let run = deployment.run(&["init"]);
         assert_eq!(run.code, 0, "init failed: {}", run.stderr);
+        let token = printed_token(&run).expect("init printed no bootstrap admin token");
+        deployment.tokens.borrow_mut().push(token);
         deployment
     }
 
@@ -150,6 +153,11 @@ impl std::fmt::Debug for Run {
 }
 
 /// Asserts that a run failed with exit code 2 and one `error:` line that contains `needle`.
+/// Returns the token that a run printed on a line of its own, if any.
+fn printed_token(run: &Run) -> Option<String> {
+    run.stdout.lines().find(|line| line.starts_with("kt_live_")).map(str::to_owned)
+}
+
 fn assert_one_line_error(run: &Run, needle: &str) {
     assert_eq!(run.code, 2, "{run:?}");
     let lines: Vec<&str> = run.stderr.lines().collect();
@@ -207,6 +215,35 @@ fn init_creates_database_and_private_pepper() {
 }
 
 #[test]
+fn init_prints_bootstrap_admin_token_once() {
+    let deployment = Deployment::uninitialised();
+    let first = deployment.run(&["init"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let token = printed_token(&first).expect("init printed no token");
+    deployment.tokens.borrow_mut().push(token.clone());
+    assert!(first.stdout.contains("(bootstrap admin) with scope keyturn:admin"), "{first:?}");
+    assert!(first.stderr.contains("only time the token is shown"), "{first:?}");
+
+    let keys = deployment.json(&["keys", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert_eq!(keys[0]["name"], "bootstrap admin");
+    assert_eq!(keys[0]["scopes"], serde_json::json!(["keyturn:admin"]));
+    assert!(token.contains(keys[0]["key_id"].as_str().unwrap()), "{token}");
+    let events = deployment.json(&["audit", "list"]);
+    assert_eq!(events[0]["event"], "authn_token_created");
+    assert_eq!(events[0]["actor"], format!("cli:{USER}"));
+
+    let (code, decision) = deployment.verify(&token, &["keyturn:keys:write", "keyturn:audit:read"]);
+    assert_eq!(code, 0, "the admin scope grants every reserved scope: {decision}");
+
+    let second = deployment.run(&["init"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    assert_eq!(printed_token(&second), None, "{second:?}");
+    assert_eq!(deployment.json(&["keys", "list"]).as_array().unwrap().len(), 1);
+    deployment.assert_no_token_in_stderr();
+}
+
+#[test]
 fn init_with_pepper_variable_writes_no_file() {
     let deployment = Deployment::uninitialised();
     let pepper = "1:c2VjcmV0LXBlcHBlci1mb3ItdGVzdHMtb25seS0zMmI=";
@@ -218,6 +255,7 @@ fn init_with_pepper_variable_writes_no_file() {
     assert!(!deployment.pepper_file().exists());
     assert!(!run.stdout.contains(pepper), "{run:?}");
     assert!(!run.stderr.contains(pepper), "{run:?}");
+    assert!(printed_token(&run).is_some(), "init printed no bootstrap admin token: {run:?}");
 }
 
 #[test]
@@ -266,7 +304,8 @@ fn key_lifecycle_create_rotate_revoke() {
     assert_rfc3339(&shown, "expires_at");
     assert!(shown["revoked_at"].is_null());
 
-    let listed = deployment.json(&["keys", "list"]);
+    // The owner filter leaves out the bootstrap admin key that init created.
+    let listed = deployment.json(&["keys", "list", "--owner", "team-a"]);
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["key_id"], key_id.as_str());
     assert_rfc3339(&listed[0], "created_at");
