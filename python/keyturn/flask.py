@@ -1,0 +1,778 @@
+"""Flask integration of keyturn: the ``KeyTurn`` extension that authenticates requests with API
+keys, the ``key_verified`` and ``key_rejected`` signals, and the ``flask keys`` commands.
+
+Every decision and every rejection response comes from ``keyturn._native``. This module only
+reads the request, sends the native response byte for byte, and adds the lifecycle headers
+(``API-Key-Status``, ``API-Key-Expires``) to allowed responses.
+
+Configuration
+-------------
+
+``init_app`` reads the ``KEYTURN_*`` keys listed in ``CONFIG_KEYS`` from ``app.config``. Values
+set before ``init_app`` win over the defaults. ``KEYTURN_DATABASE_URL``, ``KEYTURN_PEPPER`` and
+``KEYTURN_PEPPER_FILE`` left at None fall back to the environment variables of the same names,
+so the ``keyturn`` CLI and the Flask app can share one configuration.
+
+Which requests are authenticated
+--------------------------------
+
+With ``KEYTURN_PROTECT_ALL`` on (the default), a ``before_request`` hook authenticates every
+request routed to a view, so a view that lacks a decorator is protected, not open. These
+requests are not authenticated:
+
+* views marked with ``@keyturn.public`` and endpoints listed in ``KEYTURN_PUBLIC_ENDPOINTS``;
+  the ``static`` endpoint is protected like any other until the app lists it there;
+* requests that match no route (404, 405, and the 308 redirect to the URL with a trailing
+  slash), because there is no view to protect and Flask responds without calling one;
+* ``OPTIONS`` requests that Flask handles itself by listing the route's allowed methods,
+  because they run no view. A view that handles ``OPTIONS`` itself is authenticated.
+
+With ``KEYTURN_PROTECT_ALL`` off, only views decorated with ``@keyturn.required`` are
+authenticated. The decorator also authenticates when its view is called without the hook
+having run, so a decorated view never runs unauthenticated.
+
+NOTE: WSGI servers join repeated headers into one value with commas, so a request with two
+``Authorization`` headers is rejected as an invalid key (401), not as conflicting keys (400).
+A key in ``Authorization`` and a different one in the API key header is a 400.
+
+Register ``KeyTurn`` before other ``before_request`` hooks that read ``current_key()``, because
+Flask runs the hooks in registration order.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, NamedTuple, TypeVar, overload
+
+import blinker
+import click
+from flask import Flask, Response, current_app, g, has_app_context, request
+from flask.cli import AppGroup
+
+from keyturn._native import (
+    AuthResult,
+    ConfigurationError,
+    IssuedKey,
+    KeyInfo,
+    Keyring,
+    KeyturnError,
+    ManualClock,
+)
+
+__all__ = [
+    "CONFIG_KEYS",
+    "ConfigKey",
+    "KeyTurn",
+    "current_key",
+    "key_rejected",
+    "key_verified",
+    "keys_cli",
+]
+
+ViewFunction = TypeVar("ViewFunction", bound=Callable[..., Any])
+
+#: The key of the extension's state in ``app.extensions``.
+EXTENSION_NAME = "keyturn"
+
+# Attributes that the decorators set on a view function. ``functools.wraps`` copies them, so they
+# survive other decorators applied on top.
+_REQUIRED_SCOPES_ATTR = "_keyturn_required_scopes"
+_PUBLIC_ATTR = "_keyturn_public"
+# The name under which a request's authentication is kept in ``flask.g``.
+_G_AUTHENTICATION = "_keyturn_authentication"
+
+
+class ConfigKey(NamedTuple):
+    """A Flask config key that keyturn reads, with its default and the types it accepts."""
+
+    name: str
+    default: Any
+    types: tuple[type, ...]
+    description: str
+
+
+_DURATION = (str, timedelta)
+_OPTIONAL_PATH = (str, os.PathLike, type(None))
+_SEQUENCE = (list, tuple)
+
+#: Every config key of the extension. Durations are strings such as "1s", "250ms" or "1h30m", or
+#: ``datetime.timedelta`` values.
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey(
+        "KEYTURN_DATABASE_URL",
+        None,
+        _OPTIONAL_PATH,
+        "Database URL such as sqlite:///srv/app/keyturn.db, or a SQLite file path. None reads "
+        "the KEYTURN_DATABASE_URL environment variable, else uses keyturn.db in the working "
+        "directory. The database must exist: create it with `keyturn init`.",
+    ),
+    ConfigKey(
+        "KEYTURN_PEPPER",
+        None,
+        (str, type(None)),
+        "Pepper ring as ID:BASE64 entries separated by commas, the first current. None reads the "
+        "KEYTURN_PEPPER environment variable. Set this or KEYTURN_PEPPER_FILE, not both.",
+    ),
+    ConfigKey(
+        "KEYTURN_PEPPER_FILE",
+        None,
+        _OPTIONAL_PATH,
+        "File holding the pepper ring, readable by its owner only (mode 0600). None reads the "
+        "KEYTURN_PEPPER_FILE environment variable, else uses the database path with the "
+        "extension .pepper, which `keyturn init` creates.",
+    ),
+    ConfigKey(
+        "KEYTURN_TOKEN_PREFIX",
+        "kt_live",
+        (str,),
+        "Prefix of the tokens this app issues and accepts. The `keyturn` CLI must use the same "
+        "prefix (its --token-prefix option or KEYTURN_TOKEN_PREFIX variable).",
+    ),
+    ConfigKey("KEYTURN_REALM", "api", (str,), "Realm named in WWW-Authenticate challenges."),
+    ConfigKey(
+        "KEYTURN_API_KEY_HEADER",
+        "X-API-Key",
+        (str,),
+        "Header that carries a key as an alternative to Authorization: Bearer.",
+    ),
+    ConfigKey(
+        "KEYTURN_QUERY_PARAMETERS",
+        None,
+        (*_SEQUENCE, type(None)),
+        "Query parameter names checked for a misplaced token, which is rejected with 400. None "
+        "checks api_key, apikey, key, token and access_token.",
+    ),
+    ConfigKey(
+        "KEYTURN_PROTECT_ALL",
+        True,
+        (bool,),
+        "Authenticate every routed request unless its view is public. False authenticates only "
+        "views decorated with @keyturn.required.",
+    ),
+    ConfigKey(
+        "KEYTURN_PUBLIC_ENDPOINTS",
+        (),
+        (*_SEQUENCE, set, frozenset),
+        "Endpoint names served without a key, such as 'static' for the static folder.",
+    ),
+    ConfigKey(
+        "KEYTURN_STRICT",
+        False,
+        (bool,),
+        "Read every key from the database instead of the cache, so changes made by other "
+        "processes apply to the next request, at the cost of one database read per request.",
+    ),
+    ConfigKey(
+        "KEYTURN_MAX_STALENESS",
+        "1s",
+        _DURATION,
+        "Longest time a cached key is trusted after the last successful check for changes; a "
+        "revocation made by another process takes effect here within this bound.",
+    ),
+    ConfigKey(
+        "KEYTURN_POLL_INTERVAL",
+        "250ms",
+        _DURATION,
+        "How often each process checks the database for changes made by other processes.",
+    ),
+    ConfigKey(
+        "KEYTURN_FLUSH_INTERVAL",
+        "1s",
+        _DURATION,
+        "How often usage counters (first and last use of each key) are written.",
+    ),
+    ConfigKey(
+        "KEYTURN_CLOCK",
+        None,
+        (ManualClock, type(None)),
+        "A ManualClock for tests, used when KeyTurn(clock=...) is not given. None uses the "
+        "system clock. keyturn.testing sets it.",
+    ),
+)
+
+_signals = blinker.Namespace()
+
+#: Sent after a request's key was accepted, with ``sender`` the app and the keyword arguments
+#: ``key`` (the ``KeyInfo``) and ``result`` (the ``AuthResult``). An exception raised by a
+#: receiver propagates like one raised in a view, so Flask responds with a 500.
+key_verified = _signals.signal(
+    "keyturn.key-verified", doc="A request's API key was accepted; receives key and result."
+)
+
+#: Sent after a request was rejected, with ``sender`` the app and the keyword arguments ``result``
+#: (the ``AuthResult``) and ``key`` (the ``KeyInfo`` when the secret matched, else None). An
+#: exception raised by a receiver propagates, so Flask responds with a 500 instead of the rejection.
+key_rejected = _signals.signal(
+    "keyturn.key-rejected", doc="A request was rejected; receives result and key (or None)."
+)
+
+
+@dataclass(frozen=True)
+class _AppState:
+    """The extension's state for one app, kept in ``app.extensions["keyturn"]``."""
+
+    keyring: Keyring
+    api_key_header: str
+    protect_all: bool
+    public_endpoints: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Authentication:
+    """The authentication of the current request and the scopes it checked."""
+
+    result: AuthResult
+    scopes: frozenset[str]
+
+
+class KeyTurn:
+    """Flask extension that authenticates requests with keyturn API keys.
+
+    Use ``KeyTurn(app)``, or ``keyturn = KeyTurn()`` at module level and ``keyturn.init_app(app)``
+    in an app factory. One instance may serve several apps, since each app keeps its own state.
+    ``clock`` replaces the system clock, for tests; ``keyturn.testing`` passes one through the
+    ``KEYTURN_CLOCK`` config key instead, so app factories need no change.
+    """
+
+    def __init__(self, app: Flask | None = None, *, clock: ManualClock | None = None) -> None:
+        self._clock = clock
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Build the app's keyring from its config and register the hooks and ``flask keys``.
+
+        Raises ConfigurationError when a config value is invalid or the pepper is missing, so
+        nothing serves requests without a pepper. The database is opened on first use in each
+        process, which is what lets gunicorn fork workers after ``--preload``. Calling this again
+        on the same app, such as from ``keyturn.testing``, replaces the keyring and closes the
+        old one; the hooks are registered only once.
+        """
+        for key in CONFIG_KEYS:
+            app.config.setdefault(key.name, key.default)
+        config = {key.name: _checked_config_value(app, key) for key in CONFIG_KEYS}
+
+        clock = self._clock if self._clock is not None else config["KEYTURN_CLOCK"]
+        query_parameters = config["KEYTURN_QUERY_PARAMETERS"]
+        keyring = Keyring(
+            database_url=_optional_path(config["KEYTURN_DATABASE_URL"]),
+            pepper=config["KEYTURN_PEPPER"],
+            pepper_file=_optional_path(config["KEYTURN_PEPPER_FILE"]),
+            token_prefix=config["KEYTURN_TOKEN_PREFIX"],
+            realm=config["KEYTURN_REALM"],
+            api_key_header=config["KEYTURN_API_KEY_HEADER"],
+            query_parameters=None if query_parameters is None else list(query_parameters),
+            strict=config["KEYTURN_STRICT"],
+            max_staleness=config["KEYTURN_MAX_STALENESS"],
+            poll_interval=config["KEYTURN_POLL_INTERVAL"],
+            flush_interval=config["KEYTURN_FLUSH_INTERVAL"],
+            clock=clock,
+        )
+        state = _AppState(
+            keyring=keyring,
+            api_key_header=config["KEYTURN_API_KEY_HEADER"],
+            protect_all=config["KEYTURN_PROTECT_ALL"],
+            public_endpoints=frozenset(config["KEYTURN_PUBLIC_ENDPOINTS"]),
+        )
+
+        previous = app.extensions.get(EXTENSION_NAME)
+        app.extensions[EXTENSION_NAME] = state
+        # close() flushes the usage counters that the background writer has not written yet.
+        atexit.register(keyring.close)
+        if isinstance(previous, _AppState):
+            atexit.unregister(previous.keyring.close)
+            previous.keyring.close()
+            return
+
+        app.before_request(_authenticate_before_request)
+        app.after_request(_add_lifecycle_headers)
+        if "keys" not in app.cli.commands:
+            app.cli.add_command(keys_cli)
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keyring of the current app, for managing keys from the app's own code."""
+        return _app_state(current_app).keyring
+
+    @overload
+    def required(self, view: ViewFunction, /) -> ViewFunction: ...
+
+    @overload
+    def required(self, *, scopes: Iterable[str] = ()) -> Callable[[ViewFunction], ViewFunction]: ...
+
+    def required(self, view: Any = None, *, scopes: Iterable[str] = ()) -> Any:
+        """Require a valid API key for a view, and with ``scopes`` every listed scope.
+
+        Use as ``@keyturn.required`` or ``@keyturn.required(scopes=["orders:read"])`` below
+        ``@app.route``. Scopes are checked when a request arrives, so an invalid scope name
+        raises InvalidInputError on the view's first request.
+        """
+        if isinstance(scopes, str):
+            raise TypeError(
+                f"scopes={scopes!r} is a string; pass a list such as scopes=[{scopes!r}]"
+            )
+        required_scopes = tuple(scopes)
+        for scope in required_scopes:
+            if not isinstance(scope, str):
+                raise TypeError(f"scope {scope!r} is not a string; pass scope names as strings")
+
+        if view is not None:
+            if not callable(view):
+                raise TypeError(
+                    f"@keyturn.required got {view!r}; pass scopes by keyword, as in "
+                    "@keyturn.required(scopes=['orders:read'])"
+                )
+            return _require_key(view, required_scopes)
+        return lambda view: _require_key(view, required_scopes)
+
+    def public(self, view: ViewFunction) -> ViewFunction:
+        """Mark a view as public, so ``KEYTURN_PROTECT_ALL`` does not authenticate it."""
+        if hasattr(view, _REQUIRED_SCOPES_ATTR):
+            raise TypeError(
+                f"view {view.__name__!r} is already marked @keyturn.required; remove one of the "
+                "two decorators"
+            )
+        setattr(view, _PUBLIC_ATTR, True)
+        return view
+
+    def current_key(self) -> KeyInfo | None:
+        """Return the key of the current request, or None on a public route."""
+        return current_key()
+
+
+def current_key() -> KeyInfo | None:
+    """Return the key of the current request, or None when no key was accepted.
+
+    That is the case on public routes, on rejected requests and outside an app context.
+    """
+    if not has_app_context():
+        return None
+    authentication: _Authentication | None = g.get(_G_AUTHENTICATION)
+    if authentication is None or not authentication.result.allowed:
+        return None
+    return authentication.result.key
+
+
+def _require_key(view: ViewFunction, scopes: tuple[str, ...]) -> ViewFunction:
+    """Wrap a view so it runs only for a request whose key was accepted with ``scopes``."""
+    if getattr(view, _PUBLIC_ATTR, False):
+        raise TypeError(
+            f"view {view.__name__!r} is already marked @keyturn.public; remove one of the two "
+            "decorators"
+        )
+    required = frozenset(scopes)
+
+    @functools.wraps(view)
+    def authenticated_view(*args: Any, **kwargs: Any) -> Any:
+        authentication: _Authentication | None = g.get(_G_AUTHENTICATION)
+        # The before_request hook normally authenticated this request already. It did not when
+        # the app lists the endpoint as public, when KeyTurn was never initialised on the app
+        # (then _app_state raises), or when another view calls this one directly.
+        covered = (
+            authentication is not None
+            and authentication.result.allowed
+            and required <= authentication.scopes
+        )
+        if not covered:
+            rejection = _authenticate(_app_state(current_app), scopes)
+            if rejection is not None:
+                return rejection
+        return view(*args, **kwargs)
+
+    setattr(authenticated_view, _REQUIRED_SCOPES_ATTR, scopes)
+    return authenticated_view  # type: ignore[return-value]
+
+
+def _authenticate_before_request() -> Response | None:
+    """Authenticate the request unless its view is public; return the rejection, if any."""
+    state = _app_state(current_app)
+    if request.endpoint is None:
+        # Routing failed (404, 405 or a redirect), so Flask responds without calling a view.
+        return None
+    rule = request.url_rule
+    if request.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
+        # Flask lists the allowed methods for this OPTIONS request itself, and no view runs.
+        return None
+
+    view = current_app.view_functions.get(request.endpoint)
+    if getattr(view, _PUBLIC_ATTR, False) or request.endpoint in state.public_endpoints:
+        return None
+    scopes: tuple[str, ...] | None = getattr(view, _REQUIRED_SCOPES_ATTR, None)
+    if scopes is None and not state.protect_all:
+        return None
+    return _authenticate(state, scopes or ())
+
+
+def _authenticate(state: _AppState, scopes: tuple[str, ...]) -> Response | None:
+    """Authenticate the request against ``scopes`` and return the problem response if rejected.
+
+    When a verification cannot reach the store, the native call returns a 503 result with
+    Retry-After.
+    """
+    # NOTE: keyturn._native raises StoreUnavailableError instead when the store cannot be opened
+    # on the first request in a process (such as a database locked by another process), so Flask
+    # responds with a 500 until the native call returns the 503 result in that case too.
+    result = state.keyring.authenticate(
+        request.headers.getlist("Authorization"),
+        request.headers.getlist(state.api_key_header),
+        list(request.args.items(multi=True)),
+        scopes,
+        request.remote_addr,
+    )
+    setattr(g, _G_AUTHENTICATION, _Authentication(result=result, scopes=frozenset(scopes)))
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if result.allowed:
+        key_verified.send(app, key=result.key, result=result)
+        return None
+    key_rejected.send(app, result=result, key=result.key)
+    return Response(result.body, status=result.status, headers=result.headers)
+
+
+def _add_lifecycle_headers(response: Response) -> Response:
+    """Add API-Key-Status and API-Key-Expires to the response of an accepted request."""
+    authentication: _Authentication | None = g.get(_G_AUTHENTICATION)
+    if authentication is not None and authentication.result.allowed:
+        for name, value in authentication.result.headers:
+            response.headers[name] = value
+    return response
+
+
+def _app_state(app: Flask) -> _AppState:
+    state = app.extensions.get(EXTENSION_NAME)
+    if not isinstance(state, _AppState):
+        raise RuntimeError(
+            f"keyturn is not initialised on app {app.name!r}; call KeyTurn(app) or "
+            "keyturn.init_app(app) when creating the app"
+        )
+    return state
+
+
+def _checked_config_value(app: Flask, key: ConfigKey) -> Any:
+    """Return the app's value of ``key``, raising ConfigurationError for a wrong type."""
+    value = app.config[key.name]
+    # bool is a subclass of int, and no key accepts int, so isinstance is exact enough here.
+    if not isinstance(value, key.types):
+        accepted = " or ".join(_type_name(kind) for kind in key.types)
+        # The pepper is a secret, so its value stays out of the message.
+        value_text = "set" if key.name == "KEYTURN_PEPPER" else repr(value)
+        raise ConfigurationError(
+            f"{key.name} is {value_text}, of type {type(value).__name__}; set it to {accepted}"
+        )
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            if not isinstance(item, str):
+                raise ConfigurationError(
+                    f"{key.name} contains {item!r}, which is not a string; list names as strings"
+                )
+    return value
+
+
+def _type_name(kind: type) -> str:
+    return "None" if kind is type(None) else kind.__name__
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else os.fspath(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# flask keys: the same key management as `keyturn keys`, against the app's configured keyring.
+# JSON output carries the fields of KeyInfo.to_dict(), plus "token" for a newly issued key.
+# ---------------------------------------------------------------------------------------------
+
+keys_cli = AppGroup("keys", help="Create, list, show, rotate and revoke API keys.")
+
+_TOKEN_WARNING = (
+    "warning: this is the only time the token is shown; store it now, because keyturn keeps "
+    "only a hash"
+)
+
+
+@contextmanager
+def _keyring_for_command() -> Iterator[Keyring]:
+    """Yield the app's keyring and turn keyturn errors into one-line ``Error:`` messages."""
+    state = current_app.extensions.get(EXTENSION_NAME)
+    if not isinstance(state, _AppState):
+        raise click.ClickException(
+            f"keyturn is not initialised on app {current_app.name!r}; call KeyTurn(app) or "
+            "keyturn.init_app(app) when creating the app"
+        )
+    try:
+        yield state.keyring
+    except KeyturnError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@keys_cli.command("create")
+@click.option("--name", required=True, help="Name of the key, 1 to 128 characters.")
+@click.option("--owner", help="Owner of the key, such as a team or a service.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="SCOPE",
+    help="Scope the key grants, such as orders:read; repeat for several.",
+)
+@click.option(
+    "--expires-in",
+    metavar="DURATION",
+    help="Lifetime counted from now, such as 90d, 12h or 1h30m [default: 90d].",
+)
+@click.option(
+    "--expires-at",
+    metavar="RFC3339",
+    help="Fixed expiry instant in RFC 3339, such as 2027-01-31T12:00:00Z.",
+)
+@click.option("--no-expiry", is_flag=True, help="Create a key that never expires.")
+@click.option(
+    "--grace",
+    metavar="DURATION",
+    help="How long the key keeps working after it expires [default: 7d].",
+)
+@click.option(
+    "--warn-before",
+    metavar="DURATION",
+    help="How long before expiry responses report the key as expiring [default: 14d].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+def create_command(
+    name: str,
+    owner: str | None,
+    scopes: tuple[str, ...],
+    expires_in: str | None,
+    expires_at: str | None,
+    no_expiry: bool,
+    grace: str | None,
+    warn_before: str | None,
+    as_json: bool,
+) -> None:
+    """Create a key and print its token, which is shown only this once."""
+    expiry_options = [
+        option
+        for option, value in (
+            ("--expires-in", expires_in),
+            ("--expires-at", expires_at),
+            ("--no-expiry", no_expiry),
+        )
+        if value
+    ]
+    if len(expiry_options) > 1:
+        raise click.ClickException(
+            f"{' and '.join(expiry_options)} were given together; use only one of --expires-in, "
+            "--expires-at and --no-expiry"
+        )
+
+    with _keyring_for_command() as keyring:
+        issued = keyring.create(
+            name,
+            owner=owner,
+            scopes=list(scopes),
+            expires_in=expires_in,
+            expires_at=expires_at,
+            no_expiry=no_expiry,
+            grace=grace,
+            warn_before=warn_before,
+        )
+    if as_json:
+        click.echo(_json_text(_issued_dict(issued)))
+        return
+    click.echo(f"created {_issued_summary(issued.key)}")
+    click.echo(issued.token)
+    click.echo(_TOKEN_WARNING, err=True)
+
+
+@keys_cli.command("list")
+@click.option("--owner", help="Only keys of this owner.")
+@click.option(
+    "--state",
+    help="Only keys in this state now: active, expiring, grace, superseded, expired, rotated or "
+    "revoked.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def list_command(owner: str | None, state: str | None, as_json: bool) -> None:
+    """List keys with their state now."""
+    with _keyring_for_command() as keyring:
+        keys = keyring.list(owner=owner, state=state)
+    if as_json:
+        click.echo(_json_text([key.to_dict() for key in keys]))
+    else:
+        click.echo(_key_table(keys), nl=False)
+
+
+@keys_cli.command("show")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+def show_command(key_id: str, as_json: bool) -> None:
+    """Show one key; KEY_ID is the 12 characters after the token prefix."""
+    with _keyring_for_command() as keyring:
+        key = keyring.get(key_id)
+    if as_json:
+        click.echo(_json_text(key.to_dict()))
+    else:
+        click.echo(_key_details(key), nl=False)
+
+
+@keys_cli.command("rotate")
+@click.argument("key_id")
+@click.option(
+    "--overlap",
+    metavar="DURATION",
+    help="How long the old key keeps working, such as 1d or 0s [default: 1d].",
+)
+@click.option(
+    "--replace-unused-successor",
+    is_flag=True,
+    help="Replace an existing successor that was never used instead of failing.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+def rotate_command(
+    key_id: str, overlap: str | None, replace_unused_successor: bool, as_json: bool
+) -> None:
+    """Issue a successor; the old key keeps working until the end of the overlap window."""
+    with _keyring_for_command() as keyring:
+        issued = keyring.rotate(
+            key_id, overlap=overlap, replace_unused_successor=replace_unused_successor
+        )
+    # The rotation is committed, so a failed read of the old key must not hide the new token.
+    predecessor: KeyInfo | None
+    try:
+        predecessor = keyring.get(key_id)
+    except KeyturnError as error:
+        click.echo(f"warning: reading rotated key {key_id} back failed: {error}", err=True)
+        predecessor = None
+
+    if as_json:
+        value = _issued_dict(issued)
+        if predecessor is not None:
+            value["predecessor"] = predecessor.to_dict()
+        click.echo(_json_text(value))
+        return
+    overlap_end = predecessor.to_dict().get("overlap_ends_at") if predecessor else None
+    click.echo(
+        f"rotated key {key_id}; it keeps working until "
+        f"{overlap_end or 'the end of its overlap window'}"
+    )
+    click.echo(f"successor {_issued_summary(issued.key)}")
+    click.echo(issued.token)
+    click.echo(_TOKEN_WARNING, err=True)
+
+
+@keys_cli.command("revoke")
+@click.argument("key_id")
+@click.option(
+    "--reason",
+    metavar="TEXT",
+    help="Reason recorded with the revocation and in the audit log.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+def revoke_command(key_id: str, reason: str | None, as_json: bool) -> None:
+    """Revoke a key at once; revocation is final."""
+    with _keyring_for_command() as keyring:
+        key = keyring.revoke(key_id, reason=reason)
+    if as_json:
+        click.echo(_json_text(key.to_dict()))
+    else:
+        revoked_at = key.to_dict().get("revoked_at") or "now"
+        click.echo(f"revoked key {key.key_id} at {revoked_at}")
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _issued_dict(issued: IssuedKey) -> dict[str, Any]:
+    value = issued.key.to_dict()
+    value["token"] = issued.token
+    return value
+
+
+def _text(value: Any) -> str:
+    """Render a value of ``KeyInfo.to_dict()`` for people: ``-`` when absent."""
+    if value is None or value == [] or value == "":
+        return "-"
+    if isinstance(value, list):
+        return " ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _issued_summary(key: KeyInfo) -> str:
+    fields = key.to_dict()
+    return (
+        f"key {fields['key_id']} ({fields['name']}), owner {_text(fields.get('owner'))}, "
+        f"scopes {_text(fields.get('scopes'))}, state {fields['state']}, "
+        f"expires {_text(fields.get('expires_at'))}"
+    )
+
+
+# Labels of ``keys show``, in the order of the `keyturn keys show` output.
+_DETAIL_LABELS = (
+    ("key_id", "key id"),
+    ("name", "name"),
+    ("owner", "owner"),
+    ("scopes", "scopes"),
+    ("state", "state"),
+    ("created_at", "created at"),
+    ("expires_at", "expires at"),
+    ("grace", "grace"),
+    ("grace_ends_at", "grace ends at"),
+    ("warn_before", "warn before"),
+    ("revoked_at", "revoked at"),
+    ("revocation_reason", "revocation reason"),
+    ("rotated_at", "rotated at"),
+    ("overlap_ends_at", "overlap ends at"),
+    ("successor_id", "successor"),
+    ("predecessor_id", "predecessor"),
+    ("first_used_at", "first used at"),
+    ("last_used_at", "last used at"),
+    ("metadata", "metadata"),
+)
+
+
+def _key_details(key: KeyInfo) -> str:
+    fields = key.to_dict()
+    rows = []
+    for field, label in _DETAIL_LABELS:
+        if field not in fields:
+            continue
+        text = _text(fields[field])
+        if field == "state" and fields.get("state_deadline"):
+            text = f"{text} until {fields['state_deadline']}"
+        if field == "metadata":
+            text = json.dumps(fields[field] or {}, ensure_ascii=False)
+        rows.append((label, text))
+    width = max(len(label) for label, _ in rows)
+    return "".join(f"{label:<{width}}  {text}\n" for label, text in rows)
+
+
+def _key_table(keys: list[KeyInfo]) -> str:
+    if not keys:
+        return "no keys found\n"
+    header = ("KEY ID", "NAME", "OWNER", "STATE", "EXPIRES")
+    rows = [header]
+    for key in keys:
+        fields = key.to_dict()
+        rows.append(
+            (
+                fields["key_id"],
+                fields["name"],
+                _text(fields.get("owner")),
+                fields["state"],
+                _text(fields.get("expires_at")),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)]
+        lines.append("  ".join([*cells, row[-1]]))
+    return "\n".join(lines) + "\n"

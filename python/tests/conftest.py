@@ -1,0 +1,244 @@
+"""Shared fixtures and helpers of the Python tests: the example app on a throwaway store, tokens
+altered in one part with a valid checksum, the `keyturn` CLI binary, and gunicorn over loopback.
+
+The ``keyturn_env`` fixture comes from ``keyturn.testing``, which the installed package registers
+as a pytest plugin, so these tests use it exactly as an application's test suite would.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import secrets
+import signal
+import string
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from keyturn.testing import KeyturnTestEnv
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parents[1]
+EXAMPLE_APP = REPO_ROOT / "examples" / "flask_app" / "app.py"
+
+# Token layout: <prefix>_<12-character key id>_<30-character secret><6-digit base62 CRC32>.
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+KEY_ID_LEN = 12
+SECRET_LEN = 30
+CHECKSUM_LEN = 6
+
+# Bounds of every wait on a subprocess or server, so no test can hang.
+SERVER_START_TIMEOUT = 20.0
+SERVER_STOP_TIMEOUT = 15.0
+CLI_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 5.0
+
+
+def load_example() -> ModuleType:
+    """Import examples/flask_app/app.py under a unique module name."""
+    spec = importlib.util.spec_from_file_location("keyturn_example_app", EXAMPLE_APP)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = load_example()
+
+
+@pytest.fixture
+def app(keyturn_env: KeyturnTestEnv) -> Flask:
+    """The example app on the test's throwaway store and manual clock."""
+    application = example.create_app({**keyturn_env.config, "TESTING": True})
+    return application
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def checksum(body: str) -> str:
+    """Return the 6-digit base62 CRC32 that ends a token whose other characters are ``body``."""
+    value = zlib.crc32(body.encode("ascii"))
+    digits = []
+    for _ in range(CHECKSUM_LEN):
+        digits.append(BASE62[value % 62])
+        value //= 62
+    return "".join(reversed(digits))
+
+
+def split_token(token: str) -> tuple[str, str, str]:
+    """Split a token into its prefix, key id and secret; the checksum is dropped."""
+    body = token[:-CHECKSUM_LEN]
+    secret = body[-SECRET_LEN:]
+    key_id = body[-(SECRET_LEN + 1 + KEY_ID_LEN) : -(SECRET_LEN + 1)]
+    prefix = body[: -(SECRET_LEN + 1 + KEY_ID_LEN + 1)]
+    return prefix, key_id, secret
+
+
+def build_token(prefix: str, key_id: str, secret: str) -> str:
+    body = f"{prefix}_{key_id}_{secret}"
+    return body + checksum(body)
+
+
+def random_base62(length: int) -> str:
+    return "".join(secrets.choice(BASE62) for _ in range(length))
+
+
+def with_wrong_secret(token: str) -> str:
+    """Return the token with another secret and a valid checksum."""
+    prefix, key_id, _ = split_token(token)
+    return build_token(prefix, key_id, random_base62(SECRET_LEN))
+
+
+def with_unknown_key_id(token: str) -> str:
+    """Return the token with a key id that no key has and a valid checksum."""
+    prefix, _, secret = split_token(token)
+    return build_token(prefix, random_base62(KEY_ID_LEN), secret)
+
+
+def with_bad_checksum(token: str) -> str:
+    """Return the token with its last checksum digit changed."""
+    last = token[-1]
+    replacement = BASE62[(BASE62.index(last) + 1) % 62]
+    return token[:-1] + replacement
+
+
+def problem(response: Any) -> dict[str, Any]:
+    """Decode a problem+json body."""
+    return json.loads(response.data if hasattr(response, "data") else response.content)
+
+
+# ---------------------------------------------------------------------------------------------
+# The keyturn CLI binary and gunicorn
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keyturn_bin() -> Path:
+    """The `keyturn` binary named by KEYTURN_BIN; tests that need it skip when it is unset."""
+    value = os.environ.get("KEYTURN_BIN")
+    if not value:
+        pytest.skip("KEYTURN_BIN is not set; run `make test-python`, which builds the keyturn CLI")
+    path = Path(value)
+    if not path.is_file():
+        pytest.fail(f"KEYTURN_BIN={value} is not a file; run `cargo build --bin keyturn`")
+    return path
+
+
+def clean_environ(extra: Mapping[str, str]) -> dict[str, str]:
+    """Return this process's environment without KEYTURN_* variables, plus ``extra``."""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("KEYTURN_")}
+    environ.update(extra)
+    return environ
+
+
+def run_cli(
+    keyturn_bin: Path, args: list[str], environ: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run the `keyturn` CLI and return its result; a non-zero exit fails the test."""
+    result = subprocess.run(
+        [str(keyturn_bin), *args],
+        env=clean_environ(environ),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, f"keyturn {' '.join(args)} failed: {result.stderr}"
+    return result
+
+
+def loopback_session() -> requests.Session:
+    """A requests session that ignores proxy variables, so traffic stays on 127.0.0.1."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+@contextmanager
+def run_gunicorn(environ: Mapping[str, str], log_path: Path, *, preload: bool) -> Iterator[str]:
+    """Run the example app under gunicorn with 2 workers on a free loopback port.
+
+    Yields the base URL. gunicorn writes its output and the app's to ``log_path``. The server is
+    stopped with SIGTERM when the block ends, and killed if it has not exited in time.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        "2",
+        "--no-control-socket",
+        "--bind",
+        "127.0.0.1:0",
+        "--chdir",
+        str(TESTS_DIR),
+        "--log-level",
+        "debug",
+        "--graceful-timeout",
+        "5",
+    ]
+    if preload:
+        command.append("--preload")
+    command.append("gunicorn_app:application")
+
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=clean_environ(environ),
+            start_new_session=True,
+        )
+    try:
+        yield f"http://127.0.0.1:{wait_for_port(process, log_path)}"
+    finally:
+        stop_server(process)
+
+
+def wait_for_port(process: subprocess.Popen[bytes], log_path: Path) -> int:
+    """Return the port from gunicorn's "Listening at" line, waiting up to the start timeout."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    pattern = re.compile(rb"Listening at: http://127\.0\.0\.1:(\d+)")
+    while time.monotonic() < deadline:
+        match = pattern.search(log_path.read_bytes())
+        if match:
+            return int(match.group(1))
+        if process.poll() is not None:
+            output = log_path.read_text(errors="replace")
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{output}")
+        time.sleep(0.05)
+    raise AssertionError(f"gunicorn did not listen within {SERVER_START_TIMEOUT} s")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started by this module: SIGTERM, then SIGKILL to its process group."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=SERVER_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # The server runs in its own session, so its process group holds only its workers.
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=SERVER_STOP_TIMEOUT)
