@@ -170,7 +170,9 @@ class Keyring:
     def close(self) -> None:
         """Stop background work in this process after a final flush; later calls reopen."""
 
-def init(database_url: str | None = None, *, pepper_file: str | None = None) -> tuple[str, str | None, bool]:
+def init(
+    database_url: str | None = None, *, pepper_file: str | None = None
+) -> tuple[str, str | None, bool]:
     """Create the database and, unless KEYTURN_PEPPER is set, the pepper file (mode 0600).
 
     Returns the database path, the pepper file path (None when the pepper comes from

@@ -72,8 +72,14 @@ impl Keyring {
         clock: Option<&Bound<'_, ManualClock>>,
     ) -> PyResult<Self> {
         let database = settings::resolve_database_url(database_url).map_err(|e| configuration(e.to_string()))?;
-        let pepper = pepper.or_else(|| std::env::var(PEPPER_VAR).ok());
-        let pepper_file = pepper_file.or_else(|| std::env::var(PEPPER_FILE_VAR).ok()).map(Into::into);
+        // Explicit arguments replace both variables, so a test that passes its own pepper is not
+        // confused by a KEYTURN_PEPPER_FILE exported in the developer's shell.
+        let (pepper, pepper_file) = if pepper.is_some() || pepper_file.is_some() {
+            (pepper, pepper_file)
+        } else {
+            (std::env::var(PEPPER_VAR).ok(), std::env::var(PEPPER_FILE_VAR).ok())
+        };
+        let pepper_file = pepper_file.map(Into::into);
         let pepper = PepperSource::resolve(pepper, pepper_file, &database).map_err(|e| configuration(e.to_string()))?;
         pepper.load().map_err(|e| configuration(e.to_string()))?;
 
@@ -126,7 +132,16 @@ impl Keyring {
         client_addr: Option<String>,
     ) -> PyResult<AuthResult> {
         let required = parse_scopes(&scopes)?;
-        let (runtime, keyring) = self.process(py)?;
+        let (runtime, keyring) = match self.process(py) {
+            Ok(process) => process,
+            Err(error) => {
+                // A request must get 503, never a 500, when the store cannot be opened; the cause
+                // is logged and the next request tries to open it again.
+                tracing::error!(target: "keyturn::store", error = %error, "cannot open the key store");
+                let response = self.options.config.responses.store_unavailable();
+                return AuthResult::rejected(py, response, None);
+            }
+        };
         let authorization: Vec<&str> = authorization.iter().map(String::as_str).collect();
         let api_key: Vec<&str> = api_key.iter().map(String::as_str).collect();
         let query: Vec<(&str, &str)> = query.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();

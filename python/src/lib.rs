@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    install_log_subscriber();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     m.add_class::<keyring::Keyring>()?;
@@ -23,4 +24,19 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<values::AuditEvent>()?;
     m.add_function(wrap_pyfunction!(keyring::init, m)?)?;
     Ok(())
+}
+
+/// Sends keyturn's own log events to stderr, where gunicorn and Flask's development server show
+/// them. `KEYTURN_LOG` (or else `RUST_LOG`) sets the filter; by default warnings, errors and the
+/// database path each process opens are shown. Does nothing when a subscriber is already set.
+fn install_log_subscriber() {
+    let filter = std::env::var("KEYTURN_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn,keyturn::store=info".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(true)
+        .try_init();
 }

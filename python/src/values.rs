@@ -133,7 +133,7 @@ impl KeyInfo {
 
     /// Returns the fields as JSON-ready values, instants as RFC 3339 strings in UTC.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        json_to_py(py, &key_json(&self.record, self.state))
+        json_to_py(py, &keyturn::json::key_json(&self.record, &self.state))
     }
 
     fn __repr__(&self) -> String {
@@ -144,30 +144,6 @@ impl KeyInfo {
             self.state()
         )
     }
-}
-
-/// The JSON form of a key shared by `to_dict` and the CLIs.
-pub(crate) fn key_json(record: &KeyRecord, state: KeyState) -> serde_json::Value {
-    let instant = |value: Option<Instant>| value.map(Instant::to_rfc3339);
-    serde_json::json!({
-        "key_id": record.key_id.as_str(),
-        "name": record.name,
-        "owner": record.owner,
-        "scopes": record.scopes,
-        "state": state.outcome.as_str(),
-        "created_at": record.created_at.to_rfc3339(),
-        "expires_at": instant(record.expires_at),
-        "grace_ends_at": instant(record.grace_ends_at()),
-        "revoked_at": instant(record.revoked_at),
-        "revocation_reason": record.revocation_reason,
-        "rotated_at": instant(record.rotated_at),
-        "overlap_ends_at": instant(record.overlap_ends_at),
-        "successor_id": record.successor_id.as_ref().map(|id| id.as_str()),
-        "predecessor_id": record.predecessor_id.as_ref().map(|id| id.as_str()),
-        "first_used_at": instant(record.first_used_at),
-        "last_used_at": instant(record.last_used_at),
-        "metadata": record.metadata,
-    })
 }
 
 /// A newly created or rotated key and its token, shown only this once.
@@ -327,18 +303,7 @@ impl AuditEvent {
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let event = &self.row.event;
-        let value = serde_json::json!({
-            "seq": self.row.seq,
-            "at": event.at.to_rfc3339(),
-            "event": event.event.as_str(),
-            "key_id": event.key_id.as_ref().map(|id| id.as_str()),
-            "actor": event.actor.to_stored(),
-            "client_addr": event.client_addr,
-            "reason": event.reason,
-            "details": event.details,
-        });
-        json_to_py(py, &value)
+        json_to_py(py, &keyturn::json::audit_event_json(&self.row))
     }
 
     fn __repr__(&self) -> String {

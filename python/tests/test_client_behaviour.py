@@ -475,11 +475,6 @@ def locked_database(path: Path) -> Iterator[None]:
             locker.wait(timeout=CLI_TIMEOUT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keyturn._native Keyring.authenticate raises StoreUnavailableError instead of "
-    "returning the 503 result when the store cannot be opened on first use in a process",
-)
 def test_store_unavailable_is_503(keyturn_env: KeyturnTestEnv) -> None:
     issued = keyturn_env.create_key("reader", scopes=["orders:read"])
     # Close the env's connections, so the other process can take the exclusive lock.

@@ -518,11 +518,6 @@ def test_keys_without_extension_names_fix() -> None:
     assert_error_line(result, "KeyTurn(app)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keyturn._native KeyInfo.to_dict() lacks the grace, warn_before and state_deadline "
-    "fields that `keyturn keys show --json` prints",
-)
 def test_keys_json_fields_match_cli(
     cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv, keyturn_bin: Path
 ) -> None:

@@ -31,28 +31,7 @@ pub fn json_text(value: &Value) -> String {
 
 /// Renders a key as a JSON object, with its state at the instant it was read.
 pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
-    json!({
-        "key_id": record.key_id.as_str(),
-        "name": record.name,
-        "owner": record.owner,
-        "scopes": record.scopes,
-        "state": state.outcome.as_str(),
-        "state_deadline": rfc3339(state.deadline),
-        "created_at": rfc3339(Some(record.created_at)),
-        "expires_at": rfc3339(record.expires_at),
-        "grace": record.grace.to_string(),
-        "grace_ends_at": rfc3339(record.grace_ends_at()),
-        "warn_before": record.warn_before.to_string(),
-        "revoked_at": rfc3339(record.revoked_at),
-        "revocation_reason": record.revocation_reason,
-        "rotated_at": rfc3339(record.rotated_at),
-        "overlap_ends_at": rfc3339(record.overlap_ends_at),
-        "successor_id": record.successor_id.as_ref().map(KeyId::as_str),
-        "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
-        "first_used_at": rfc3339(record.first_used_at),
-        "last_used_at": rfc3339(record.last_used_at),
-        "metadata": record.metadata,
-    })
+    keyturn::json::key_json(record, state)
 }
 
 /// Renders a newly issued key as JSON: the key's fields plus `token`. For a rotation, the
@@ -142,23 +121,7 @@ pub fn key_table(views: &[KeyView]) -> String {
 
 /// Renders audit events as a JSON array.
 pub fn audit_json(events: &[AuditEvent]) -> Value {
-    let events = events
-        .iter()
-        .map(|stored| {
-            let event = &stored.event;
-            json!({
-                "seq": stored.seq,
-                "at": event.at.to_rfc3339(),
-                "event": event.event.as_str(),
-                "key_id": event.key_id.as_ref().map(KeyId::as_str),
-                "actor": event.actor.to_stored(),
-                "client_addr": event.client_addr,
-                "reason": event.reason,
-                "details": event.details,
-            })
-        })
-        .collect();
-    Value::Array(events)
+    Value::Array(events.iter().map(keyturn::json::audit_event_json).collect())
 }
 
 /// Renders audit events one per line: sequence number, instant, event, key id, actor and reason.

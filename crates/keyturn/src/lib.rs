@@ -10,6 +10,7 @@ mod background;
 mod cache;
 mod config;
 mod error;
+pub mod json;
 mod keyring;
 mod listing;
 pub mod settings;

@@ -1,0 +1,51 @@
+//! The JSON forms of keys and audit events that every front end prints: the `keyturn` CLI, the
+//! Python `KeyInfo.to_dict()` and the HTTP API. Instants are RFC 3339 strings in UTC and
+//! durations use the notation that `Duration::parse` reads. No form contains a token or a hash.
+
+use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, KeyState};
+use serde_json::{json, Value};
+
+/// Renders a key with its state at the instant the state was computed.
+pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
+    json!({
+        "key_id": record.key_id.as_str(),
+        "name": record.name,
+        "owner": record.owner,
+        "scopes": record.scopes,
+        "state": state.outcome.as_str(),
+        "state_deadline": rfc3339(state.deadline),
+        "created_at": rfc3339(Some(record.created_at)),
+        "expires_at": rfc3339(record.expires_at),
+        "grace": record.grace.to_string(),
+        "grace_ends_at": rfc3339(record.grace_ends_at()),
+        "warn_before": record.warn_before.to_string(),
+        "revoked_at": rfc3339(record.revoked_at),
+        "revocation_reason": record.revocation_reason,
+        "rotated_at": rfc3339(record.rotated_at),
+        "overlap_ends_at": rfc3339(record.overlap_ends_at),
+        "successor_id": record.successor_id.as_ref().map(KeyId::as_str),
+        "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
+        "first_used_at": rfc3339(record.first_used_at),
+        "last_used_at": rfc3339(record.last_used_at),
+        "metadata": record.metadata,
+    })
+}
+
+/// Renders one audit row.
+pub fn audit_event_json(row: &AuditEvent) -> Value {
+    let event = &row.event;
+    json!({
+        "seq": row.seq,
+        "at": event.at.to_rfc3339(),
+        "event": event.event.as_str(),
+        "key_id": event.key_id.as_ref().map(KeyId::as_str),
+        "actor": event.actor.to_stored(),
+        "client_addr": event.client_addr,
+        "reason": event.reason,
+        "details": event.details,
+    })
+}
+
+fn rfc3339(instant: Option<Instant>) -> Value {
+    instant.map_or(Value::Null, |instant| Value::String(instant.to_rfc3339()))
+}
