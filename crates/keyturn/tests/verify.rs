@@ -3,12 +3,14 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration as StdDuration, Instant as MonotonicInstant};
 
 use common::*;
-use keyturn::core::{AuditEventType, Outcome};
+use keyturn::core::{AuditEventType, KeyId, Outcome};
 use keyturn::store::{AuditFilter, Store};
 use keyturn::{AuthRequest, Authentication, Config, Consistency};
+use rand_core::OsRng;
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
@@ -174,6 +176,40 @@ async fn cache_hit_writes_nothing_until_flush() {
     assert_eq!(counts, vec![(Outcome::Active, 3)]);
     let view = fixture.keyring.get(&issued.record.key_id).await.unwrap();
     assert!(view.record.last_used_at.is_some());
+}
+
+#[tokio::test]
+async fn cache_spares_store_reads_until_change() {
+    let fixture = Fixture::new().await;
+    let issued = fixture.keyring.create(new_key("reads"), &cli()).await.unwrap();
+    let unknown = fixture.keyring.config().format.generate(&KeyId::parse("UnknownKey01").unwrap(), &mut OsRng);
+    fixture.keyring.sync_cache().await.unwrap();
+    let reads = || fixture.store.key_reads.load(Ordering::SeqCst);
+
+    let before = reads();
+    for _ in 0..5 {
+        fixture.keyring.verify(issued.token.expose(), &scopes(&[]), None).await.unwrap();
+        fixture.keyring.verify(unknown.expose(), &scopes(&[]), None).await.unwrap();
+    }
+    assert_eq!(reads() - before, 2, "one read for the known key and one for the unknown id");
+
+    fixture.keyring.revoke(&issued.record.key_id, None, &cli()).await.unwrap();
+    let decision = fixture.keyring.verify(issued.token.expose(), &scopes(&[]), None).await.unwrap();
+    assert_eq!(decision.outcome, Outcome::Revoked);
+}
+
+#[tokio::test]
+async fn malformed_token_never_reaches_store() {
+    let fixture = Fixture::new().await;
+    let issued = fixture.keyring.create(new_key("malformed"), &cli()).await.unwrap();
+    let mut corrupt = issued.token.expose().to_owned();
+    corrupt.pop();
+    let before = fixture.store.key_reads.load(Ordering::SeqCst);
+    for token in [corrupt.as_str(), "", "kt_live_", &"x".repeat(16 * 1024)] {
+        let decision = fixture.keyring.verify(token, &scopes(&[]), None).await.unwrap();
+        assert_eq!(decision.outcome, Outcome::Invalid);
+    }
+    assert_eq!(fixture.store.key_reads.load(Ordering::SeqCst), before);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -86,13 +86,15 @@ async fn open_store(dir: &tempfile::TempDir, create: bool) -> Arc<SwitchableStor
     let url = DatabaseUrl::parse(dir.path().join("keyturn.db").to_str().unwrap()).unwrap();
     let options = SqliteOptions { create_if_missing: create, ..SqliteOptions::default() };
     let inner = SqliteStore::open(&url, &options).await.unwrap();
-    Arc::new(SwitchableStore { inner, down: AtomicBool::new(false) })
+    Arc::new(SwitchableStore { inner, down: AtomicBool::new(false), key_reads: AtomicUsize::new(0) })
 }
 
 /// The real SQLite store, with a switch that makes every call fail as an unreachable store does.
 pub struct SwitchableStore {
     pub inner: SqliteStore,
     down: AtomicBool,
+    /// The number of `get_key` calls, to check what the cache spares the store.
+    pub key_reads: AtomicUsize,
 }
 
 impl SwitchableStore {
@@ -116,6 +118,7 @@ impl Store for SwitchableStore {
         self.inner.insert_key(key, event).await
     }
     async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.key_reads.fetch_add(1, Ordering::SeqCst);
         self.check()?;
         self.inner.get_key(key_id).await
     }
