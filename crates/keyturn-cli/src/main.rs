@@ -6,6 +6,7 @@
 mod commands;
 mod error;
 mod output;
+mod serve;
 mod setup;
 mod verify;
 
@@ -25,6 +26,8 @@ const EXIT_ERROR: u8 = 2;
 
 /// Log filter used when neither `--log-level` nor `RUST_LOG` is set.
 const DEFAULT_LOG_LEVEL: &str = "warn";
+/// Log filter of `keyturn serve` when neither `--log-level` nor `RUST_LOG` is set.
+const SERVE_LOG_LEVEL: &str = "info";
 
 /// Create, rotate, revoke and verify API keys.
 #[derive(Debug, Parser)]
@@ -66,6 +69,9 @@ enum Command {
     /// Read the audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Serve the admin API, the verify endpoints, health checks and metrics over HTTP until
+    /// SIGTERM or SIGINT
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,13 +197,41 @@ pub struct AuditListArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the admin API, /v1/verify, health checks and metrics
+    #[arg(long, env = "KEYTURN_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDRESS")]
+    pub listen: std::net::SocketAddr,
+    /// Address of the gateway endpoint /v1/auth for nginx or Envoy; bind it where only the gateway
+    /// can connect [default: not served]
+    #[arg(long, env = "KEYTURN_GATEWAY_LISTEN", value_name = "ADDRESS")]
+    pub gateway_listen: Option<std::net::SocketAddr>,
+    /// Largest request body, in bytes
+    #[arg(long, default_value_t = 65_536, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+    /// Largest total size of a request's header names and values, in bytes
+    #[arg(long, default_value_t = 16_384, value_name = "BYTES")]
+    pub max_header_bytes: usize,
+    /// How long one request may take before it is answered with 408, such as 10s
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub request_timeout: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(error) = init_logging(cli.global.log_level.as_deref()) {
+    let serving = matches!(cli.command, Command::Serve(_));
+    // A server logs its starts and stops; a one-shot command only its warnings.
+    let default_level = if serving { SERVE_LOG_LEVEL } else { DEFAULT_LOG_LEVEL };
+    if let Err(error) = init_logging(cli.global.log_level.as_deref(), default_level) {
         return report(&error);
     }
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let mut builder = if serving {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return report(&CliError::new(format!("failed to start the async runtime: {error}"))),
     };
@@ -219,23 +253,24 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::Revoke(args)) => commands::revoke(global, &args).await,
         Command::Keys(KeysCommand::Verify(args)) => return verify::run(global, &args).await,
         Command::Audit(AuditCommand::List(args)) => commands::audit_list(global, &args).await,
+        Command::Serve(args) => serve::run(global, &args).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }
 
 /// Installs the stderr log subscriber. `--log-level` takes precedence over `RUST_LOG`, and
-/// without either only warnings and errors are logged. An invalid `--log-level` is an error, but an invalid
+/// without either `default_level` applies. An invalid `--log-level` is an error, but an invalid
 /// `RUST_LOG` only a warning, since other programs read that variable too.
-fn init_logging(level: Option<&str>) -> Result<(), CliError> {
+fn init_logging(level: Option<&str>, default_level: &str) -> Result<(), CliError> {
     let filter = match (level, std::env::var(EnvFilter::DEFAULT_ENV)) {
         (Some(level), _) => EnvFilter::try_new(level).map_err(|error| {
             CliError::new(format!("invalid --log-level {level:?}: {error}; use a level such as warn or debug"))
         })?,
         (None, Ok(value)) if !value.trim().is_empty() => EnvFilter::try_new(&value).unwrap_or_else(|error| {
             eprintln!("warning: ignoring invalid {}={value:?}: {error}", EnvFilter::DEFAULT_ENV);
-            EnvFilter::new(DEFAULT_LOG_LEVEL)
+            EnvFilter::new(default_level)
         }),
-        (None, _) => EnvFilter::new(DEFAULT_LOG_LEVEL),
+        (None, _) => EnvFilter::new(default_level),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,0 +1,221 @@
+//! The admin API under `/v1`: create, list, show, rotate and revoke keys, and list audit events.
+//! Each handler first authenticates the request with the reserved scope its route requires, so
+//! a request without the right key learns nothing else. Then it parses its input and calls the
+//! keyring. Every mutation is audited with the acting key and the client's socket address.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use keyturn::{ListFilter, MAX_PAGE_SIZE};
+use keyturn_core::{AuditEventType, Outcome};
+use keyturn_store::AuditFilter;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{authenticate, Authenticated};
+use crate::error::append_headers;
+use crate::json::{self, CreateKeyBody, RevokeBody, RotateBody};
+use crate::{AppState, Error};
+
+pub(crate) const KEYS_READ: &str = "keyturn:keys:read";
+pub(crate) const KEYS_WRITE: &str = "keyturn:keys:write";
+pub(crate) const AUDIT_READ: &str = "keyturn:audit:read";
+
+/// The page size of a listing without `limit`.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// The query of `GET /v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyListQuery {
+    owner: Option<String>,
+    state: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// The query of `GET /v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    key_id: Option<String>,
+    event: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<i64>,
+}
+
+/// What the admin handlers extract from every request.
+type Request = (State<AppState>, ConnectInfo<SocketAddr>, Uri, HeaderMap);
+
+/// `POST /v1/keys`: creates a key and returns it with its token, shown this once.
+pub(crate) async fn create_key(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
+    let body: CreateKeyBody = json::parse_body(&headers, &read_body(&state, body)?)?;
+    let new = body.into_new_key()?;
+
+    let issued = state.keyring.create(new, &admin.caller()).await?;
+    let view = issued.record.state_at(state.keyring.now());
+    let mut response = respond(StatusCode::CREATED, json::issued_json(&issued, &view), &admin);
+    let location = format!("/v1/keys/{}", issued.record.key_id);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/keys`: lists keys in creation order, one page at a time.
+pub(crate) async fn list_keys((State(state), ConnectInfo(peer), uri, headers): Request) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, peer, KEYS_READ).await?;
+    let query: KeyListQuery = parse_query(&uri)?;
+    let filter = ListFilter { owner: query.owner, state: query.state.as_deref().map(parse_state).transpose()? };
+    let after = query.cursor.as_deref().map(|cursor| json::key_id("cursor", cursor)).transpose()?;
+    let limit = page_size(query.limit)?;
+
+    let page = state.keyring.list_page(&filter, after, limit).await?;
+    let keys: Vec<Value> = page.keys.iter().map(|view| json::key_json(&view.record, &view.state)).collect();
+    let next = page.next_after.as_ref().map(|key_id| key_id.as_str());
+    Ok(respond(StatusCode::OK, json!({ "keys": keys, "next_cursor": next }), &admin))
+}
+
+/// `GET /v1/keys/{key_id}`: shows one key.
+pub(crate) async fn show_key(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(key_id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, peer, KEYS_READ).await?;
+    let key_id = json::key_id("key_id", &key_id)?;
+
+    let view = state.keyring.get(&key_id).await?;
+    Ok(respond(StatusCode::OK, json::key_json(&view.record, &view.state), &admin))
+}
+
+/// `POST /v1/keys/{key_id}/rotate`: issues a successor and returns it with its token.
+pub(crate) async fn rotate_key(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(key_id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
+    let key_id = json::key_id("key_id", &key_id)?;
+    let body: RotateBody = json::parse_optional_body(&headers, &read_body(&state, body)?)?;
+    let options = body.into_options()?;
+
+    let issued = state.keyring.rotate(&key_id, &options, &admin.caller()).await?;
+    let view = issued.record.state_at(state.keyring.now());
+    let mut value = json::issued_json(&issued, &view);
+    // The rotation is committed, so a failed read of the old key must not hide the token.
+    match state.keyring.get(&key_id).await {
+        Ok(old) => value["predecessor"] = json::key_json(&old.record, &old.state),
+        Err(error) => {
+            tracing::warn!(target: crate::TARGET, key_id = %key_id, error = %error, "reading the rotated key back failed")
+        }
+    }
+    Ok(respond(StatusCode::CREATED, value, &admin))
+}
+
+/// `POST /v1/keys/{key_id}/revoke`: revokes a key at once.
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(key_id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
+    let key_id = json::key_id("key_id", &key_id)?;
+    let body: RevokeBody = json::parse_optional_body(&headers, &read_body(&state, body)?)?;
+
+    let record = state.keyring.revoke(&key_id, body.reason.as_deref(), &admin.caller()).await?;
+    let view = record.state_at(state.keyring.now());
+    Ok(respond(StatusCode::OK, json::key_json(&record, &view), &admin))
+}
+
+/// `GET /v1/audit`: lists audit events in sequence order, one page at a time.
+pub(crate) async fn list_audit((State(state), ConnectInfo(peer), uri, headers): Request) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, peer, AUDIT_READ).await?;
+    let query: AuditQuery = parse_query(&uri)?;
+    let limit = page_size(query.limit)?;
+    let filter = AuditFilter {
+        key_id: query.key_id.as_deref().map(|key_id| json::key_id("key_id", key_id)).transpose()?,
+        event: query.event.as_deref().map(parse_event).transpose()?,
+        since: query.since.as_deref().map(|since| json::instant("since", since)).transpose()?,
+        until: query.until.as_deref().map(|until| json::instant("until", until)).transpose()?,
+        after_seq: query.cursor,
+        // One more than the page tells whether another page follows.
+        limit: Some(limit + 1),
+    };
+
+    let mut events = state.keyring.audit(&filter).await?;
+    let more = events.len() > limit as usize;
+    events.truncate(limit as usize);
+    let next = if more { events.last().map(|event| event.seq) } else { None };
+    let events: Vec<Value> = events.iter().map(json::audit_json).collect();
+    Ok(respond(StatusCode::OK, json!({ "events": events, "next_cursor": next }), &admin))
+}
+
+/// Builds a JSON response with the acting key's lifecycle headers.
+fn respond(status: StatusCode, value: Value, admin: &Authenticated) -> Response {
+    let mut response = (status, axum::Json(value)).into_response();
+    append_headers(response.headers_mut(), &admin.headers);
+    response
+}
+
+/// Returns the buffered body, or the problem for one that is too large or failed to arrive.
+pub(crate) fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::BodyTooLarge { limit: state.limits.max_body_bytes },
+        _ => Error::InvalidBody(rejection.body_text()),
+    })
+}
+
+fn parse_query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Error> {
+    serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|error| Error::InvalidParameter { parameter: "query", reason: error.to_string() })
+}
+
+fn page_size(limit: Option<u32>) -> Result<u32, Error> {
+    match limit.unwrap_or(DEFAULT_PAGE_SIZE) {
+        limit @ 1..=MAX_PAGE_SIZE => Ok(limit),
+        other => Err(Error::InvalidParameter {
+            parameter: "limit",
+            reason: format!("{other} is out of range; use 1 to {MAX_PAGE_SIZE}"),
+        }),
+    }
+}
+
+fn parse_state(value: &str) -> Result<Outcome, Error> {
+    let states = Outcome::ALL.into_iter().filter(|outcome| *outcome != Outcome::Invalid);
+    states.clone().find(|outcome| outcome.as_str() == value).ok_or_else(|| {
+        let names: Vec<&str> = states.map(Outcome::as_str).collect();
+        Error::InvalidParameter { parameter: "state", reason: format!("{value:?} is not one of {}", names.join(", ")) }
+    })
+}
+
+fn parse_event(value: &str) -> Result<AuditEventType, Error> {
+    AuditEventType::parse(value).ok_or_else(|| Error::InvalidParameter {
+        parameter: "event",
+        reason: format!(
+            "{value:?} is not an audit event type such as authn_token_created, authn_token_rotated or \
+             authn_token_revoked"
+        ),
+    })
+}

@@ -1,0 +1,213 @@
+//! JSON bodies of the admin API: parsing requests into service-layer types and rendering keys,
+//! issued keys and audit events. Request bodies reject unknown members, so a misspelt option
+//! fails instead of being ignored. Durations are strings such as `"90d"` and instants RFC 3339.
+//! Only [`issued_json`] renders a token.
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap};
+use keyturn::{Issued, NewKey, RotateOptions};
+use keyturn_core::{AuditEvent, Duration, Expiry, Instant, KeyId, KeyRecord, KeyState, Scopes};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::Error;
+
+/// The body of `POST /v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateKeyBody {
+    name: String,
+    owner: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+    expires_in: Option<String>,
+    expires_at: Option<String>,
+    #[serde(default)]
+    no_expiry: bool,
+    grace: Option<String>,
+    warn_before: Option<String>,
+}
+
+/// The body of `POST /v1/keys/{key_id}/rotate`; an empty body takes every default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateBody {
+    overlap: Option<String>,
+    expires_in: Option<String>,
+    expires_at: Option<String>,
+    #[serde(default)]
+    replace_unused_successor: bool,
+}
+
+/// The body of `POST /v1/keys/{key_id}/revoke`; an empty body revokes without a reason.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeBody {
+    pub reason: Option<String>,
+}
+
+/// Parses a JSON request body.
+pub(crate) fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Error> {
+    check_json_content_type(headers)?;
+    serde_json::from_slice(body).map_err(|error| Error::InvalidBody(error.to_string()))
+}
+
+/// Parses a JSON request body whose members are all optional; an empty body takes the defaults.
+pub(crate) fn parse_optional_body<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Error> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    parse_body(headers, body)
+}
+
+/// Rejects a body whose `Content-Type` is not `application/json` (parameters such as a charset
+/// are allowed).
+pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedMediaType)
+    }
+}
+
+impl CreateKeyBody {
+    /// Converts the body into a service-layer request; the service layer checks the rest.
+    pub fn into_new_key(self) -> Result<NewKey, Error> {
+        let expiry = match (self.expires_in, self.expires_at, self.no_expiry) {
+            (None, None, false) => None,
+            (None, None, true) => Some(Expiry::Never),
+            (Some(value), None, false) => Some(Expiry::After(positive_duration("expires_in", &value)?)),
+            (None, Some(value), false) => Some(Expiry::At(instant("expires_at", &value)?)),
+            _ => {
+                return Err(Error::InvalidParameter {
+                    parameter: "expires_in, expires_at, no_expiry",
+                    reason: "give at most one of them".to_owned(),
+                })
+            }
+        };
+        Ok(NewKey {
+            name: self.name,
+            owner: self.owner,
+            scopes: scopes(&self.scopes)?,
+            metadata: self.metadata,
+            expiry,
+            grace: self.grace.as_deref().map(|value| duration("grace", value)).transpose()?,
+            warn_before: self.warn_before.as_deref().map(|value| duration("warn_before", value)).transpose()?,
+        })
+    }
+}
+
+impl RotateBody {
+    pub fn into_options(self) -> Result<RotateOptions, Error> {
+        let expiry = match (self.expires_in, self.expires_at) {
+            (None, None) => None,
+            (Some(value), None) => Some(Expiry::After(positive_duration("expires_in", &value)?)),
+            (None, Some(value)) => Some(Expiry::At(instant("expires_at", &value)?)),
+            (Some(_), Some(_)) => {
+                return Err(Error::InvalidParameter {
+                    parameter: "expires_in, expires_at",
+                    reason: "give at most one of them".to_owned(),
+                })
+            }
+        };
+        Ok(RotateOptions {
+            overlap: self.overlap.as_deref().map(|value| duration("overlap", value)).transpose()?,
+            expiry,
+            replace_unused_successor: self.replace_unused_successor,
+        })
+    }
+}
+
+/// Parses a duration member such as `"90d"`.
+pub(crate) fn duration(parameter: &'static str, value: &str) -> Result<Duration, Error> {
+    Duration::parse(value).map_err(|error| Error::InvalidParameter { parameter, reason: error.to_string() })
+}
+
+fn positive_duration(parameter: &'static str, value: &str) -> Result<Duration, Error> {
+    let parsed = duration(parameter, value)?;
+    if parsed.is_zero() {
+        return Err(Error::InvalidParameter {
+            parameter,
+            reason: format!("{value:?} is zero; a lifetime must be greater than zero, or set no_expiry"),
+        });
+    }
+    Ok(parsed)
+}
+
+/// Parses an RFC 3339 instant.
+pub(crate) fn instant(parameter: &'static str, value: &str) -> Result<Instant, Error> {
+    Instant::parse_rfc3339(value).map_err(|error| Error::InvalidParameter { parameter, reason: error.to_string() })
+}
+
+/// Parses a key id path segment or parameter.
+pub(crate) fn key_id(parameter: &'static str, value: &str) -> Result<KeyId, Error> {
+    KeyId::parse(value).map_err(|error| Error::InvalidParameter { parameter, reason: error.to_string() })
+}
+
+fn scopes(values: &[String]) -> Result<Scopes, Error> {
+    Scopes::parse(values.iter().map(String::as_str))
+        .map_err(|error| Error::InvalidParameter { parameter: "scopes", reason: error.to_string() })
+}
+
+/// Renders a key with its state at the instant it was read. The members match the CLI's
+/// `--json` output.
+pub(crate) fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
+    json!({
+        "key_id": record.key_id.as_str(),
+        "name": record.name,
+        "owner": record.owner,
+        "scopes": record.scopes,
+        "state": state.outcome.as_str(),
+        "state_deadline": rfc3339(state.deadline),
+        "created_at": rfc3339(Some(record.created_at)),
+        "expires_at": rfc3339(record.expires_at),
+        "grace": record.grace.to_string(),
+        "grace_ends_at": rfc3339(record.grace_ends_at()),
+        "warn_before": record.warn_before.to_string(),
+        "revoked_at": rfc3339(record.revoked_at),
+        "revocation_reason": record.revocation_reason,
+        "rotated_at": rfc3339(record.rotated_at),
+        "overlap_ends_at": rfc3339(record.overlap_ends_at),
+        "successor_id": record.successor_id.as_ref().map(KeyId::as_str),
+        "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
+        "first_used_at": rfc3339(record.first_used_at),
+        "last_used_at": rfc3339(record.last_used_at),
+        "metadata": record.metadata,
+    })
+}
+
+/// Renders a newly issued key with its token, which this response shows once.
+pub(crate) fn issued_json(issued: &Issued, state: &KeyState) -> Value {
+    let mut value = key_json(&issued.record, state);
+    if let Value::Object(object) = &mut value {
+        object.insert("token".to_owned(), Value::String(issued.token.expose().to_owned()));
+    }
+    value
+}
+
+/// Renders one audit event.
+pub(crate) fn audit_json(stored: &AuditEvent) -> Value {
+    let event = &stored.event;
+    json!({
+        "seq": stored.seq,
+        "at": event.at.to_rfc3339(),
+        "event": event.event.as_str(),
+        "key_id": event.key_id.as_ref().map(KeyId::as_str),
+        "actor": event.actor.to_stored(),
+        "client_addr": event.client_addr,
+        "reason": event.reason,
+        "details": event.details,
+    })
+}
+
+pub(crate) fn rfc3339(instant: Option<Instant>) -> Value {
+    instant.map_or(Value::Null, |instant| Value::String(instant.to_rfc3339()))
+}

@@ -1,0 +1,54 @@
+//! The keyturn HTTP service behind `keyturn serve`: the admin API, the verify endpoint for other
+//! services, the gateway endpoint for nginx and Envoy, health checks and Prometheus metrics.
+//! Every handler calls the `keyturn` service layer, so a key gets the same outcome here as in
+//! the CLI and the Flask extension. This crate owns routing, request parsing, the mapping of
+//! errors to problem responses and the server's lifecycle; it makes no decision about a key.
+//!
+//! No log line, error body or `Debug` output of this crate contains a token: request logs name
+//! the method and the matched route, never the URI or a header value.
+
+mod admin;
+mod auth;
+mod error;
+mod gateway;
+mod json;
+mod metrics;
+mod server;
+mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyturn::Keyring;
+
+pub use crate::error::Error;
+pub use crate::gateway::{GATEWAY_HEADER, ORIGINAL_URI_HEADER, PROBLEM_HEADER, SCOPES_HEADER, STATUS_HEADER};
+pub use crate::server::{serve, shutdown_signal, Listeners};
+
+/// The tracing target of every log line of this crate.
+pub(crate) const TARGET: &str = "keyturn::http";
+
+/// Limits on each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request body, in bytes. Default 64 KiB; admin bodies are far smaller.
+    pub max_body_bytes: usize,
+    /// The largest total size of a request's header names and values, in bytes. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// How long one request may take before it is answered with 408. Default 10 s.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 64 * 1024, max_header_bytes: 16 * 1024, request_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// What every handler shares: the keyring, the metrics and the limits.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub keyring: Arc<Keyring>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub limits: Limits,
+}

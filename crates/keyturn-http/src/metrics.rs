@@ -1,0 +1,103 @@
+//! The service's Prometheus metrics and the `/metrics` endpoint that exposes them in the text
+//! exposition format: verifications by outcome, verification latency, store errors, and admin
+//! requests by route and status. Labels hold outcomes, routes and statuses, never a key id or a
+//! token, so the number of series stays bounded.
+//!
+//! NOTE: the keyring's cache does not count its hits and misses, so they are not exported here;
+//! adding counters to the cache would make them cheap to expose.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::error::StoreFailure;
+use crate::AppState;
+
+/// Upper bounds of the verification latency buckets, in seconds: 100 µs to 2.5 s.
+const LATENCY_BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 2.5];
+
+/// The metrics of one server.
+pub(crate) struct Metrics {
+    registry: Mutex<Registry>,
+    verifications: Family<OutcomeLabels, Counter>,
+    verify_seconds: Histogram,
+    store_errors: Counter,
+    admin_requests: Family<AdminLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    endpoint: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdminLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let verifications = Family::<OutcomeLabels, Counter>::default();
+        let verify_seconds = Histogram::new(LATENCY_BUCKETS);
+        let store_errors = Counter::default();
+        let admin_requests = Family::<AdminLabels, Counter>::default();
+
+        let mut registry = Registry::with_prefix("keyturn");
+        registry.register(
+            "verifications",
+            "Verifications by endpoint and outcome (the problem code, or the state of an allowed key)",
+            verifications.clone(),
+        );
+        registry.register("verify_duration_seconds", "Time to verify one token, in seconds", verify_seconds.clone());
+        registry.register("store_errors", "Requests that failed because the store failed", store_errors.clone());
+        registry.register("admin_requests", "Admin API requests by method, route and status", admin_requests.clone());
+        Metrics { registry: Mutex::new(registry), verifications, verify_seconds, store_errors, admin_requests }
+    }
+
+    /// Counts one verification on `endpoint` (`verify`, `auth` or `admin`) with its outcome.
+    pub(crate) fn record_verification(&self, endpoint: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.verifications.get_or_create(&OutcomeLabels { endpoint, outcome }).inc();
+        self.verify_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    fn encode(&self) -> String {
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Writing to a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics encode into a string");
+        text
+    }
+}
+
+/// Serves `/metrics`.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let headers = [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")];
+    (headers, state.metrics.encode()).into_response()
+}
+
+/// Counts admin requests by route and status, and responses that failed because of the store.
+pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+
+    if response.extensions().get::<StoreFailure>().is_some() {
+        state.metrics.store_errors.inc();
+    }
+    if let Some(route) = route.filter(|route| route.starts_with("/v1/keys") || route.starts_with("/v1/audit")) {
+        let labels = AdminLabels { method, route, status: response.status().as_u16() };
+        state.metrics.admin_requests.get_or_create(&labels).inc();
+    }
+    response
+}

@@ -1,0 +1,219 @@
+//! Routing, middleware and the server's lifecycle. [`serve`] starts the keyring's background
+//! tasks, serves the API listener and the optional gateway listener until the shutdown future
+//! completes, lets in-flight requests finish, and then shuts the keyring down, which writes the
+//! queued usage counters.
+//!
+//! `Authorization`, the API key header and `X-Original-URI` are marked sensitive before the
+//! tracing layer, and request spans record the method and the matched route only, because a URI
+//! can carry a token that a client put in the wrong place.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use keyturn::Keyring;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::metrics::{self, Metrics};
+use crate::{admin, gateway, verify, AppState, Error, Limits, TARGET};
+
+/// The sockets the service answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The admin API, `/v1/verify`, health checks and metrics.
+    pub api: TcpListener,
+    /// `/v1/auth` for a gateway, and health checks. Bind it where only the gateway can connect.
+    pub gateway: Option<TcpListener>,
+}
+
+/// Serves until `shutdown` completes, then stops accepting connections, waits for in-flight
+/// requests and shuts the keyring down, flushing queued usage counters.
+///
+/// # Panics
+///
+/// Panics when called outside a tokio runtime.
+pub async fn serve(
+    keyring: Arc<Keyring>,
+    listeners: Listeners,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    keyring.start_background();
+    let state = AppState { keyring: Arc::clone(&keyring), metrics: Arc::new(Metrics::new()), limits };
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+
+    let api = run(listeners.api, api_router(state.clone()), stopped.clone(), "api");
+    let gateway = async {
+        match listeners.gateway {
+            Some(listener) => run(listener, gateway_router(state.clone()), stopped, "gateway").await,
+            None => Ok(()),
+        }
+    };
+    let result = tokio::try_join!(api, gateway);
+
+    keyring.shutdown().await;
+    tracing::info!(target: TARGET, "server stopped");
+    result.map(|_| ())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!(target: TARGET, "cannot install signal handlers; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!(target: TARGET, signal = "SIGTERM", "shutting down"),
+        _ = interrupt.recv() => tracing::info!(target: TARGET, signal = "SIGINT", "shutting down"),
+    }
+}
+
+async fn run(
+    listener: TcpListener,
+    router: Router,
+    mut stopped: watch::Receiver<bool>,
+    name: &str,
+) -> Result<(), Error> {
+    let address = listener.local_addr().map(|address| address.to_string()).unwrap_or_default();
+    tracing::info!(target: TARGET, listener = name, address = %address, "listening");
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async move {
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    };
+    axum::serve(listener, service)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|error| Error::Listen { address, reason: error.to_string() })
+}
+
+fn api_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/v1/keys", get(admin::list_keys).post(admin::create_key))
+        .route("/v1/keys/{key_id}", get(admin::show_key))
+        .route("/v1/keys/{key_id}/rotate", post(admin::rotate_key))
+        .route("/v1/keys/{key_id}/revoke", post(admin::revoke_key))
+        .route("/v1/audit", get(admin::list_audit))
+        .route("/v1/verify", post(verify::verify))
+        .route("/metrics", get(metrics::metrics));
+    with_common(routes, state)
+}
+
+fn gateway_router(state: AppState) -> Router {
+    let routes = Router::new().route("/v1/auth", any(gateway::auth)).route("/v1/auth/{*path}", any(gateway::auth));
+    with_common(routes, state)
+}
+
+/// Adds the health checks, the fallbacks and the middleware that every listener shares.
+fn with_common(routes: Router<AppState>, state: AppState) -> Router {
+    let limits = state.limits.clone();
+    let api_key_header = HeaderName::try_from(state.keyring.config().responses.api_key_header())
+        .unwrap_or(HeaderName::from_static("x-api-key"));
+    let sensitive = [header::AUTHORIZATION, api_key_header, HeaderName::from_static(gateway::ORIGINAL_URI_HEADER)];
+
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            tracing::info_span!(target: TARGET, "request", method = %request.method(), route = tracing::field::Empty)
+        })
+        .on_request(())
+        .on_response(|response: &Response, latency: Duration, _span: &Span| {
+            tracing::debug!(target: TARGET, status = response.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
+        })
+        .on_failure(());
+
+    let middleware = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+        .layer(trace)
+        .layer(middleware::from_fn_with_state(state.clone(), finish))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_headers))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
+
+    routes
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware)
+        .with_state(state)
+}
+
+/// `/healthz`: the process is up.
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// `/readyz`: the store answers.
+async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
+    state.keyring.store().change_seq().await.map_err(keyturn::Error::from)?;
+    Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
+}
+
+async fn no_route(request: Request) -> Error {
+    Error::NoRoute { path: request.uri().path().chars().take(200).collect() }
+}
+
+async fn method_not_allowed(request: Request) -> Error {
+    Error::MethodNotAllowed { method: request.method().to_string() }
+}
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Rejects a request whose header names and values add up to more than the limit.
+async fn limit_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.limits.max_header_bytes;
+    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if size > limit {
+        return Error::HeadersTooLarge { limit }.into_response();
+    }
+    next.run(request).await
+}
+
+/// Records the matched route in the request span, turns the bare 408 and 413 responses of the
+/// timeout and body limit layers into problem responses, and marks every response `no-store`,
+/// since admin responses carry tokens and key details.
+async fn finish(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(route) = request.extensions().get::<MatchedPath>() {
+        Span::current().record("route", route.as_str());
+    }
+    let started = StdInstant::now();
+    let mut response = next.run(request).await;
+
+    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|value| value == PROBLEM_JSON);
+    if !is_problem {
+        match response.status() {
+            StatusCode::REQUEST_TIMEOUT => {
+                tracing::warn!(target: TARGET, elapsed_ms = started.elapsed().as_millis() as u64, "request timed out");
+                response = Error::Timeout { seconds: state.limits.request_timeout.as_secs() }.into_response();
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                response = Error::BodyTooLarge { limit: state.limits.max_body_bytes }.into_response();
+            }
+            _ => {}
+        }
+    }
+    response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,190 @@
+//! Shared fixtures for the HTTP tests: a real server on 127.0.0.1 with ephemeral ports, over a
+//! keyring on a real SQLite file in a temporary directory, driven by a manual clock. The store
+//! can be switched off to simulate an outage, and the server is stopped by each test.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use keyturn::core::{
+    AuditEvent, Instant, KeyId, KeyRecord, ManualClock, NewAuditEvent, Outcome, PepperId, PepperRing, Scopes,
+};
+use keyturn::store::{
+    AuditFilter, Change, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, SqliteOptions, SqliteStore, Store,
+    StoreError, UsageRecord,
+};
+use keyturn::{Caller, Config, Issued, Keyring, NewKey};
+use keyturn_http::{Limits, Listeners};
+use rand_core::OsRng;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const T0: i64 = 1_800_000_000_000;
+pub const DAY: i64 = 86_400_000;
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub clock: ManualClock,
+    pub keyring: Arc<Keyring>,
+    pub store: Arc<SwitchableStore>,
+    pub api: SocketAddr,
+    pub gateway: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), keyturn_http::Error>>>,
+}
+
+pub fn scopes(values: &[&str]) -> Scopes {
+    Scopes::parse(values.iter().copied()).unwrap()
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::with_limits(Limits::default()).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::parse(dir.path().join("keyturn.db").to_str().unwrap()).unwrap();
+        let options = SqliteOptions { create_if_missing: true, ..SqliteOptions::default() };
+        let inner = SqliteStore::open(&url, &options).await.unwrap();
+        let store = Arc::new(SwitchableStore { inner, down: AtomicBool::new(false) });
+        let pepper = PepperRing::generate_entry(&PepperId::parse("1").unwrap(), &mut OsRng);
+        let clock = ManualClock::new(Instant::from_millis(T0));
+        let keyring = Keyring::new(
+            store.clone(),
+            PepperRing::parse_list(&pepper).unwrap(),
+            Arc::new(clock.clone()),
+            Config::default(),
+        );
+
+        let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = api_listener.local_addr().unwrap();
+        let gateway = gateway_listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners { api: api_listener, gateway: Some(gateway_listener) };
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(keyturn_http::serve(keyring.clone(), listeners, limits, shutdown));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        Server { dir, clock, keyring, store, api, gateway, client, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn gateway_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway)
+    }
+
+    pub fn at(&self, millis: i64) {
+        self.clock.set(Instant::from_millis(millis));
+    }
+
+    /// Creates a key with the CLI's rights, as `keyturn keys create` would.
+    pub async fn key(&self, name: &str, scope_list: &[&str]) -> Issued {
+        let new =
+            NewKey { name: name.into(), owner: Some("team-a".into()), scopes: scopes(scope_list), ..NewKey::default() };
+        self.keyring.create(new, &Caller::cli()).await.unwrap()
+    }
+
+    /// Stops the server and waits until it has shut the keyring down.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The real SQLite store, with a switch that makes every call fail as an unreachable store does.
+pub struct SwitchableStore {
+    pub inner: SqliteStore,
+    down: AtomicBool,
+}
+
+impl SwitchableStore {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("connection refused (simulated outage)".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SwitchableStore {
+    async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_key(key, event).await
+    }
+    async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.get_key(key_id).await
+    }
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_keys(filter).await
+    }
+    async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.rotate_key(rotation).await
+    }
+    async fn revoke_key(&self, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
+        self.check()?;
+        self.inner.revoke_key(revocation).await
+    }
+    async fn rehash_key(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.rehash_key(rehash).await
+    }
+    async fn record_usage(&self, usage: &[UsageRecord]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_usage(usage).await
+    }
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError> {
+        self.check()?;
+        self.inner.append_audit(event).await
+    }
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        self.check()?;
+        self.inner.list_audit(filter).await
+    }
+    async fn usage_counts(&self, key_id: &KeyId) -> Result<Vec<(Outcome, u64)>, StoreError> {
+        self.check()?;
+        self.inner.usage_counts(key_id).await
+    }
+    async fn change_seq(&self) -> Result<i64, StoreError> {
+        self.check()?;
+        self.inner.change_seq().await
+    }
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        self.check()?;
+        self.inner.changes_since(after, limit).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
