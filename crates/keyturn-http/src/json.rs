@@ -13,6 +13,9 @@ use serde_json::{json, Map, Value};
 
 use crate::Error;
 
+/// The longest invalid key id that an error message quotes; every token is longer.
+const MAX_QUOTED_KEY_ID: usize = 20;
+
 /// The body of `POST /v1/keys`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,9 +150,18 @@ pub(crate) fn instant(parameter: &'static str, value: &str) -> Result<Instant, E
     Instant::parse_rfc3339(value).map_err(|error| Error::InvalidParameter { parameter, reason: error.to_string() })
 }
 
-/// Parses a key id path segment or parameter.
+/// Parses a key id path segment or parameter. The error quotes only a value too short to be a
+/// token, because a client may send a token where a key id belongs.
 pub(crate) fn key_id(parameter: &'static str, value: &str) -> Result<KeyId, Error> {
-    KeyId::parse(value).map_err(|error| Error::InvalidParameter { parameter, reason: error.to_string() })
+    KeyId::parse(value).map_err(|_| {
+        let quoted = if value.chars().count() <= MAX_QUOTED_KEY_ID { format!("{value:?} ") } else { String::new() };
+        Error::InvalidParameter {
+            parameter,
+            reason: format!(
+                "{quoted}is not a key id: a key id is the 12 characters of [A-Za-z0-9] after the token prefix"
+            ),
+        }
+    })
 }
 
 fn scopes(values: &[String]) -> Result<Scopes, Error> {

@@ -48,6 +48,10 @@ impl Server {
     }
 
     pub async fn with_limits(limits: Limits) -> Server {
+        Self::with_config(Config::default(), limits).await
+    }
+
+    pub async fn with_config(config: Config, limits: Limits) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::parse(dir.path().join("keyturn.db").to_str().unwrap()).unwrap();
         let options = SqliteOptions { create_if_missing: true, ..SqliteOptions::default() };
@@ -55,12 +59,8 @@ impl Server {
         let store = Arc::new(SwitchableStore { inner, down: AtomicBool::new(false) });
         let pepper = PepperRing::generate_entry(&PepperId::parse("1").unwrap(), &mut OsRng);
         let clock = ManualClock::new(Instant::from_millis(T0));
-        let keyring = Keyring::new(
-            store.clone(),
-            PepperRing::parse_list(&pepper).unwrap(),
-            Arc::new(clock.clone()),
-            Config::default(),
-        );
+        let keyring =
+            Keyring::new(store.clone(), PepperRing::parse_list(&pepper).unwrap(), Arc::new(clock.clone()), config);
 
         let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,6 +95,17 @@ impl Server {
         self.keyring.create(new, &Caller::cli()).await.unwrap()
     }
 
+    /// Creates a key that never expires, so it stays usable while a test moves the clock.
+    pub async fn lasting_key(&self, name: &str, scope_list: &[&str]) -> Issued {
+        let new = NewKey {
+            name: name.into(),
+            scopes: scopes(scope_list),
+            expiry: Some(keyturn::core::Expiry::Never),
+            ..NewKey::default()
+        };
+        self.keyring.create(new, &Caller::cli()).await.unwrap()
+    }
+
     /// Stops the server and waits until it has shut the keyring down.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -123,6 +134,11 @@ pub struct SwitchableStore {
 impl SwitchableStore {
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Reads the stored usage counts of a key, bypassing the switch.
+    pub async fn inner_usage(&self, key_id: &KeyId) -> Vec<(Outcome, u64)> {
+        self.inner.usage_counts(key_id).await.unwrap()
     }
 
     fn check(&self) -> Result<(), StoreError> {
