@@ -1,0 +1,116 @@
+//! The server's own endpoints and lifecycle over real HTTP: health and readiness checks,
+//! Prometheus metrics, request timeouts, and graceful shutdown that writes queued usage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use keyturn::core::Outcome;
+use keyturn::Config;
+use keyturn_http::Limits;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let server = Server::start().await;
+    for url in [server.url("/healthz"), server.gateway_url("/healthz")] {
+        let response = server.client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{url}");
+    }
+    let ready = server.client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    server.store.set_down(true);
+    let ready = server.client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.headers()["retry-after"], "1");
+    let problem: Value = ready.json().await.unwrap();
+    assert_eq!(problem["code"], "store_unavailable");
+    let alive = server.client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(alive.status(), StatusCode::OK, "the process is up while its store is down");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_outcomes_and_routes() {
+    let server = Server::start().await;
+    let reader = server.key("reader", &["keyturn:keys:read"]).await;
+    let client = server.key("client", &["orders:read"]).await;
+    server.client.get(server.url("/v1/keys")).bearer_auth(reader.token.expose()).send().await.unwrap();
+    server.client.get(server.url("/v1/keys")).send().await.unwrap();
+    let auth = server.client.get(server.gateway_url("/v1/auth")).bearer_auth(client.token.expose());
+    auth.header("x-keyturn-scopes", "orders:write").send().await.unwrap();
+    server.store.set_down(true);
+    server.client.get(server.url("/readyz")).send().await.unwrap();
+    server.store.set_down(false);
+
+    let response = server.client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = response.text().await.unwrap();
+    for line in [
+        r#"keyturn_verifications_total{endpoint="admin",outcome="active"} 1"#,
+        r#"keyturn_verifications_total{endpoint="admin",outcome="missing_credentials"} 1"#,
+        r#"keyturn_verifications_total{endpoint="auth",outcome="insufficient_scope"} 1"#,
+        r#"keyturn_admin_requests_total{method="GET",route="/v1/keys",status="200"} 1"#,
+        r#"keyturn_admin_requests_total{method="GET",route="/v1/keys",status="401"} 1"#,
+        "keyturn_verify_duration_seconds_count 3",
+        "keyturn_store_errors_total 1",
+    ] {
+        assert!(text.lines().any(|metric| metric == line), "missing {line:?} in\n{text}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_flushes_usage() {
+    let config = Config { flush_interval: Duration::from_secs(3600), ..Config::default() };
+    let server = Server::with_config(config, Limits::default()).await;
+    let key = server.key("client", &["orders:read"]).await;
+    for _ in 0..3 {
+        let auth = server.client.get(server.gateway_url("/v1/auth")).bearer_auth(key.token.expose());
+        assert_eq!(auth.send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+    let store = server.store.clone();
+    // The writer's first flush runs at start, before any verification; the next is an hour away.
+    assert!(store.inner_usage(&key.record.key_id).await.is_empty());
+
+    server.stop().await;
+    assert_eq!(store.inner_usage(&key.record.key_id).await, vec![(Outcome::Active, 3)]);
+}
+
+#[tokio::test]
+async fn stopped_server_refuses_connections() {
+    let server = Server::start().await;
+    let api = server.url("/healthz");
+    let client = server.client.clone();
+    server.stop().await;
+    let error = client.get(&api).timeout(Duration::from_secs(2)).send().await.unwrap_err();
+    assert!(error.is_connect(), "{error}");
+}
+
+#[tokio::test]
+async fn slow_request_times_out_with_problem() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let limits = Limits { request_timeout: Duration::from_millis(200), ..Limits::default() };
+    let server = Server::with_limits(limits).await;
+    let admin = server.key("admin", &["keyturn:admin"]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.api).await.unwrap();
+    let head = format!(
+        "POST /v1/keys HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\nConnection: close\r\n\r\n{{\"name\":",
+        server.api,
+        admin.token.expose()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+
+    let mut answer = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer)).await;
+    read.expect("the server answered within 5 s").unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
+    server.stop().await;
+}
