@@ -137,6 +137,14 @@ class Keyring:
         client_addr: str | None = None,
     ) -> AuthResult:
         """Authenticate a request from its header values and query parameters."""
+    def check_query(
+        self, query: Sequence[tuple[str, str]], client_addr: str | None = None
+    ) -> AuthResult | None:
+        """Return the 400 result when the query string carries a token, else None.
+
+        The exposed key is audited as ``authn_token_exposed``. Call it for every request, public
+        routes and unknown paths included, because URLs end up in proxy and access logs.
+        """
     def verify(self, token: str, scopes: Sequence[str] = ()) -> AuthResult:
         """Verify a bare token; raises StoreUnavailableError when the store is needed and down."""
     def create(

@@ -159,6 +159,31 @@ impl Keyring {
         }
     }
 
+    /// Returns the 400 result for a query string that carries a token (and queues the audit
+    /// event for the exposed key), or None. Call it for every request, public routes included.
+    #[pyo3(signature = (query, client_addr = None))]
+    fn check_query(
+        &self,
+        py: Python<'_>,
+        query: Vec<(String, String)>,
+        client_addr: Option<String>,
+    ) -> PyResult<Option<AuthResult>> {
+        let query: Vec<(&str, &str)> = query.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        let cheap = self.options.config.credentials.find_token_in_query(&self.options.config.format, &query);
+        if cheap.is_none() {
+            return Ok(None);
+        }
+        let response = match self.process(py) {
+            Ok((_, keyring)) => keyring.check_query(&query, client_addr.as_deref()),
+            // The exposure cannot be queued without the store; the request is still rejected.
+            Err(_) => cheap.map(|(parameter, _)| {
+                let error = keyturn::core::RequestError::TokenInQuery { parameter: parameter.to_owned() };
+                self.options.config.responses.invalid_request(&error.to_string())
+            }),
+        };
+        response.map(|response| AuthResult::rejected(py, response, None)).transpose()
+    }
+
     #[pyo3(signature = (token, scopes = Vec::new()))]
     fn verify(&self, py: Python<'_>, token: &str, scopes: Vec<String>) -> PyResult<AuthResult> {
         let required = parse_scopes(&scopes)?;
@@ -287,12 +312,13 @@ impl Keyring {
     }
 
     fn close(&self, py: Python<'_>) {
-        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        let Some(state) = state else { return };
-        if state.pid == std::process::id() {
-            let (runtime, keyring) = (Arc::clone(&state.runtime), Arc::clone(&state.keyring));
-            py.detach(|| runtime.block_on(keyring.shutdown()));
-        }
+        py.detach(|| {
+            let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            let Some(state) = state else { return };
+            if state.pid == std::process::id() {
+                state.runtime.block_on(state.keyring.shutdown());
+            }
+        });
     }
 
     fn __repr__(&self) -> String {
@@ -302,11 +328,31 @@ impl Keyring {
 
 impl Keyring {
     /// Returns this process's runtime and keyring, creating them on first use and after a fork.
+    ///
+    /// The fast path only tries the lock, so it never waits while holding the GIL. The slow path
+    /// releases the GIL before it takes the lock and creates no Python object while holding it,
+    /// because a thread that holds the lock and waits for the GIL deadlocks with a thread that
+    /// holds the GIL and waits for the lock.
     fn process(&self, py: Python<'_>) -> PyResult<(Arc<tokio::runtime::Runtime>, Arc<keyturn::Keyring>)> {
         let pid = std::process::id();
+        let fast = match self.state.try_lock() {
+            Ok(state) => current_process(&state, pid),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => current_process(&poisoned.into_inner(), pid),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(found) = fast {
+            return Ok(found);
+        }
+        py.detach(|| self.open_process(pid)).map_err(|error| match error {
+            OpenError::Runtime(error) => configuration(format!("cannot start the keyturn runtime: {error}")),
+            OpenError::Keyring(error) => to_py(error),
+        })
+    }
+
+    fn open_process(&self, pid: u32) -> Result<(Arc<tokio::runtime::Runtime>, Arc<keyturn::Keyring>), OpenError> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(current) = state.as_ref().filter(|current| current.pid == pid) {
-            return Ok((Arc::clone(&current.runtime), Arc::clone(&current.keyring)));
+        if let Some(found) = current_process(&state, pid) {
+            return Ok(found);
         }
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -314,11 +360,11 @@ impl Keyring {
             .thread_name("keyturn")
             .enable_all()
             .build()
-            .map_err(|error| configuration(format!("cannot start the keyturn runtime: {error}")))?;
+            .map_err(OpenError::Runtime)?;
         let runtime = Arc::new(runtime);
-        let options = self.options.clone();
-        let clock = Arc::clone(&self.clock);
-        let keyring = py.detach(|| runtime.block_on(keyturn::open(options, clock))).map_err(to_py)?;
+        let keyring = runtime
+            .block_on(keyturn::open(self.options.clone(), Arc::clone(&self.clock)))
+            .map_err(OpenError::Keyring)?;
         {
             let _entered = runtime.enter();
             keyring.start_background();
@@ -326,6 +372,22 @@ impl Keyring {
         *state = Some(ProcessState { pid, runtime: Arc::clone(&runtime), keyring: Arc::clone(&keyring) });
         Ok((runtime, keyring))
     }
+}
+
+/// Why this process's native state could not be created.
+enum OpenError {
+    Runtime(std::io::Error),
+    Keyring(keyturn::Error),
+}
+
+fn current_process(
+    state: &Option<ProcessState>,
+    pid: u32,
+) -> Option<(Arc<tokio::runtime::Runtime>, Arc<keyturn::Keyring>)> {
+    state
+        .as_ref()
+        .filter(|current| current.pid == pid)
+        .map(|current| (Arc::clone(&current.runtime), Arc::clone(&current.keyring)))
 }
 
 /// Creates the database and, unless `KEYTURN_PEPPER` is set, the pepper file with mode 0600.
@@ -337,25 +399,34 @@ pub(crate) fn init(
     pepper_file: Option<String>,
 ) -> PyResult<(String, Option<String>, bool)> {
     let database = settings::resolve_database_url(database_url).map_err(|e| configuration(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| configuration(format!("cannot start the keyturn runtime: {error}")))?;
-    let store = py.detach(|| runtime.block_on(keyturn::open_store(&database, true))).map_err(to_py)?;
-    let location = store.location();
-    drop(store);
-
     let pepper_value = std::env::var(PEPPER_VAR).ok().filter(|value| !value.trim().is_empty());
     let pepper_path = pepper_file
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os(PEPPER_FILE_VAR).map(Into::into))
         .or_else(|| if pepper_value.is_some() { None } else { settings::default_pepper_file(&database) });
-    let Some(path) = pepper_path else {
-        return Ok((location, None, false));
-    };
-    match settings::create_pepper_file(&path).map_err(to_py)? {
-        settings::PepperFileStatus::Created(path) => Ok((location, Some(path.display().to_string()), true)),
-        settings::PepperFileStatus::AlreadyExists(path) => Ok((location, Some(path.display().to_string()), false)),
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| configuration(format!("cannot start the keyturn runtime: {error}")))?;
+    let result = py.detach(|| {
+        runtime.block_on(async {
+            let store = keyturn::open_store(&database, true).await?;
+            if let Some(path) = &pepper_path {
+                settings::check_pepper_not_lost(store.as_ref(), path).await?;
+            }
+            let status = pepper_path.as_deref().map(settings::create_pepper_file).transpose()?;
+            Ok::<_, keyturn::Error>((store.location(), status))
+        })
+    });
+    match result.map_err(to_py)? {
+        (location, None) => Ok((location, None, false)),
+        (location, Some(settings::PepperFileStatus::Created(path))) => {
+            Ok((location, Some(path.display().to_string()), true))
+        }
+        (location, Some(settings::PepperFileStatus::AlreadyExists(path))) => {
+            Ok((location, Some(path.display().to_string()), false))
+        }
     }
 }
 

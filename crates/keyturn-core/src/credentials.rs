@@ -1,16 +1,17 @@
 //! Reading the API key from a request. Only headers carry a key: `Authorization: Bearer <token>`
 //! (scheme case-insensitive) or a configurable header, `X-API-Key` by default. Two different
-//! keys in one request, or a key in the query string, make the request invalid.
+//! keys in one request, or a token in the query string, make the request invalid.
 //!
 //! This module only finds the candidate value; the token parser then rejects malformed values
 //! before any hashing or store access.
 
-use crate::{Error, Token};
+use crate::{Error, Token, TokenFormat};
 
-/// Query parameter names that are checked for a token by default.
+/// Query parameter names under which a value that starts with the token prefix is rejected even
+/// when it is not a well-formed token.
 pub const DEFAULT_QUERY_PARAMETERS: [&str; 5] = ["api_key", "apikey", "key", "token", "access_token"];
 
-/// Where keys may be sent and which query parameters are checked for a misplaced token.
+/// Which query parameters are checked for a mangled token, besides every well-formed one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialConfig {
     pub query_parameters: Vec<String>,
@@ -52,11 +53,21 @@ impl CredentialConfig {
         Ok(CredentialConfig { query_parameters: names })
     }
 
-    /// Returns the first query parameter that carries a non-empty value under a checked name,
-    /// with that value, so the caller can audit the token as exposed.
-    pub fn find_token_in_query<'q>(&self, query: &[(&'q str, &'q str)]) -> Option<(&'q str, &'q str)> {
+    /// Returns the first query parameter that carries a token, with its value, so the caller can
+    /// reject the request and audit the token as exposed. A value counts when it is a well-formed
+    /// token under any parameter name, or when it starts with the token prefix under one of the
+    /// checked names (case-insensitive), which catches a token mangled on its way into the URL.
+    /// Other values, such as `?token=abc` for a page token, are left alone.
+    pub fn find_token_in_query<'q>(
+        &self,
+        format: &TokenFormat,
+        query: &[(&'q str, &'q str)],
+    ) -> Option<(&'q str, &'q str)> {
         query.iter().copied().find(|(name, value)| {
-            !value.trim().is_empty() && self.query_parameters.iter().any(|checked| checked.eq_ignore_ascii_case(name))
+            let value = value.trim_matches([' ', '\t']);
+            let checked_name = self.query_parameters.iter().any(|checked| checked.eq_ignore_ascii_case(name));
+            let prefixed = value.strip_prefix(format.prefix()).is_some_and(|rest| rest.starts_with('_'));
+            format.parse(value).is_ok() || (checked_name && prefixed)
         })
     }
 }
@@ -149,11 +160,25 @@ mod tests {
     }
 
     #[test]
-    fn query_token_found_by_configured_name() {
+    fn query_token_found_under_any_name() {
         let config = CredentialConfig::default();
-        assert_eq!(config.find_token_in_query(&[("page", "2"), ("API_KEY", "x")]), Some(("API_KEY", "x")));
-        assert_eq!(config.find_token_in_query(&[("token", "")]), None);
-        assert_eq!(config.find_token_in_query(&[("q", "token")]), None);
+        let format = TokenFormat::default();
+        let token = format.generate(&crate::KeyId::parse("abcdefABCDEF").unwrap(), &mut rand_core::OsRng);
+        let token = token.expose();
+        assert_eq!(config.find_token_in_query(&format, &[("page", "2"), ("q", token)]), Some(("q", token)));
+        assert_eq!(
+            config.find_token_in_query(&format, &[("API_KEY", "kt_live_mangled")]),
+            Some(("API_KEY", "kt_live_mangled"))
+        );
+    }
+
+    #[test]
+    fn query_without_token_passes() {
+        let config = CredentialConfig::default();
+        let format = TokenFormat::default();
+        for query in [&[("token", "abc")][..], &[("key", "name")], &[("q", "kt_live_mangled")], &[("token", "")]] {
+            assert_eq!(config.find_token_in_query(&format, query), None, "{query:?}");
+        }
     }
 
     #[test]

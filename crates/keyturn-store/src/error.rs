@@ -16,11 +16,14 @@ pub enum StoreError {
     #[error("key {0} has been revoked, and revocation is final")]
     Revoked(KeyId),
     #[error(
-        "successor {successor_id} of key {key_id} has already been used, so it cannot be replaced; \
-         rotate {successor_id} instead"
+        "successor {successor_id} of key {key_id} has already been used or rotated, so it cannot be \
+         replaced; rotate {successor_id} or its own successor instead"
     )]
     SuccessorUsed { key_id: KeyId, successor_id: KeyId },
-    #[error("key {key_id} has no successor {expected}; nothing to replace")]
+    #[error(
+        "the successor of key {key_id} changed while this rotation ran and is no longer {expected}; \
+         show the key to see its current successor, then run the rotation again if it is still needed"
+    )]
     SuccessorMismatch { key_id: KeyId, expected: KeyId },
 
     #[error("invalid database URL {url:?}: {reason}")]

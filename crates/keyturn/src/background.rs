@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex, Weak};
 use keyturn_core::{Actor, AuditEventType, Instant, KeyId, NewAuditEvent, Outcome, PepperId, Token};
 use keyturn_store::{Rehash, UsageRecord};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::{Error, Keyring};
 
 const MAX_QUEUED_REHASHES: usize = 10_000;
 const MAX_QUEUED_EXPOSURES: usize = 1_000;
+const MAX_TRACKED_FIRST_USES: usize = 100_000;
 const CHANGES_PER_READ: u32 = 1_000;
 
 /// Usage, rehash and exposure work queued by verifications.
@@ -33,6 +34,8 @@ struct PendingInner {
     rehash: HashMap<KeyId, (PepperId, Token)>,
     exposures: Vec<Exposure>,
     reported_exposures: HashSet<KeyId>,
+    /// Keys whose first use this process has already flushed ahead of the interval.
+    first_uses: HashSet<KeyId>,
 }
 
 /// A key queued for rehashing under the current pepper, with the pepper it is hashed under now.
@@ -72,6 +75,17 @@ impl Pending {
             Some((_, count)) => *count += 1,
             None => record.counts.push((outcome, 1)),
         }
+    }
+
+    /// Records the first use of a key that the store shows as never used; returns `true` once per
+    /// key, when the writer should flush at once. `--replace-unused-successor` reads
+    /// `first_used_at`, so it must not wait a whole flush interval.
+    pub(crate) fn note_first_use(&self, key_id: &KeyId) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.first_uses.len() >= MAX_TRACKED_FIRST_USES {
+            inner.first_uses.clear();
+        }
+        inner.first_uses.insert(key_id.clone())
     }
 
     pub(crate) fn queue_rehash(&self, key_id: &KeyId, from: &PepperId, token: &str) {
@@ -139,7 +153,8 @@ impl Keyring {
             return;
         }
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(run_writer(Arc::downgrade(self), stopped.clone()))];
+        let flush_now = Arc::clone(&self.flush_now);
+        let mut tasks = vec![tokio::spawn(run_writer(Arc::downgrade(self), flush_now, stopped.clone()))];
         if !self.config.consistency.strict {
             tasks.push(tokio::spawn(run_follower(Arc::downgrade(self), stopped)));
         }
@@ -266,7 +281,7 @@ async fn run_follower(keyring: Weak<Keyring>, mut stopped: watch::Receiver<bool>
     }
 }
 
-async fn run_writer(keyring: Weak<Keyring>, mut stopped: watch::Receiver<bool>) {
+async fn run_writer(keyring: Weak<Keyring>, flush_now: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
     loop {
         let Some(strong) = keyring.upgrade() else { return };
         let interval = strong.config.flush_interval;
@@ -276,6 +291,7 @@ async fn run_writer(keyring: Weak<Keyring>, mut stopped: watch::Receiver<bool>) 
         drop(strong);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = flush_now.notified() => {}
             _ = stopped.changed() => return,
         }
     }

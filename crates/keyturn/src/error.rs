@@ -24,8 +24,8 @@ pub enum Error {
     )]
     AlreadyRotated { key_id: KeyId, successor_id: KeyId },
     #[error(
-        "successor {successor_id} of key {key_id} has already been used, so it cannot be replaced; \
-         rotate {successor_id} instead"
+        "successor {successor_id} of key {key_id} has already been used or rotated, so it cannot be \
+         replaced; rotate {successor_id} or its own successor instead"
     )]
     SuccessorUsed { key_id: KeyId, successor_id: KeyId },
     #[error("key {key_id} was already revoked at {revoked_at}; revocation is final")]

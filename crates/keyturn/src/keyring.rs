@@ -32,6 +32,8 @@ pub struct Keyring {
     pub(crate) cache: Cache,
     pub(crate) pending: Pending,
     pub(crate) lookups: tokio::sync::Semaphore,
+    /// Wakes the background writer before its interval ends, on the first use of a key.
+    pub(crate) flush_now: Arc<tokio::sync::Notify>,
     pub(crate) background: std::sync::Mutex<Option<crate::background::Background>>,
 }
 
@@ -123,6 +125,7 @@ impl Keyring {
             cache,
             pending: Pending::default(),
             lookups,
+            flush_now: Arc::new(tokio::sync::Notify::new()),
             background: std::sync::Mutex::new(None),
         })
     }

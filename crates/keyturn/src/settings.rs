@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use keyturn_core::{PepperId, PepperRing};
-use keyturn_store::DatabaseUrl;
+use keyturn_store::{DatabaseUrl, KeyFilter, Store};
 use rand_core::OsRng;
 
 use crate::Error;
@@ -134,6 +134,26 @@ pub fn create_pepper_file(path: &Path) -> Result<PepperFileStatus, Error> {
         .and_then(|()| file.sync_all())
         .map_err(|error| Error::PepperFile { path: path.clone(), reason: error.to_string() })?;
     Ok(PepperFileStatus::Created(path))
+}
+
+/// Rejects creating a pepper file at `pepper_path` when it is missing but the store already holds
+/// keys: their hashes were computed under the lost pepper, so a new one would make every existing
+/// token invalid.
+pub async fn check_pepper_not_lost(store: &dyn Store, pepper_path: &Path) -> Result<(), Error> {
+    if pepper_path.exists() {
+        return Ok(());
+    }
+    let count = store.list_keys(&KeyFilter::default()).await?.len();
+    if count == 0 {
+        return Ok(());
+    }
+    Err(Error::Pepper(format!(
+        "pepper file {} is missing, but database {} already contains {count} key(s) hashed under its pepper; \
+         restore the pepper file from a backup or set {PEPPER_VAR}, because a new pepper would make every \
+         existing key invalid",
+        absolute(pepper_path).display(),
+        store.location(),
+    )))
 }
 
 fn read_private_file(path: &Path) -> Result<String, Error> {

@@ -66,6 +66,9 @@ impl Keyring {
 
         let decision = Decision::evaluate(Arc::clone(&record), now, required);
         self.pending.note_usage(key_id, decision.outcome, now, client_addr);
+        if record.first_used_at.is_none() && self.pending.note_first_use(key_id) {
+            self.flush_now.notify_one();
+        }
         if record.pepper_id != *self.peppers.current_id() {
             self.pending.queue_rehash(key_id, &record.pepper_id, token);
         }
@@ -79,11 +82,8 @@ impl Keyring {
         let responses = &self.config.responses;
         let reject = |response| Authentication::Rejected { response, decision: None };
 
-        if let Some((parameter, value)) = self.config.credentials.find_token_in_query(request.query) {
-            self.pending.queue_exposure(parameter, value, request.client_addr);
-            let error = keyturn_core::RequestError::TokenInQuery { parameter: parameter.to_owned() };
-            tracing::info!(target: "keyturn::verify", parameter, "rejected token in url query");
-            return reject(responses.invalid_request(&error.to_string()));
+        if let Some(response) = self.check_query(request.query, request.client_addr) {
+            return reject(response);
         }
         let credential = match extract_credential(request.authorization, request.api_key, responses.api_key_header()) {
             Ok(Some(credential)) => credential,
@@ -101,6 +101,18 @@ impl Keyring {
                 reject(responses.store_unavailable())
             }
         }
+    }
+
+    /// Rejects a request whose query string carries a token, with 400 `invalid_request`, and
+    /// queues an audit event for the exposed key. Front ends call this for every request, public
+    /// routes and unknown paths included, because a URL ends up in proxy and access logs whatever
+    /// it names. Returns `None` when the query carries no token.
+    pub fn check_query(&self, query: &[(&str, &str)], client_addr: Option<&str>) -> Option<HttpResponse> {
+        let (parameter, value) = self.config.credentials.find_token_in_query(&self.config.format, query)?;
+        self.pending.queue_exposure(parameter, value, client_addr);
+        let error = keyturn_core::RequestError::TokenInQuery { parameter: parameter.to_owned() };
+        tracing::info!(target: "keyturn::verify", parameter, "rejected token in url query");
+        Some(self.config.responses.invalid_request(&error.to_string()))
     }
 
     /// Finds a key record, from the cache while it is fresh, else from the store. Concurrent store

@@ -166,6 +166,22 @@ async fn replace_used_successor_conflicts() {
 }
 
 #[tokio::test]
+async fn replace_rotated_successor_conflicts() {
+    let fixture = Fixture::new().await;
+    let old = fixture.keyring.create(new_key("chain"), &cli()).await.unwrap();
+    let middle = fixture.keyring.rotate(&old.record.key_id, &RotateOptions::default(), &cli()).await.unwrap();
+    let newest = fixture.keyring.rotate(&middle.record.key_id, &RotateOptions::default(), &cli()).await.unwrap();
+
+    let replace = RotateOptions { replace_unused_successor: true, ..RotateOptions::default() };
+    let error = fixture.keyring.rotate(&old.record.key_id, &replace, &cli()).await.unwrap_err();
+    assert!(matches!(error, Error::SuccessorUsed { .. }), "{error:?}");
+    assert_eq!(outcome(&fixture, middle.token.expose()).await, Outcome::Superseded);
+    assert_eq!(outcome(&fixture, newest.token.expose()).await, Outcome::Active);
+    let view = fixture.keyring.get(&old.record.key_id).await.unwrap();
+    assert_eq!(view.record.successor_id.as_ref(), Some(&middle.record.key_id));
+}
+
+#[tokio::test]
 async fn rejected_states_cannot_rotate() {
     let fixture = Fixture::new().await;
     let revoked = fixture.keyring.create(new_key("revoked"), &cli()).await.unwrap();

@@ -198,6 +198,24 @@ async fn cache_spares_store_reads_until_change() {
     assert_eq!(decision.outcome, Outcome::Revoked);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_use_flushed_without_waiting_for_interval() {
+    let config = Config { flush_interval: StdDuration::from_secs(60), ..Config::default() };
+    let fixture = Fixture::with_config(config).await;
+    let issued = fixture.keyring.create(new_key("first use"), &cli()).await.unwrap();
+    fixture.keyring.start_background();
+    // Let the writer finish its first, empty flush and start waiting out its 60 s interval.
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    fixture.keyring.verify(issued.token.expose(), &scopes(&[]), None).await.unwrap();
+
+    let started = MonotonicInstant::now();
+    while fixture.store.get_key(&issued.record.key_id).await.unwrap().unwrap().first_used_at.is_none() {
+        assert!(started.elapsed() < StdDuration::from_secs(2), "first use not written within 2 s");
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+    }
+    fixture.keyring.shutdown().await;
+}
+
 #[tokio::test]
 async fn malformed_token_never_reaches_store() {
     let fixture = Fixture::new().await;

@@ -132,7 +132,7 @@ pub(super) async fn rotate(conn: &mut SqliteConnection, rotation: &Rotation) -> 
 
             let revoked = sqlx::query(
                 "UPDATE keys SET revoked_at = ?, revocation_reason = ? \
-                 WHERE key_id = ? AND first_used_at IS NULL AND revoked_at IS NULL",
+                 WHERE key_id = ? AND first_used_at IS NULL AND revoked_at IS NULL AND successor_id IS NULL",
             )
             .bind(rotation.rotated_at.as_millis())
             .bind(format!("replaced by {new_id}"))
@@ -180,15 +180,17 @@ async fn rotation_conflict(conn: &mut SqliteConnection, old_id: &KeyId, expected
     }
 }
 
-/// Explains why the successor to replace could not be revoked: it was used, or it is missing. A
-/// successor that is already revoked needs no revocation, so replacing it is not a conflict.
+/// Explains why the successor to replace could not be revoked: it was used or rotated itself, or
+/// it is missing. A successor that is already revoked and has no successor of its own needs no
+/// revocation, so replacing it is not a conflict. Replacing a successor that was rotated would
+/// leave two live keys descending from one.
 async fn replacement_conflict(
     conn: &mut SqliteConnection,
     old_id: &KeyId,
     replaced_id: &KeyId,
 ) -> Result<(), StoreError> {
     match fetch_key(conn, replaced_id).await? {
-        Some(successor) if successor.revoked_at.is_some() => Ok(()),
+        Some(successor) if successor.revoked_at.is_some() && successor.successor_id.is_none() => Ok(()),
         Some(_) => Err(StoreError::SuccessorUsed { key_id: old_id.clone(), successor_id: replaced_id.clone() }),
         None => Err(StoreError::NotFound(replaced_id.clone())),
     }
