@@ -1,0 +1,66 @@
+"""Tests of the native module on its own: concurrent first use from several threads, and
+``keyturn.init`` on a database whose pepper file was lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import keyturn
+
+FIRST_USE_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading
+    import keyturn
+
+    keyring = keyturn.Keyring(database_url=sys.argv[1])
+    threads = [
+        threading.Thread(target=keyring.verify, args=("kt_live_x",), daemon=True)
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    print("alive" if any(thread.is_alive() for thread in threads) else "done", flush=True)
+    """
+)
+
+
+def test_threads_share_first_use_without_deadlock(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path}/keyturn.db"
+    keyturn.init(database)
+
+    # A deadlock would hang the interpreter, so the threads run in a child process with a timeout.
+    result = subprocess.run(
+        [sys.executable, "-c", FIRST_USE_SCRIPT, database],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
+
+
+def test_init_keeps_keys_when_pepper_lost(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path}/keyturn.db"
+    _, pepper_path, created = keyturn.init(database)
+    assert created
+    assert pepper_path is not None
+    keyring = keyturn.Keyring(database_url=database)
+    issued = keyring.create("survivor")
+    keyring.close()
+    Path(pepper_path).rename(tmp_path / "pepper.bak")
+
+    with pytest.raises(keyturn.ConfigurationError, match="restore the pepper file"):
+        keyturn.init(database)
+
+    assert not Path(pepper_path).exists()
+    (tmp_path / "pepper.bak").rename(pepper_path)
+    assert keyturn.Keyring(database_url=database).verify(issued.token).allowed
