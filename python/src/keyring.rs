@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use keyturn::core::{
     Clock, CredentialConfig, Expiry, KeyId, Outcome, ResponseConfig, Scopes, SystemClock, TokenFormat,
 };
-use keyturn::settings::{self, PepperSource, PEPPER_FILE_VAR, PEPPER_VAR};
+use keyturn::settings::{self, PepperSource};
 use keyturn::store::AuditFilter;
 use keyturn::{
     AuthRequest, Authentication, Caller, Config, Consistency, ListFilter, NewKey, OpenOptions, RotateOptions,
@@ -75,11 +75,10 @@ impl Keyring {
         // Explicit arguments replace both variables, so a test that passes its own pepper is not
         // confused by a KEYTURN_PEPPER_FILE exported in the developer's shell.
         let (pepper, pepper_file) = if pepper.is_some() || pepper_file.is_some() {
-            (pepper, pepper_file)
+            (pepper, pepper_file.map(Into::into))
         } else {
-            (std::env::var(PEPPER_VAR).ok(), std::env::var(PEPPER_FILE_VAR).ok())
+            settings::pepper_from_env().map_err(|e| configuration(e.to_string()))?
         };
-        let pepper_file = pepper_file.map(Into::into);
         let pepper = PepperSource::resolve(pepper, pepper_file, &database).map_err(|e| configuration(e.to_string()))?;
         pepper.load().map_err(|e| configuration(e.to_string()))?;
 
@@ -399,11 +398,14 @@ pub(crate) fn init(
     pepper_file: Option<String>,
 ) -> PyResult<(String, Option<String>, bool)> {
     let database = settings::resolve_database_url(database_url).map_err(|e| configuration(e.to_string()))?;
-    let pepper_value = std::env::var(PEPPER_VAR).ok().filter(|value| !value.trim().is_empty());
-    let pepper_path = pepper_file
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os(PEPPER_FILE_VAR).map(Into::into))
-        .or_else(|| if pepper_value.is_some() { None } else { settings::default_pepper_file(&database) });
+    let (pepper_value, pepper_file_var) = settings::pepper_from_env().map_err(|e| configuration(e.to_string()))?;
+    let pepper_path = pepper_file.map(std::path::PathBuf::from).or(pepper_file_var).or_else(|| {
+        if pepper_value.is_some() {
+            None
+        } else {
+            settings::default_pepper_file(&database)
+        }
+    });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

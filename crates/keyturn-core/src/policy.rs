@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Duration, Error, Instant};
 
+/// The latest expiry a key may have: the end of year 9999, the last instant RFC 3339 can write.
+pub const MAX_EXPIRY: Instant = Instant::from_millis(253_402_300_799_999);
+
 /// When a new key expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
@@ -49,7 +52,18 @@ impl Policy {
                 field: "expires_in",
                 reason: "a lifetime must be greater than zero; use --no-expiry for a key that never expires".to_owned(),
             }),
+            Expiry::After(lifetime) if now.saturating_add(lifetime) > MAX_EXPIRY => Err(Error::InvalidField {
+                field: "expires_in",
+                reason: format!(
+                    "a lifetime of {lifetime} would end after {MAX_EXPIRY}; choose a shorter one, or use \
+                     --no-expiry for a key that never expires"
+                ),
+            }),
             Expiry::After(lifetime) => Ok(Some(now.saturating_add(lifetime))),
+            Expiry::At(instant) if instant > MAX_EXPIRY => Err(Error::InvalidField {
+                field: "expires_at",
+                reason: format!("{instant} is after {MAX_EXPIRY}, the latest expiry a key may have"),
+            }),
             Expiry::At(instant) if instant <= now => Err(Error::InvalidField {
                 field: "expires_at",
                 reason: format!("{instant} is not in the future (now is {now}); choose a later instant"),
@@ -79,6 +93,8 @@ mod tests {
         assert!(zero.expires_at(now).is_err());
         let past = Policy { expiry: Expiry::At(now), ..Policy::default() };
         assert!(past.expires_at(now).is_err());
+        let far = Policy { expiry: Expiry::After(Duration::from_days(99_999_999)), ..Policy::default() };
+        assert!(far.expires_at(now).is_err());
         let never = Policy { expiry: Expiry::Never, ..Policy::default() };
         assert_eq!(never.expires_at(now).unwrap(), None);
     }

@@ -154,22 +154,34 @@ fn invalid(url: &str, reason: String) -> StoreError {
     StoreError::InvalidUrl { url: redact_password(url), reason }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`, so an error that quotes a
-/// rejected URL never shows it.
+/// Replaces the password of `scheme://user:password@host` (or `scheme:user:password@host`) and
+/// any `password=` query parameter with `***`, so an error that quotes a rejected URL never shows
+/// it. Everything up to the last `@` counts as user information, because pasted passwords often
+/// contain unescaped `@`, `/`, `?` or `#`; over-redacting a URL is harmless.
 fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, rest)) = url.split_once(':') else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    // The last '@' ends the user information, because a password may itself contain '@'.
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+    let (slashes, rest) = rest.strip_prefix("//").map_or(("", rest), |rest| ("//", rest));
+    let mut redacted = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}:{slashes}{user}:***@{host}"),
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
+    };
+
+    if let Some((base, query)) = redacted.split_once('?') {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        redacted = format!("{base}?{}", parameters.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
@@ -182,6 +194,20 @@ mod tests {
         assert_eq!(redact_password("postgres://app@db/keyturn"), "postgres://app@db/keyturn");
         assert_eq!(redact_password("postgres://db/keyturn?user=a"), "postgres://db/keyturn?user=a");
         assert_eq!(redact_password("keyturn.db"), "keyturn.db");
+        for url in [
+            "postgres://app:s3cr/et@db/k",
+            "postgres://app:p#ss@db/k",
+            "postgres://app:p?ss@db/k",
+            "postgres:u:hunter2@h",
+        ] {
+            let redacted = redact_password(url);
+            assert!(
+                !redacted.contains("s3cr") && !redacted.contains("ss@") && !redacted.contains("hunter2"),
+                "{redacted}"
+            );
+            assert!(redacted.contains(":***@"), "{redacted}");
+        }
+        assert_eq!(redact_password("postgres://db/k?user=a&password=x1"), "postgres://db/k?user=a&password=***");
     }
 
     #[test]

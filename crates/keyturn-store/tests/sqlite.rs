@@ -345,3 +345,17 @@ async fn corrupt_change_row_names_key() {
 
     assert!(matches!(&error, StoreError::CorruptRow { key_id, .. } if key_id == "bad"), "{error:?}");
 }
+
+#[tokio::test]
+async fn new_database_files_private_to_owner() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (_dir, path, store) = new_store().await;
+    store.get_key(&keyturn_core::KeyId::parse("abcdefABCDEF").unwrap()).await.unwrap();
+
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", file.display());
+    }
+}

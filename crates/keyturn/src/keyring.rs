@@ -102,7 +102,9 @@ impl Caller {
 
     /// The operating-system user running this process, for commands run from a terminal.
     pub fn cli() -> Self {
-        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
         Caller::new(Actor::Cli(user))
     }
 }
@@ -265,7 +267,7 @@ impl Keyring {
 
         let mut events = vec![self.event(AuditEventType::AuthnTokenRotated, now, key_id, caller).with_details(json!({
             "successor_id": successor_id.as_str(),
-            "overlap_ends_at": if replace.is_some() { old.overlap_ends_at } else { Some(overlap_ends_at) }.map(Instant::as_millis),
+            "overlap_ends_at": if replace.is_some() { old.overlap_ends_at } else { Some(overlap_ends_at) }.map(Instant::to_rfc3339),
             "replaced_successor_id": replace.as_ref().map(KeyId::as_str),
         }))];
         events.push(
@@ -360,35 +362,54 @@ fn creation_details(record: &KeyRecord) -> Value {
         "name": record.name,
         "owner": record.owner,
         "scopes": record.scopes,
-        "expires_at": record.expires_at.map(Instant::as_millis),
+        "expires_at": record.expires_at.map(Instant::to_rfc3339),
         "no_expiry": record.expires_at.is_none(),
-        "grace_ms": record.grace.as_millis(),
-        "warn_before_ms": record.warn_before.as_millis(),
+        "grace": record.grace.to_string(),
+        "warn_before": record.warn_before.to_string(),
         "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
         "pepper_id": record.pepper_id.as_str(),
     })
 }
 
 fn check_text(field: &'static str, value: &str) -> Result<String, Error> {
-    let value = value.trim();
-    if value.is_empty() || value.chars().count() > MAX_TEXT_LEN || value.chars().any(char::is_control) {
+    let trimmed = value.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > MAX_TEXT_LEN || trimmed.chars().any(char::is_control) {
         return Err(Error::InvalidInput {
             field,
-            reason: format!("{value:?} must be 1 to {MAX_TEXT_LEN} characters without control characters"),
+            reason: format!(
+                "{} must be 1 to {MAX_TEXT_LEN} characters without control characters",
+                quote_prefix(value)
+            ),
         });
     }
-    Ok(value.to_owned())
+    Ok(trimmed.to_owned())
 }
 
 fn check_reason(value: &str) -> Result<String, Error> {
-    let value = value.trim();
-    if value.chars().count() > MAX_REASON_LEN || value.chars().any(|c| c.is_control() && c != '\n') {
+    let trimmed = value.trim();
+    if trimmed.chars().count() > MAX_REASON_LEN || trimmed.chars().any(char::is_control) {
         return Err(Error::InvalidInput {
             field: "reason",
-            reason: format!("must be at most {MAX_REASON_LEN} characters without control characters"),
+            reason: format!(
+                "{} must be at most {MAX_REASON_LEN} characters on one line, without control characters",
+                quote_prefix(value)
+            ),
         });
     }
-    Ok(value.to_owned())
+    Ok(trimmed.to_owned())
+}
+
+/// Quotes a rejected value for an error message, cut to its first 40 characters so a huge
+/// argument does not produce a huge message.
+fn quote_prefix(value: &str) -> String {
+    const SHOWN: usize = 40;
+    let count = value.chars().count();
+    if count <= SHOWN {
+        format!("{value:?}")
+    } else {
+        let shown: String = value.chars().take(SHOWN).collect();
+        format!("{shown:?} (first {SHOWN} of {count} characters)")
+    }
 }
 
 fn check_metadata(metadata: &Map<String, Value>) -> Result<(), Error> {

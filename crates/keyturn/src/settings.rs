@@ -59,8 +59,7 @@ impl PepperSource {
 
     /// Resolves the source from the process environment.
     pub fn from_env(database: &DatabaseUrl) -> Result<Self, Error> {
-        let value = std::env::var(PEPPER_VAR).ok();
-        let file = std::env::var_os(PEPPER_FILE_VAR).map(PathBuf::from);
+        let (value, file) = pepper_from_env()?;
         Self::resolve(value, file, database)
     }
 
@@ -86,6 +85,25 @@ impl PepperSource {
             PepperSource::File(path) => absolute(path).display().to_string(),
         }
     }
+}
+
+/// Reads `KEYTURN_PEPPER` and `KEYTURN_PEPPER_FILE`. A variable that is set but empty, blank or
+/// not valid UTF-8 is an error rather than unset, because silently falling back to another
+/// pepper would make every key fail to verify.
+pub fn pepper_from_env() -> Result<(Option<String>, Option<PathBuf>), Error> {
+    let read = |name: &str| -> Result<Option<String>, Error> {
+        match std::env::var(name) {
+            Ok(value) if value.trim().is_empty() => {
+                Err(Error::Pepper(format!("{name} is set but empty; unset it or give it a value")))
+            }
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(Error::Pepper(format!("{name} is not valid UTF-8; set it to ASCII text or unset it")))
+            }
+        }
+    };
+    Ok((read(PEPPER_VAR)?, read(PEPPER_FILE_VAR)?.map(PathBuf::from)))
 }
 
 /// Resolves the database URL: an explicit value, else `KEYTURN_DATABASE_URL`, else `keyturn.db`

@@ -63,6 +63,9 @@ impl SqliteStore {
     pub async fn open(url: &DatabaseUrl, options: &SqliteOptions) -> Result<SqliteStore, StoreError> {
         let path = open::resolve_path(url)?;
         open::check_location(&path, options.create_if_missing)?;
+        if options.create_if_missing {
+            open::create_private_file(&path)?;
+        }
         let pool = open::connect(&path, options).await?;
         migrate::run(&pool, &path).await?;
 

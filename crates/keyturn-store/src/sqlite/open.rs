@@ -94,6 +94,19 @@ fn is_writable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|metadata| !metadata.permissions().readonly())
 }
 
+/// Creates a missing database file with mode 0600, so other local users cannot read the key
+/// hashes and the audit log. SQLite gives the `-wal` and `-shm` files the mode of the database
+/// file, and treats an empty file as an empty database. An existing file is left as it is.
+pub(super) fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Open { location: path.display().to_string(), reason: error.to_string() }),
+    }
+}
+
 /// The pause between attempts to connect while another connection switches a new file to WAL.
 const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(20);
 
