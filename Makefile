@@ -3,7 +3,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV ?= .venv
 VENV_BIN := $(abspath $(VENV))/bin
-PYTHON_DEPS := maturin>=1.5,<2 flask>=2.3 pytest>=7 gunicorn>=21 requests>=2.28 ruff>=0.5
+PYTHON_DEPS := 'maturin>=1.5,<2' 'flask>=2.3' 'pytest>=7' 'gunicorn>=21' 'requests>=2.28' 'ruff>=0.5'
 
 .PHONY: build lint lint-rust lint-python test test-rust test-python develop venv run
 
