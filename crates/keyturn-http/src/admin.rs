@@ -50,7 +50,7 @@ struct AuditQuery {
     cursor: Option<i64>,
 }
 
-/// What the admin handlers extract from every request.
+/// The extractors that the list handlers take from every request.
 type Request = (State<AppState>, ConnectInfo<SocketAddr>, Uri, HeaderMap);
 
 /// `POST /v1/keys`: creates a key and returns it with its token, shown this once.
@@ -160,7 +160,7 @@ pub(crate) async fn list_audit((State(state), ConnectInfo(peer), uri, headers): 
         since: query.since.as_deref().map(|since| json::instant("since", since)).transpose()?,
         until: query.until.as_deref().map(|until| json::instant("until", until)).transpose()?,
         after_seq: query.cursor,
-        // One more than the page tells whether another page follows.
+        // Reading one event more than the page shows whether another page follows.
         limit: Some(limit + 1),
     };
 

@@ -1,5 +1,5 @@
 //! The error type of the HTTP service and its one mapping to problem responses (RFC 9457). The
-//! admin API, the verify endpoints and the health checks all answer failures through
+//! admin API, the verify endpoints and the health checks all turn failures into responses through
 //! [`Error::into_response`], so each failure has one status, `type`, title and `code` wherever
 //! it happens. Authentication rejections are not built here: they carry the exact response that
 //! `Keyring::authenticate` returned, so their bytes match every other front end.
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::TARGET;
 
-/// Why a request failed.
+/// The cause of a failed request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -66,7 +66,7 @@ struct ProblemBody<'a> {
 }
 
 impl Error {
-    /// Returns the status, `code`, title and detail that the client sees.
+    /// Returns the status, `code`, title and detail sent to the client.
     fn problem(&self) -> (StatusCode, &'static str, &'static str, String) {
         use keyturn::Error as Service;
 
@@ -169,7 +169,7 @@ impl IntoResponse for Error {
     }
 }
 
-/// Builds the 500 response of an internal error, which says nothing about its cause.
+/// Builds the 500 response of an internal error, which names no cause.
 fn internal_error() -> Response {
     let detail = "an internal error occurred; the server log has the cause";
     problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail, None)

@@ -45,7 +45,7 @@ impl Default for Limits {
     }
 }
 
-/// What every handler shares: the keyring, the metrics and the limits.
+/// The state every handler shares: the keyring, the metrics and the limits.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub keyring: Arc<Keyring>,

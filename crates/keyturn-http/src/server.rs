@@ -31,7 +31,7 @@ use tracing::Span;
 use crate::metrics::{self, Metrics};
 use crate::{admin, gateway, verify, AppState, Error, Limits, TARGET};
 
-/// The sockets the service answers on.
+/// The sockets the service listens on.
 #[derive(Debug)]
 pub struct Listeners {
     /// The admin API, `/v1/verify`, health checks and metrics.
@@ -165,7 +165,7 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// `/readyz`: the store answers.
+/// `/readyz`: 200 when the store responds to a query.
 async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
     state.keyring.store().change_seq().await.map_err(keyturn::Error::from)?;
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())

@@ -25,7 +25,7 @@ use crate::{AppState, Error};
 
 const VERIFY: &str = "keyturn:verify";
 
-/// The body of `POST /v1/verify`. It has no `Debug`, because it holds a token.
+/// The body of `POST /v1/verify`. It has no `Debug`, because it contains a token.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
