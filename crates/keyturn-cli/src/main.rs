@@ -60,8 +60,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the database, the pepper file and, with a new database, an admin key whose token
-    /// is printed once; running it again changes nothing
+    /// Create the pepper file, the database and, when the database has no keys, an admin key
+    /// whose token is printed once. Running it again changes nothing
     Init,
     /// Create, list, show, rotate, revoke and verify keys
     #[command(subcommand)]

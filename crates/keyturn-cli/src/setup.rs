@@ -16,7 +16,7 @@ use crate::error::CliError;
 use crate::output::{self, emit};
 use crate::GlobalArgs;
 
-/// Name of the admin key that `keyturn init` creates with a new database.
+/// Name of the admin key that `keyturn init` creates in a database without keys.
 const BOOTSTRAP_NAME: &str = "bootstrap admin";
 const BOOTSTRAP_SCOPE: &str = "keyturn:admin";
 
@@ -54,79 +54,115 @@ async fn missing_database_error(database: &DatabaseUrl) -> Option<CliError> {
     keyturn::open_store(database, false).await.err().map(CliError::from)
 }
 
-/// Creates the database and the pepper file, or reports that they exist. A new database also
-/// gets a bootstrap admin key, whose token is printed once. An existing database
-/// is only migrated, and an existing pepper file is checked but never rewritten, because a new
-/// pepper would invalidate every stored key.
+/// Creates the pepper file and the database, or reports that they exist, then creates a bootstrap
+/// admin key, whose token is printed once, when the database contains no key. An existing
+/// database is only migrated, and an existing pepper file is checked but never rewritten, because
+/// a new pepper would invalidate every stored key. The pepper comes first, so an invalid pepper
+/// path or value leaves no database behind, and a pepper file this run created is removed again
+/// when the database cannot be created. A run that failed before the admin key was created can
+/// be repeated, since an empty database gets the key on the next run.
 pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
     let database = settings::resolve_database_url(global.database.as_deref())?;
     token_format(global)?;
     let pepper = PepperSource::from_env(&database)?;
-    if let PepperSource::Value(_) = pepper {
-        // Check the configured pepper before creating anything.
-        pepper.load()?;
-    }
-
     let database_path = database.sqlite_path().map(absolute);
     let database_existed = database_path.as_deref().is_some_and(Path::exists);
-    let store = keyturn::open_store(&database, true).await?;
+
+    let pepper_status = match &pepper {
+        PepperSource::File(pepper_path) => {
+            Some(init_pepper_file(&database, database_existed, &pepper, pepper_path).await?)
+        }
+        PepperSource::Value(_) => {
+            pepper.load()?;
+            None
+        }
+    };
+
+    let store = match keyturn::open_store(&database, true).await {
+        Ok(store) => store,
+        Err(error) => {
+            if let Some(PepperFileStatus::Created(pepper_path)) = &pepper_status {
+                remove_unused_pepper_file(pepper_path);
+            }
+            return Err(error.into());
+        }
+    };
     let location = store.location();
     if database_existed {
         emit(&format!("database {location} already exists; left unchanged\n"))?;
     } else {
         emit(&format!("created database {location}\n"))?;
     }
-
-    match &pepper {
-        PepperSource::File(pepper_path) => {
-            init_pepper_file(store, &location, database_existed, database_path.as_deref(), &pepper, pepper_path).await?
+    let pepper_line = match &pepper_status {
+        Some(PepperFileStatus::Created(path)) => format!("created pepper file {} (mode 0600)\n", path.display()),
+        Some(PepperFileStatus::AlreadyExists(path)) => {
+            format!("pepper file {} already exists; left unchanged\n", path.display())
         }
-        PepperSource::Value(_) => {
-            drop(store);
-            emit(&format!("{PEPPER_VAR} is set, so no pepper file was created\n"))?;
-        }
+        None => format!("{PEPPER_VAR} is set, so no pepper file was created\n"),
+    };
+    emit(&pepper_line)?;
+    if let Some(pepper_path) = pepper_status.as_ref().map(pepper_file_path) {
+        warn_if_beside_database(database_path.as_deref(), pepper_path);
     }
 
-    if !database_existed {
+    let empty = store
+        .list_keys(&KeyFilter { limit: Some(1), ..KeyFilter::default() })
+        .await
+        .map_err(keyturn::Error::from)?
+        .is_empty();
+    drop(store);
+    if empty {
         create_bootstrap_admin(global).await?;
     }
     Ok(())
 }
 
-/// Creates the pepper file next to the database unless it exists, and checks it loads.
+/// Creates the pepper file unless it exists, and checks that it loads. For an existing database
+/// without its pepper file it first checks that the database contains no keys.
 async fn init_pepper_file(
-    store: Arc<dyn Store>,
-    location: &str,
+    database: &DatabaseUrl,
     database_existed: bool,
-    database_path: Option<&Path>,
     pepper: &PepperSource,
     pepper_path: &Path,
-) -> Result<(), CliError> {
+) -> Result<PepperFileStatus, CliError> {
     if database_existed && !pepper_path.exists() {
-        check_no_keys_without_pepper(store.as_ref(), location, pepper_path).await?;
+        let store = keyturn::open_store(database, false).await?;
+        check_no_keys_without_pepper(store.as_ref(), &store.location(), pepper_path).await?;
     }
-    drop(store);
 
-    let line = match settings::create_pepper_file(pepper_path)? {
-        PepperFileStatus::Created(path) => format!("created pepper file {} (mode 0600)\n", path.display()),
-        PepperFileStatus::AlreadyExists(path) => {
-            format!("pepper file {} already exists; left unchanged\n", path.display())
-        }
-    };
-    emit(&line)?;
+    let status = settings::create_pepper_file(pepper_path)?;
     pepper.load()?;
+    Ok(status)
+}
 
-    let beside_database = database_path.and_then(Path::parent) == absolute(pepper_path).parent();
-    if beside_database {
+/// Removes a pepper file that this run created before init failed. No key was hashed under it
+/// yet, so removing it loses nothing, and the next run creates a fresh one.
+fn remove_unused_pepper_file(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path) {
+        eprintln!(
+            "warning: failed to remove pepper file {}, which init created before it failed: {error}; no key \
+             uses it yet, so the next `keyturn init` keeps it",
+            path.display()
+        );
+    }
+}
+
+fn pepper_file_path(status: &PepperFileStatus) -> &Path {
+    match status {
+        PepperFileStatus::Created(path) | PepperFileStatus::AlreadyExists(path) => path,
+    }
+}
+
+fn warn_if_beside_database(database_path: Option<&Path>, pepper_path: &Path) {
+    if database_path.and_then(Path::parent) == absolute(pepper_path).parent() {
         eprintln!(
             "warning: a pepper file next to the database is a development default; in production keep the \
              pepper elsewhere, such as in a secrets manager that sets {PEPPER_VAR}"
         );
     }
-    Ok(())
 }
 
-/// Creates the first key with `keyturn:admin` in a new database and prints its token once, so the
+/// Creates the first key with `keyturn:admin` in an empty database and prints its token once, so the
 /// operator can call the admin HTTP API, which accepts only keys, without another step.
 async fn create_bootstrap_admin(global: &GlobalArgs) -> Result<(), CliError> {
     let scopes = parse_scopes(&[BOOTSTRAP_SCOPE.to_owned()])?;
@@ -134,8 +170,8 @@ async fn create_bootstrap_admin(global: &GlobalArgs) -> Result<(), CliError> {
     with_keyring(global, |keyring| async move {
         let issued = keyring.create(new, &Caller::cli()).await.map_err(|error| {
             CliError::new(format!(
-                "{error}; the database was created, but its admin key was not, so create one with \
-                 `keyturn keys create --name \"{BOOTSTRAP_NAME}\" --scope {BOOTSTRAP_SCOPE}`"
+                "{error}; the database is ready, but its admin key was not created, so run `keyturn init` \
+                 again or create one with `keyturn keys create --name \"{BOOTSTRAP_NAME}\" --scope {BOOTSTRAP_SCOPE}`"
             ))
         })?;
         let text = format!(

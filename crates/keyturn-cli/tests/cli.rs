@@ -76,14 +76,32 @@ impl Deployment {
         self.run_command(self.command(args), Some(stdin))
     }
 
-    fn run_command(&self, mut command: Command, stdin: Option<&str>) -> Run {
+    fn run_command(&self, command: Command, stdin: Option<&str>) -> Run {
+        self.run_command_with_bytes(command, stdin.unwrap_or_default().as_bytes())
+    }
+
+    fn run_command_with_bytes(&self, mut command: Command, stdin: &[u8]) -> Run {
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start keyturn");
         let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(stdin.unwrap_or_default().as_bytes()).expect("write stdin");
+        // keyturn stops reading input that exceeds its limit, so the rest may find the pipe closed.
+        if let Err(error) = pipe.write_all(stdin) {
+            assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {error}");
+        }
         drop(pipe);
         let Output { status, stdout, stderr } = child.wait_with_output().expect("wait for keyturn");
+        self.record(status, stdout, stderr)
+    }
 
+    /// Runs a command whose stdout is /dev/full, where every write fails with ENOSPC.
+    fn run_with_full_stdout(&self, command: &mut Command) -> Run {
+        let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("open /dev/full");
+        command.stdin(Stdio::null()).stdout(full).stderr(Stdio::piped());
+        let Output { status, stdout, stderr } = command.output().expect("run keyturn");
+        self.record(status, stdout, stderr)
+    }
+
+    fn record(&self, status: std::process::ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>) -> Run {
         let run = Run {
             code: status.code().expect("keyturn exited by a signal"),
             stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
@@ -256,6 +274,62 @@ fn init_with_pepper_variable_writes_no_file() {
     assert!(!run.stdout.contains(pepper), "{run:?}");
     assert!(!run.stderr.contains(pepper), "{run:?}");
     assert!(printed_token(&run).is_some(), "init printed no bootstrap admin token: {run:?}");
+}
+
+#[test]
+fn init_with_bad_pepper_path_creates_nothing() {
+    let deployment = Deployment::uninitialised();
+    let missing_dir = deployment.dir.path().join("missing");
+    let mut command = deployment.command(&["init"]);
+    command.env("KEYTURN_PEPPER_FILE", missing_dir.join("keyturn.pepper"));
+    let failed = deployment.run_command(command, None);
+    assert_one_line_error(&failed, &missing_dir.display().to_string());
+    assert!(!deployment.database.exists(), "init created the database before the pepper failed");
+    assert_eq!(printed_token(&failed), None, "{failed:?}");
+
+    // A pepper file in a good directory is removed again when the database cannot be created.
+    let explicit_pepper = deployment.dir.path().join("explicit.pepper");
+    let mut command = deployment.command(&["init"]);
+    command.env("KEYTURN_PEPPER_FILE", &explicit_pepper).env("KEYTURN_DATABASE_URL", missing_dir.join("keyturn.db"));
+    assert_one_line_error(&deployment.run_command(command, None), "does not exist");
+    assert!(!explicit_pepper.exists(), "init left a pepper file behind for a database it did not create");
+    let entries: Vec<_> = fs::read_dir(deployment.dir.path()).unwrap().collect();
+    assert!(entries.is_empty(), "failed init runs left files behind: {entries:?}");
+
+    let retried = deployment.run(&["init"]);
+    assert_eq!(retried.code, 0, "{retried:?}");
+    let token = printed_token(&retried).expect("the retried init printed no bootstrap admin token");
+    deployment.tokens.borrow_mut().push(token);
+    let again = deployment.run(&["init"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(printed_token(&again), None, "a second successful init printed a token: {again:?}");
+    assert_eq!(deployment.json(&["keys", "list"]).as_array().unwrap().len(), 1);
+    deployment.assert_no_token_in_stderr();
+}
+
+#[test]
+fn init_retry_creates_missing_admin_key() {
+    let deployment = Deployment::uninitialised();
+    // Writing the first line fails, after the database was created but before any key was.
+    let failed = deployment.run_with_full_stdout(&mut deployment.command(&["init"]));
+    assert_eq!(failed.code, 2, "{failed:?}");
+    assert!(failed.stderr.contains("failed to write to stdout"), "{failed:?}");
+    assert!(deployment.database.exists());
+    assert_eq!(deployment.json(&["keys", "list"]), serde_json::json!([]));
+
+    let retried = deployment.run(&["init"]);
+    assert_eq!(retried.code, 0, "{retried:?}");
+    assert!(retried.stdout.contains("already exists; left unchanged"), "{retried:?}");
+    let token = printed_token(&retried).expect("init printed no bootstrap admin token for an empty database");
+    deployment.tokens.borrow_mut().push(token.clone());
+    let (code, decision) = deployment.verify(&token, &["keyturn:admin"]);
+    assert_eq!(code, 0, "{decision}");
+
+    let again = deployment.run(&["init"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(printed_token(&again), None, "a second successful init printed a token: {again:?}");
+    assert_eq!(deployment.json(&["keys", "list"]).as_array().unwrap().len(), 1);
+    deployment.assert_no_token_in_stderr();
 }
 
 #[test]
