@@ -148,13 +148,13 @@ pub async fn audit_list(global: &GlobalArgs, args: &AuditListArgs) -> Result<(),
 }
 
 /// Prints the output that carries a new token, then the warning that it is shown only once.
-/// When writing to stdout fails, the key exists but its token is lost, so the error message
-/// asks the operator to revoke the key.
+/// When writing to stdout fails for any reason, a closed pipe included, the key exists but its
+/// token is lost, so the error message names the key to revoke.
 pub fn show_token(text: &str, key_id: &KeyId, json: bool) -> Result<(), CliError> {
-    emit(text).map_err(|error| {
+    output::write_stdout(text).map_err(|error| {
         CliError::new(format!(
-            "{error}; key {key_id} was created but its token was not shown, so revoke it with \
-             `keyturn keys revoke {key_id}` and create another"
+            "failed to write to stdout: {error}; key {key_id} was created but its token was not shown, so revoke \
+             it with `keyturn keys revoke {key_id}` and create another"
         ))
     })?;
     if !json {

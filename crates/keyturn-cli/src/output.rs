@@ -12,14 +12,21 @@ use serde_json::{json, Map, Value};
 use crate::error::CliError;
 
 /// Writes `text` to stdout. A closed pipe, as in `keyturn keys list | head -1`, is not an error.
+/// Output that carries a token goes through [`write_stdout`] instead, because there every failed
+/// write loses the token.
 pub fn emit(text: &str) -> Result<(), CliError> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match write_stdout(text) {
         Err(error) if error.kind() != ErrorKind::BrokenPipe => {
             Err(CliError::new(format!("failed to write to stdout: {error}")))
         }
         _ => Ok(()),
     }
+}
+
+/// Writes `text` to stdout and flushes it, returning every error, a closed pipe included.
+pub fn write_stdout(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
 }
 
 /// Renders `value` as indented JSON followed by a line break.

@@ -93,6 +93,17 @@ impl Deployment {
         self.record(status, stdout, stderr)
     }
 
+    /// Runs a command whose stdout is closed before it writes, as when the reading end of a
+    /// pipe exits early.
+    fn run_with_closed_stdout(&self, args: &[&str]) -> Run {
+        let mut command = self.command(args);
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start keyturn");
+        drop(child.stdout.take().expect("stdout pipe"));
+        let Output { status, stdout, stderr } = child.wait_with_output().expect("wait for keyturn");
+        self.record(status, stdout, stderr)
+    }
+
     /// Runs a command whose stdout is /dev/full, where every write fails with ENOSPC.
     fn run_with_full_stdout(&self, command: &mut Command) -> Run {
         let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("open /dev/full");
@@ -649,5 +660,30 @@ fn debug_logs_contain_no_token() {
     }
     debug(&["keys", "show", key_id], None);
     debug(&["audit", "list"], None);
+    deployment.assert_no_token_in_stderr();
+}
+
+#[test]
+fn lost_token_output_fails_with_key_id() {
+    let deployment = Deployment::new();
+
+    let created = deployment.run_with_closed_stdout(&["keys", "create", "--name", "bp", "--json"]);
+    assert_one_line_error(&created, "Broken pipe");
+    let listed = deployment.json(&["keys", "list"]);
+    let created_id = listed.as_array().unwrap().iter().find(|key| key["name"] == "bp").unwrap()["key_id"].clone();
+    let created_id = created_id.as_str().unwrap();
+    assert!(created.stderr.contains(&format!("keyturn keys revoke {created_id}")), "{created:?}");
+    assert_eq!(deployment.json(&["keys", "show", created_id])["state"], "active");
+
+    let (key_id, _) = deployment.create(&[]);
+    let rotated = deployment.run_with_full_stdout(&mut deployment.command(&["keys", "rotate", &key_id]));
+    assert_one_line_error(&rotated, "revoke");
+    let successor_id = deployment.json(&["keys", "show", &key_id])["successor_id"].as_str().unwrap().to_owned();
+    assert!(rotated.stderr.contains(&format!("keyturn keys revoke {successor_id}")), "{rotated:?}");
+
+    // Output without a token may stop quietly when the reader goes away, as in `| head -1`.
+    let list = deployment.run_with_closed_stdout(&["keys", "list"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert_eq!(list.stderr, "", "{list:?}");
     deployment.assert_no_token_in_stderr();
 }
