@@ -498,6 +498,34 @@ fn verify_exit_codes_and_outcomes() {
 }
 
 #[test]
+fn verify_reads_all_of_stdin() {
+    let deployment = Deployment::new();
+    let (_, token) = deployment.create(&[]);
+    let spaces = " ".repeat(5000);
+
+    let two_words = deployment.run_with_stdin(&["keys", "verify", "--json"], &format!("{token}{spaces}garbage\n"));
+    assert_eq!(two_words.code, 1, "text after the token was ignored: {two_words:?}");
+    let decision: Value = serde_json::from_str(&two_words.stdout).unwrap();
+    assert_eq!(decision["outcome"], "invalid");
+
+    let padded = deployment.run_with_stdin(&["keys", "verify"], &format!("{spaces}{token}\n"));
+    assert_eq!(padded.code, 0, "{padded:?}");
+
+    let mut not_utf8 = token.clone().into_bytes();
+    not_utf8.push(0xff);
+    let rejected = deployment.run_command_with_bytes(deployment.command(&["keys", "verify", "--json"]), &not_utf8);
+    assert_eq!(rejected.code, 1, "{rejected:?}");
+    let decision: Value = serde_json::from_str(&rejected.stdout).unwrap();
+    assert_eq!(decision["outcome"], "invalid");
+
+    let too_long = deployment.run_with_stdin(&["keys", "verify"], &format!("{token}{}", " ".repeat(70_000)));
+    assert_one_line_error(&too_long, "65536 bytes");
+    let blank = deployment.run_with_stdin(&["keys", "verify"], &spaces);
+    assert_one_line_error(&blank, "no token");
+    deployment.assert_no_token_in_stderr();
+}
+
+#[test]
 fn verify_reports_expiring_key_with_headers() {
     let deployment = Deployment::new();
     let (_, token) = deployment.create(&["--expires-in", "1d"]);
