@@ -65,15 +65,16 @@ pub fn issued_summary(record: &KeyRecord, state: &KeyState) -> String {
     format!(
         "key {} ({}), owner {}, scopes {}, state {}, expires {}\n",
         record.key_id,
-        record.name,
-        record.owner.as_deref().unwrap_or("-"),
+        escape_text(&record.name),
+        text(record.owner.as_deref()),
         scopes_text(record),
         state.outcome,
         instant_text(record.expires_at),
     )
 }
 
-/// Renders one key as labelled lines, for `keys show`.
+/// Renders one key as labelled lines, for `keys show`. Free text is escaped, so each label
+/// starts a line of its own whatever the name, owner, reason or metadata contain.
 pub fn key_details(record: &KeyRecord, state: &KeyState) -> String {
     let state_text = match state.deadline {
         Some(deadline) => format!("{} until {deadline}", state.outcome),
@@ -81,7 +82,7 @@ pub fn key_details(record: &KeyRecord, state: &KeyState) -> String {
     };
     let rows = [
         ("key id", record.key_id.to_string()),
-        ("name", record.name.clone()),
+        ("name", escape_text(&record.name)),
         ("owner", text(record.owner.as_deref())),
         ("scopes", scopes_text(record)),
         ("state", state_text),
@@ -98,7 +99,7 @@ pub fn key_details(record: &KeyRecord, state: &KeyState) -> String {
         ("predecessor", text(record.predecessor_id.as_ref().map(KeyId::as_str))),
         ("first used at", instant_text(record.first_used_at)),
         ("last used at", instant_text(record.last_used_at)),
-        ("metadata", Value::Object(record.metadata.clone()).to_string()),
+        ("metadata", escape_json_text(&Value::Object(record.metadata.clone()).to_string())),
     ];
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     rows.iter().map(|(label, value)| format!("{label:<width$}  {value}\n")).collect()
@@ -116,7 +117,7 @@ pub fn key_table(views: &[KeyView]) -> String {
             let record = &view.record;
             vec![
                 record.key_id.to_string(),
-                record.name.clone(),
+                escape_text(&record.name),
                 text(record.owner.as_deref()),
                 view.state.outcome.to_string(),
                 instant_text(record.expires_at),
@@ -146,9 +147,8 @@ pub fn audit_table(events: &[AuditEvent]) -> String {
                 event.at.to_string(),
                 event.event.to_string(),
                 text(event.key_id.as_ref().map(KeyId::as_str)),
-                event.actor.to_stored(),
-                // A reason may contain line breaks; escaping them keeps one event per line.
-                event.reason.as_deref().map_or_else(|| "-".to_owned(), |reason| reason.escape_debug().to_string()),
+                escape_text(&event.actor.to_stored()),
+                text(event.reason.as_deref()),
             ]
         })
         .collect();
@@ -229,8 +229,51 @@ fn instant_text(instant: Option<Instant>) -> String {
     instant.map_or_else(|| "-".to_owned(), |instant| instant.to_rfc3339())
 }
 
+/// Renders optional free text for people: escaped, or `-` when absent.
 fn text(value: Option<&str>) -> String {
-    value.unwrap_or("-").to_owned()
+    value.map_or_else(|| "-".to_owned(), escape_text)
+}
+
+/// Escapes the characters of free text that could forge or hide output in a terminal. These are
+/// the backslash, control characters such as line breaks and the escape that starts terminal
+/// sequences, the Unicode line and paragraph separators, and the bidirectional formatting
+/// characters that reorder text. They become Rust escapes such as `\\`, `\n` and `\u{1b}`.
+/// Everything else, quotes included, is kept, so ordinary names print unchanged.
+fn escape_text(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c == '\\' || needs_escape(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// Escapes, in JSON text, the characters of [`escape_text`] that a JSON serializer leaves as
+/// they are (serde_json escapes only U+0000 to U+001F, quotes and backslashes). They become
+/// `\uXXXX` escapes, so the text stays valid JSON.
+fn escape_json_text(json: &str) -> String {
+    let mut escaped = String::with_capacity(json.len());
+    for c in json.chars() {
+        if needs_escape(c) {
+            // Every character that needs_escape matches is in the Basic Multilingual Plane.
+            escaped.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// Returns whether `c` is a control character (Unicode category Cc: C0, DEL and C1), a line or
+/// paragraph separator, or a bidirectional formatting character.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 fn scopes_text(record: &KeyRecord) -> String {
@@ -238,5 +281,33 @@ fn scopes_text(record: &KeyRecord) -> String {
         "-".to_owned()
     } else {
         record.scopes.to_space_separated()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_text_keeps_plain_text() {
+        assert_eq!(escape_text("billing \"eu\" team's ключ"), "billing \"eu\" team's ключ");
+    }
+
+    #[test]
+    fn escape_text_escapes_line_breaks_and_controls() {
+        assert_eq!(escape_text("a\nb\r\tc\\"), "a\\nb\\r\\tc\\\\");
+        assert_eq!(escape_text("\u{1b}[2K\u{7f}\u{9b}"), "\\u{1b}[2K\\u{7f}\\u{9b}");
+        assert_eq!(escape_text("x\u{2028}y\u{202e}z\u{2066}"), "x\\u{2028}y\\u{202e}z\\u{2066}");
+    }
+
+    #[test]
+    fn escape_json_text_stays_valid_json() {
+        let metadata = json!({"note": "a\nb\u{202e}c\u{85}", "path": "C:\\x"});
+        let escaped = escape_json_text(&metadata.to_string());
+        assert!(!escaped.contains('\u{202e}'), "{escaped}");
+        assert!(!escaped.contains('\u{85}'), "{escaped}");
+        assert!(escaped.contains(r"a\nb\u202ec\u0085"), "{escaped}");
+        let parsed: Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(parsed, metadata);
     }
 }

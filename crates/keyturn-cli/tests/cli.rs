@@ -715,3 +715,58 @@ fn lost_token_output_fails_with_key_id() {
     assert_eq!(list.stderr, "", "{list:?}");
     deployment.assert_no_token_in_stderr();
 }
+
+#[test]
+fn text_output_escapes_free_text() {
+    let deployment = Deployment::new();
+    let name = "billing\u{202e}txt.exe\\n";
+    let created = deployment.json(&["keys", "create", "--name", name, "--owner", "team\u{2028}a"]);
+    let key_id = created["key_id"].as_str().unwrap().to_owned();
+    let created_at = deployment.json(&["keys", "show", &key_id])["created_at"].as_str().unwrap().to_owned();
+
+    // The service rejects control characters in a new reason, but a database written by other
+    // software may contain them, so the revocation goes to the store directly.
+    let reason = "leaked\nstate              active\u{1b}[2K";
+    revoke_in_store(&deployment.database, &key_id, &created_at, reason, "ops\nforged");
+
+    let shown = deployment.run(&["keys", "show", &key_id]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    let state_lines: Vec<&str> = shown.stdout.lines().filter(|line| line.starts_with("state")).collect();
+    assert_eq!(state_lines.len(), 1, "{shown:?}");
+    assert!(state_lines[0].contains("revoked"), "{shown:?}");
+    assert!(shown.stdout.contains("leaked\\nstate              active\\u{1b}[2K\n"), "{shown:?}");
+    assert!(shown.stdout.contains("billing\\u{202e}txt.exe\\\\n\n"), "{shown:?}");
+    assert!(shown.stdout.contains("team\\u{2028}a\n"), "{shown:?}");
+    assert!(!shown.stdout.contains('\u{1b}'), "{shown:?}");
+
+    let table = deployment.run(&["keys", "list"]);
+    assert!(!table.stdout.contains('\u{202e}'), "{table:?}");
+    assert!(!table.stdout.contains('\u{2028}'), "{table:?}");
+    let audit = deployment.run(&["audit", "list", "--key", &key_id]);
+    assert_eq!(audit.stdout.lines().count(), 3, "one header and two events: {audit:?}");
+    assert!(audit.stdout.contains("cli:ops\\nforged  leaked\\nstate"), "{audit:?}");
+    assert_eq!(deployment.json(&["keys", "show", &key_id])["revocation_reason"], reason);
+}
+
+/// Revokes a key through the store, which stores `reason` and `user` without the service's checks.
+fn revoke_in_store(database: &Path, key_id: &str, at: &str, reason: &str, user: &str) {
+    use keyturn_core::{Actor, AuditEventType, Instant, KeyId, NewAuditEvent};
+    use keyturn_store::{DatabaseUrl, Revocation, SqliteOptions, SqliteStore, Store};
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let url = DatabaseUrl::parse(database.to_str().unwrap()).unwrap();
+        let store = SqliteStore::open(&url, &SqliteOptions::default()).await.unwrap();
+        let key_id = KeyId::parse(key_id).unwrap();
+        let revoked_at = Instant::parse_rfc3339(at).unwrap();
+        let event = NewAuditEvent::new(
+            AuditEventType::AuthnTokenRevoked,
+            revoked_at,
+            Some(key_id.clone()),
+            Actor::Cli(user.to_owned()),
+        )
+        .with_reason(Some(reason.to_owned()));
+        let revocation = Revocation { key_id, revoked_at, reason: Some(reason.to_owned()), event };
+        store.revoke_key(&revocation).await.unwrap();
+    });
+}
