@@ -69,16 +69,26 @@ async fn graceful_shutdown_flushes_usage() {
     let config = Config { flush_interval: Duration::from_secs(3600), ..Config::default() };
     let server = Server::with_config(config, Limits::default()).await;
     let key = server.key("client", &["orders:read"]).await;
-    for _ in 0..3 {
-        let auth = server.client.get(server.gateway_url("/v1/auth")).bearer_auth(key.token.expose());
-        assert_eq!(auth.send().await.unwrap().status(), StatusCode::NO_CONTENT);
-    }
+    let verify = || server.client.get(server.gateway_url("/v1/auth")).bearer_auth(key.token.expose()).send();
+    // The first use of a key wakes the writer at once; wait until that flush has landed.
+    assert_eq!(verify().await.unwrap().status(), StatusCode::NO_CONTENT);
     let store = server.store.clone();
-    // The writer's first flush runs at start, before any verification; the next is an hour away.
-    assert!(store.inner_usage(&key.record.key_id).await.is_empty());
+    let written = vec![(Outcome::Active, 1)];
+    for _ in 0..100 {
+        if store.inner_usage(&key.record.key_id).await == written {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.inner_usage(&key.record.key_id).await, written, "the first use was not written within 2 s");
+    for _ in 0..3 {
+        assert_eq!(verify().await.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+    // The writer's next flush is an hour away, so the last three uses are still queued.
+    assert_eq!(store.inner_usage(&key.record.key_id).await, written);
 
     server.stop().await;
-    assert_eq!(store.inner_usage(&key.record.key_id).await, vec![(Outcome::Active, 3)]);
+    assert_eq!(store.inner_usage(&key.record.key_id).await, vec![(Outcome::Active, 4)]);
 }
 
 #[tokio::test]
