@@ -45,6 +45,7 @@ import atexit
 import functools
 import json
 import os
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ __all__ = [
     "CONFIG_KEYS",
     "ConfigKey",
     "KeyTurn",
+    "KeysCommandError",
     "current_key",
     "key_rejected",
     "key_verified",
@@ -490,6 +492,17 @@ def _optional_path(value: str | os.PathLike[str] | None) -> str | None:
 
 keys_cli = AppGroup("keys", help="Create, list, show, rotate and revoke API keys.")
 
+# The states that ``flask keys list --state`` accepts.
+_KEY_STATES = ("active", "expiring", "grace", "superseded", "expired", "rotated", "revoked")
+
+
+class KeysCommandError(click.ClickException):
+    """A failed ``flask keys`` command. It exits with code 2, as ``keyturn keys`` does for a
+    usage, configuration or store error."""
+
+    exit_code = 2
+
+
 _TOKEN_WARNING = (
     "warning: this is the only time the token is shown; store it now, because keyturn keeps "
     "only a hash"
@@ -501,14 +514,14 @@ def _keyring_for_command() -> Iterator[Keyring]:
     """Yield the app's keyring and turn keyturn errors into one-line ``Error:`` messages."""
     state = current_app.extensions.get(EXTENSION_NAME)
     if not isinstance(state, _AppState):
-        raise click.ClickException(
+        raise KeysCommandError(
             f"keyturn is not initialised on app {current_app.name!r}; call KeyTurn(app) or "
             "keyturn.init_app(app) when creating the app"
         )
     try:
         yield state.keyring
     except KeyturnError as error:
-        raise click.ClickException(str(error)) from None
+        raise KeysCommandError(str(error)) from None
 
 
 @keys_cli.command("create")
@@ -565,7 +578,7 @@ def create_command(
         if value
     ]
     if len(expiry_options) > 1:
-        raise click.ClickException(
+        raise KeysCommandError(
             f"{' and '.join(expiry_options)} were given together; use only one of --expires-in, "
             "--expires-at and --no-expiry"
         )
@@ -591,11 +604,7 @@ def create_command(
 
 @keys_cli.command("list")
 @click.option("--owner", help="Only keys of this owner.")
-@click.option(
-    "--state",
-    help="Only keys in this state now: active, expiring, grace, superseded, expired, rotated or "
-    "revoked.",
-)
+@click.option("--state", type=click.Choice(_KEY_STATES), help="Only keys in this state now.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def list_command(owner: str | None, state: str | None, as_json: bool) -> None:
     """List keys with their state now."""
@@ -695,20 +704,52 @@ def _issued_dict(issued: IssuedKey) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str:
-    """Render a value of ``KeyInfo.to_dict()`` for people: ``-`` when absent."""
+    """Render a value of ``KeyInfo.to_dict()`` for people: escaped, or ``-`` when absent."""
     if value is None or value == [] or value == "":
         return "-"
     if isinstance(value, list):
-        return " ".join(str(item) for item in value)
+        return _escape_text(" ".join(str(item) for item in value))
     if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+        return _escape_json_text(json.dumps(value, ensure_ascii=False))
+    return _escape_text(str(value))
+
+
+# Characters escaped in text output besides the control characters (category Cc): the line and
+# paragraph separators and the bidirectional formatting characters, which can break or reorder
+# a line in a terminal. The `keyturn` CLI escapes the same set.
+_LAYOUT_CHARACTERS = frozenset(
+    "\u2028\u2029\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _needs_escape(character: str) -> bool:
+    return unicodedata.category(character) == "Cc" or character in _LAYOUT_CHARACTERS
+
+
+def _escape_text(value: str) -> str:
+    r"""Escape free text so it prints on one line and cannot forge output, as ``keyturn`` does:
+    ``\\``, ``\n``, ``\r``, ``\t``, and ``\u{1b}`` for the other escaped characters."""
+    return "".join(
+        _SHORT_ESCAPES.get(character, f"\\u{{{ord(character):x}}}")
+        if character == "\\" or _needs_escape(character)
+        else character
+        for character in value
+    )
+
+
+def _escape_json_text(text: str) -> str:
+    """Escape, in JSON text, the characters that ``json.dumps`` leaves raw (DEL, C1 controls,
+    separators and bidirectional formatting) as ``\\uXXXX``, so the text stays valid JSON."""
+    return "".join(
+        f"\\u{ord(character):04x}" if _needs_escape(character) else character for character in text
+    )
 
 
 def _issued_summary(key: KeyInfo) -> str:
     fields = key.to_dict()
     return (
-        f"key {fields['key_id']} ({fields['name']}), owner {_text(fields.get('owner'))}, "
+        f"key {fields['key_id']} ({_text(fields['name'])}), owner {_text(fields.get('owner'))}, "
         f"scopes {_text(fields.get('scopes'))}, state {fields['state']}, "
         f"expires {_text(fields.get('expires_at'))}"
     )
@@ -748,7 +789,7 @@ def _key_details(key: KeyInfo) -> str:
         if field == "state" and fields.get("state_deadline"):
             text = f"{text} until {fields['state_deadline']}"
         if field == "metadata":
-            text = json.dumps(fields[field] or {}, ensure_ascii=False)
+            text = _escape_json_text(json.dumps(fields[field] or {}, ensure_ascii=False))
         rows.append((label, text))
     width = max(len(label) for label, _ in rows)
     return "".join(f"{label:<{width}}  {text}\n" for label, text in rows)
@@ -764,7 +805,7 @@ def _key_table(keys: list[KeyInfo]) -> str:
         rows.append(
             (
                 fields["key_id"],
-                fields["name"],
+                _text(fields["name"]),
                 _text(fields.get("owner")),
                 fields["state"],
                 _text(fields.get("expires_at")),

@@ -388,7 +388,7 @@ def invoke_json(cli: FlaskCliRunner, *args: str) -> Any:
 
 
 def assert_error_line(result: Any, *fragments: str) -> None:
-    assert result.exit_code == 1
+    assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert lines[0].startswith("Error: ")
@@ -506,7 +506,36 @@ def test_keys_errors_are_one_line(cli: FlaskCliRunner) -> None:
         "--no-expiry",
     )
     assert_error_line(cli.invoke(args=["keys", "create", "--name", "x", "--scope", "a b"]), "a b")
-    assert_error_line(cli.invoke(args=["keys", "list", "--state", "sleeping"]), "sleeping")
+
+
+def test_keys_list_rejects_unknown_state(cli: FlaskCliRunner) -> None:
+    result = cli.invoke(args=["keys", "list", "--state", "sleeping"])
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--state'" in result.output
+    assert "'sleeping'" in result.output
+    assert "superseded" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_keys_show_escapes_free_text(cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv) -> None:
+    issued = keyturn_env.keyring.create(
+        "billing\u202etxt.exe\\n",
+        owner="team\u2028a",
+        metadata={"note": "line\nbreak\u0085"},
+    )
+
+    details = cli.invoke(args=["keys", "show", issued.key.key_id])
+    table = cli.invoke(args=["keys", "list"])
+
+    assert details.exit_code == 0, details.output
+    assert "billing\\u{202e}txt.exe\\\\n\n" in details.stdout
+    assert "team\\u{2028}a\n" in details.stdout
+    assert '{"note": "line\\nbreak\\u0085"}\n' in details.stdout
+    for output in (details.stdout, table.stdout):
+        assert "\u202e" not in output
+        assert "\u2028" not in output
+        assert "\u0085" not in output
 
 
 def test_keys_without_extension_names_fix() -> None:
