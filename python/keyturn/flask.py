@@ -16,6 +16,11 @@ so the ``keyturn`` CLI and the Flask app can share one configuration.
 Which requests are authenticated
 --------------------------------
 
+Every request, whatever its route, is first checked for a token in its query string. A URL is
+kept in proxy and access logs, so a well-formed token in any query parameter is rejected with
+400 ``invalid_request`` and audited as ``authn_token_exposed``, on public views and unknown paths
+too.
+
 With ``KEYTURN_PROTECT_ALL`` on (the default), a ``before_request`` hook authenticates every
 request routed to a view, so a view that lacks a decorator is protected, not open. These
 requests are not authenticated:
@@ -148,8 +153,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "KEYTURN_QUERY_PARAMETERS",
         None,
         (*_SEQUENCE, type(None)),
-        "Query parameter names checked for a misplaced token, which is rejected with 400. None "
-        "checks api_key, apikey, key, token and access_token.",
+        "Query parameter names under which a value that starts with the token prefix is rejected "
+        "with 400 as a misplaced token, even when it is not a well-formed token. A well-formed "
+        "token is rejected under any name. None checks api_key, apikey, key, token and "
+        "access_token.",
     ),
     ConfigKey(
         "KEYTURN_PROTECT_ALL",
@@ -393,8 +400,17 @@ def _require_key(view: ViewFunction, scopes: tuple[str, ...]) -> ViewFunction:
 
 
 def _authenticate_before_request() -> Response | None:
-    """Authenticate the request unless its view is public; return the rejection, if any."""
+    """Reject a token in the query string on any request, then authenticate the request unless
+    its view is public; return the rejection, if any."""
     state = _app_state(current_app)
+    # A URL is kept in proxy and access logs, so a token in it is rejected and audited as exposed
+    # before routing decides anything, on public views and unknown paths too.
+    exposed = state.keyring.check_query(list(request.args.items(multi=True)), request.remote_addr)
+    if exposed is not None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        key_rejected.send(app, result=exposed, key=None)
+        return Response(exposed.body, status=exposed.status, headers=exposed.headers)
+
     if request.endpoint is None:
         # Routing failed (404, 405 or a redirect), so Flask responds without calling a view.
         return None

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import pytest
 from conftest import bearer, example, problem, run_cli
 from flask import Flask
-from flask.testing import FlaskCliRunner
+from flask.testing import FlaskClient, FlaskCliRunner
 
 from keyturn import ConfigurationError, InvalidInputError, IssuedKey, KeyInfo, ManualClock
 from keyturn.flask import CONFIG_KEYS, KeyTurn, current_key, key_rejected, key_verified, keys_cli
@@ -190,6 +191,60 @@ def test_automatic_options_answered_without_key(keyturn_env: KeyturnTestEnv) -> 
     assert automatic.status_code == 200
     assert "GET" in automatic.headers["Allow"]
     assert handled_by_view.status_code == 401
+
+
+def test_token_in_query_of_public_view_rejected(keyturn_env: KeyturnTestEnv) -> None:
+    app, keyturn = make_app(keyturn_env)
+    issued = keyturn_env.create_key()
+    client = app.test_client()
+
+    with received(key_rejected) as rejected:
+        response = client.get(f"/open?api_key={issued.token}")
+
+    assert response.status_code == 400
+    assert problem(response)["code"] == "invalid_request"
+    assert issued.token not in response.get_data(as_text=True)
+    assert [kwargs["result"].code for _, kwargs in rejected] == ["invalid_request"]
+    assert [event.key_id for event in exposure_events(app, keyturn)] == [issued.key.key_id]
+
+
+def exposure_events(app: Flask, keyturn: KeyTurn) -> list[Any]:
+    """Flush the app's keyring and return its ``authn_token_exposed`` audit events."""
+    # NOTE: flush() returns without waiting for a batch that the background writer already took,
+    # so the events are polled for up to about two seconds.
+    with app.app_context():
+        for _ in range(40):
+            keyturn.keyring.flush()
+            events = keyturn.keyring.audit(event="authn_token_exposed")
+            if events:
+                return events
+            time.sleep(0.05)
+    return []
+
+
+def test_token_in_query_of_unknown_path_rejected(keyturn_env: KeyturnTestEnv) -> None:
+    app, keyturn = make_app(keyturn_env)
+    issued = keyturn_env.create_key()
+    client = app.test_client()
+
+    unknown = client.get(f"/nope?access_token={issued.token}")
+    wrong_method = client.delete(f"/open?api_key={issued.token}")
+
+    assert unknown.status_code == 400
+    assert problem(unknown)["code"] == "invalid_request"
+    assert wrong_method.status_code == 400
+    assert client.get("/nope").status_code == 404
+    assert [event.key_id for event in exposure_events(app, keyturn)] == [issued.key.key_id]
+
+
+def test_non_token_query_values_allowed(client: FlaskClient, keyturn_env: KeyturnTestEnv) -> None:
+    reader = keyturn_env.create_key(scopes=["orders:read"])
+
+    response = client.get("/orders?token=abc&key=name&page=2", headers=bearer(reader.token))
+    public = client.get("/health?token=abc")
+
+    assert response.status_code == 200
+    assert public.status_code == 200
 
 
 def test_lifecycle_headers_added_to_view_response(keyturn_env: KeyturnTestEnv) -> None:
