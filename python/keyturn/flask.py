@@ -36,6 +36,10 @@ With ``KEYTURN_PROTECT_ALL`` off, only views decorated with ``@keyturn.required`
 authenticated. The decorator also authenticates when its view is called without the hook
 having run, so a decorated view never runs unauthenticated.
 
+The route decorator must be the outermost one, above ``@keyturn.required``. In the other order
+the route registers the undecorated view, and its scope check would be lost, so the first
+request to the app raises RuntimeError naming the view.
+
 NOTE: WSGI servers join repeated headers into one value with commas, so a request with two
 ``Authorization`` headers is rejected as an invalid key (401), not as conflicting keys (400).
 A key in ``Authorization`` and a different one in the API key header is a 400.
@@ -47,6 +51,7 @@ Flask runs the hooks in registration order.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import os
@@ -92,6 +97,11 @@ EXTENSION_NAME = "keyturn"
 # survive other decorators applied on top.
 _REQUIRED_SCOPES_ATTR = "_keyturn_required_scopes"
 _PUBLIC_ATTR = "_keyturn_public"
+# The wrappers that ``@keyturn.required`` made of a function, set on the function and on every
+# function it wraps, so the first request can find a view that was registered without them.
+_REQUIRED_WRAPPERS_ATTR = "_keyturn_required_wrappers"
+# Bound on the ``__wrapped__`` chains followed, against a chain that loops.
+_MAX_WRAPPER_DEPTH = 100
 # The name under which a request's authentication is kept in ``flask.g``.
 _G_AUTHENTICATION = "_keyturn_authentication"
 
@@ -223,7 +233,7 @@ key_rejected = _signals.signal(
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _AppState:
     """The extension's state for one app, kept in ``app.extensions["keyturn"]``."""
 
@@ -231,6 +241,9 @@ class _AppState:
     api_key_header: str
     protect_all: bool
     public_endpoints: frozenset[str]
+    #: Set once a request found every ``@keyturn.required`` view registered with its check.
+    #: Flask rejects new routes after the first request, so one successful check is enough.
+    decorator_order_checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,8 +333,11 @@ class KeyTurn:
         """Require a valid API key for a view, and with ``scopes`` every listed scope.
 
         Use as ``@keyturn.required`` or ``@keyturn.required(scopes=["orders:read"])`` below
-        ``@app.route``. Scopes are checked when a request arrives, so an invalid scope name
-        raises InvalidInputError on the view's first request.
+        ``@app.route``, ``@app.get`` or ``@blueprint.route``, never above them, because the route
+        decorator registers the function it receives. Above it, this decorator would wrap a view
+        that is already registered without the check. The first request to the app raises
+        RuntimeError when it finds a view registered that way. Scopes are checked when a request
+        arrives, so an invalid scope name raises InvalidInputError on the view's first request.
         """
         if isinstance(scopes, str):
             raise TypeError(
@@ -396,7 +412,46 @@ def _require_key(view: ViewFunction, scopes: tuple[str, ...]) -> ViewFunction:
         return view(*args, **kwargs)
 
     setattr(authenticated_view, _REQUIRED_SCOPES_ATTR, scopes)
+    for wrapped in _wrapper_chain(view):
+        wrappers = (*getattr(wrapped, _REQUIRED_WRAPPERS_ATTR, ()), authenticated_view)
+        # NOTE: a callable that takes no attributes, such as a bound method, is left out of the
+        # decorator order check.
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(wrapped, _REQUIRED_WRAPPERS_ATTR, wrappers)
     return authenticated_view  # type: ignore[return-value]
+
+
+def _wrapper_chain(function: Any) -> list[Any]:
+    """Return ``function`` and the functions it wraps, following ``__wrapped__``."""
+    chain = [function]
+    while len(chain) < _MAX_WRAPPER_DEPTH:
+        wrapped = getattr(chain[-1], "__wrapped__", None)
+        if wrapped is None or any(wrapped is seen for seen in chain):
+            break
+        chain.append(wrapped)
+    return chain
+
+
+def _check_decorator_order(app: Flask) -> None:
+    """Raise RuntimeError for a view registered without the ``@keyturn.required`` wrapper of it.
+
+    That happens when ``@keyturn.required`` sits above the route decorator: the route registers
+    the plain function, and the wrapper with the key and scope check is never called.
+    """
+    registered = {
+        id(function) for view in app.view_functions.values() for function in _wrapper_chain(view)
+    }
+    for endpoint, view in app.view_functions.items():
+        for wrapper in getattr(view, _REQUIRED_WRAPPERS_ATTR, ()):
+            wraps_view = any(function is view for function in _wrapper_chain(wrapper))
+            if wraps_view and id(wrapper) not in registered:
+                name = getattr(view, "__qualname__", repr(view))
+                raise RuntimeError(
+                    f"view {name!r} of endpoint {endpoint!r} is registered without its "
+                    "@keyturn.required check, because @keyturn.required is above the route "
+                    "decorator; put the route decorator (@app.route, @app.get, @blueprint.route) "
+                    "above @keyturn.required"
+                )
 
 
 def _authenticate_before_request() -> Response | None:
@@ -410,6 +465,10 @@ def _authenticate_before_request() -> Response | None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         key_rejected.send(app, result=exposed, key=None)
         return Response(exposed.body, status=exposed.status, headers=exposed.headers)
+
+    if not state.decorator_order_checked:
+        _check_decorator_order(current_app)
+        state.decorator_order_checked = True
 
     if request.endpoint is None:
         # Routing failed (404, 405 or a redirect), so Flask responds without calling a view.

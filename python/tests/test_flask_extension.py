@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pytest
 from conftest import bearer, example, problem, run_cli
-from flask import Flask
+from flask import Blueprint, Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from keyturn import ConfigurationError, InvalidInputError, IssuedKey, KeyInfo, ManualClock
@@ -245,6 +245,69 @@ def test_non_token_query_values_allowed(client: FlaskClient, keyturn_env: Keytur
 
     assert response.status_code == 200
     assert public.status_code == 200
+
+
+def _app_with_misordered_decorator(env: KeyturnTestEnv) -> Flask:
+    """Create an app whose scoped view has @keyturn.required above the route decorator, inside a
+    factory, so nothing outside the app refers to the wrapper that required made."""
+    app = Flask(__name__)
+    app.config.update({**env.config, "TESTING": True})
+    keyturn = KeyTurn(app)
+
+    @keyturn.required(scopes=["orders:write"])
+    @app.get("/orders")
+    def orders() -> Any:
+        return {"secret": "data"}
+
+    @app.get("/open")
+    @keyturn.public
+    def open_view() -> Any:
+        return {}
+
+    return app
+
+
+def test_required_above_route_raises(keyturn_env: KeyturnTestEnv) -> None:
+    app = _app_with_misordered_decorator(keyturn_env)
+    reader = keyturn_env.create_key(scopes=["orders:read"])
+    client = app.test_client()
+
+    for path in ("/orders", "/open"):
+        with pytest.raises(RuntimeError, match=r"'orders'.*put the route decorator"):
+            client.get(path, headers=bearer(reader.token))
+
+
+def test_required_above_blueprint_route_raises(keyturn_env: KeyturnTestEnv) -> None:
+    app = Flask(__name__)
+    app.config.update({**keyturn_env.config, "TESTING": True})
+    keyturn = KeyTurn(app)
+    blueprint = Blueprint("shop", __name__)
+
+    @keyturn.required(scopes=["orders:write"])
+    @blueprint.get("/orders")
+    def orders() -> Any:
+        return {}
+
+    app.register_blueprint(blueprint)
+
+    with pytest.raises(RuntimeError, match=r"'shop\.orders'"):
+        app.test_client().get("/orders")
+
+
+def test_required_view_registered_twice_accepted(keyturn_env: KeyturnTestEnv) -> None:
+    app = Flask(__name__)
+    app.config.update({**keyturn_env.config, "TESTING": True})
+    keyturn = KeyTurn(app)
+
+    def orders() -> Any:
+        return {"ok": True}
+
+    app.add_url_rule("/orders", "orders", keyturn.required(orders, scopes=["orders:read"]))
+    app.add_url_rule("/public-orders", "public_orders", orders)
+    app.config["KEYTURN_PUBLIC_ENDPOINTS"] = ["public_orders"]
+    client = app.test_client()
+
+    assert client.get("/orders").status_code == 401
 
 
 def test_lifecycle_headers_added_to_view_response(keyturn_env: KeyturnTestEnv) -> None:
