@@ -11,7 +11,9 @@ keyturn_bin=${KEYTURN_BIN:-$root/target/debug/keyturn}
 venv_bin=${VENV_BIN:-$root/.venv/bin}
 
 mkdir -p "$state_dir"
-# sqlite:// followed by an absolute path is the absolute form sqlite:///abs/path.
+# A relative KEYTURN_RUN_DIR such as `run` would make sqlite://run/keyturn.db, which is rejected,
+# so the directory is resolved first. sqlite:// followed by an absolute path is sqlite:///abs/path.
+state_dir=$(cd "$state_dir" && pwd)
 export KEYTURN_DATABASE_URL="sqlite://$state_dir/keyturn.db"
 unset KEYTURN_PEPPER KEYTURN_PEPPER_FILE
 
