@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -134,7 +135,8 @@ def test_cli_changes_reach_every_worker(tmp_path: Path, keyturn_bin: Path, prelo
 
 
 def test_worker_exit_flushes_usage(tmp_path: Path, keyturn_bin: Path) -> None:
-    # An hour-long flush interval leaves the usage counters to the atexit close() of each worker.
+    # With an hour-long flush interval, only the immediate write of each worker's first use
+    # reaches the database while the server runs; later use waits for each worker's atexit close().
     environ = {**server_environ(tmp_path), "FLASK_KEYTURN_FLUSH_INTERVAL": "1h"}
     run_cli(keyturn_bin, ["init"], environ)
     created = run_cli(
@@ -146,10 +148,22 @@ def test_worker_exit_flushes_usage(tmp_path: Path, keyturn_bin: Path) -> None:
     key_id = json.loads(created.stdout)["key_id"]
 
     with run_gunicorn(environ, tmp_path / "gunicorn.log", preload=True) as base_url:
-        accepted = poll(f"{base_url}/orders", token, lambda answers: len(answers) >= 4)
+        first = poll(f"{base_url}/orders", token, lambda answers: len(pids(answers)) >= 2)
+        time.sleep(0.5)
         shown_while_running = run_cli(keyturn_bin, ["keys", "show", key_id, "--json"], environ)
+        time.sleep(0.05)
+        later = poll(f"{base_url}/orders", token, lambda answers: len(pids(answers)) >= 2)
+        shown_before_stop = run_cli(keyturn_bin, ["keys", "show", key_id, "--json"], environ)
     shown_after_stop = run_cli(keyturn_bin, ["keys", "show", key_id, "--json"], environ)
 
-    assert {answer.status for answer in accepted} == {200}
-    assert json.loads(shown_while_running.stdout)["last_used_at"] is None
-    assert json.loads(shown_after_stop.stdout)["last_used_at"] is not None
+    assert {answer.status for answer in first + later} == {200}
+    assert len(pids(first)) == 2, "both workers must have used the key before the snapshot"
+    running = json.loads(shown_while_running.stdout)
+    assert running["first_used_at"] is not None, "the first use is written at once"
+    assert json.loads(shown_before_stop.stdout)["last_used_at"] == running["last_used_at"]
+    stopped = json.loads(shown_after_stop.stdout)
+    assert instant(stopped["last_used_at"]) > instant(running["last_used_at"])
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -177,6 +177,7 @@ impl Keyring {
 
     /// Writes queued usage counters, rehashes and exposure reports now.
     pub async fn flush(&self) -> Result<(), Error> {
+        let _flushing = self.flush_lock.lock().await;
         let (usage, rehash, exposures) = self.pending.take();
         let mut result = Ok(());
         if !usage.is_empty() {
