@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use keyturn::{Caller, Keyring, ListFilter, NewKey, RotateOptions};
+use keyturn::{Caller, Keyring, ListFilter, NewKey, RotateOptions, SelfRotationOptions};
 use keyturn_core::{Duration, Expiry, Instant, KeyId, Outcome, Scopes};
 use keyturn_store::AuditFilter;
 
@@ -38,9 +38,12 @@ pub async fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<(), CliErr
         grace: args.grace.as_deref().map(|value| parse_duration("--grace", value)).transpose()?,
         warn_before: args.warn_before.as_deref().map(|value| parse_duration("--warn-before", value)).transpose()?,
     };
+    let max_chain_lifetime =
+        args.max_chain_lifetime.as_deref().map(|value| parse_duration("--max-chain-lifetime", value)).transpose()?;
+    let self_rotation = SelfRotationOptions { allowed: args.no_self_rotation.then_some(false), max_chain_lifetime };
 
     with_keyring(global, |keyring| async move {
-        let issued = keyring.create(new, &Caller::cli()).await?;
+        let issued = keyring.create_with(new, self_rotation, &Caller::cli()).await?;
         let state = issued.record.state_at(keyring.now());
         let text = if args.json {
             output::json_text(&output::issued_json(&issued, &state, None))

@@ -123,6 +123,13 @@ pub struct CreateArgs {
     /// How long before expiry verification reports the key as expiring [default: 14d]
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub warn_before: Option<String>,
+    /// Reject POST /v1/self/rotate for this key and its successors, so only an operator rotates it
+    #[arg(long)]
+    pub no_self_rotation: bool,
+    /// How long the key's rotation chain may last, from now, before it can no longer rotate
+    /// itself, such as 180d [default: 365d]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub max_chain_lifetime: Option<String>,
     /// Print a JSON object instead of text
     #[arg(long)]
     pub json: bool,

@@ -91,6 +91,8 @@ pub fn key_details(record: &KeyRecord, state: &KeyState) -> String {
         ("grace", record.grace.to_string()),
         ("grace ends at", instant_text(record.grace_ends_at())),
         ("warn before", record.warn_before.to_string()),
+        ("self-rotation", if record.self_rotation { "allowed" } else { "rejected" }.to_owned()),
+        ("chain ends at", record.chain_ends_at().to_string()),
         ("revoked at", instant_text(record.revoked_at)),
         ("revocation reason", text(record.revocation_reason.as_deref())),
         ("rotated at", instant_text(record.rotated_at)),

@@ -554,6 +554,24 @@ fn no_expiry_key_stays_active() {
 }
 
 #[test]
+fn create_sets_self_rotation_policy() {
+    let deployment = Deployment::new();
+    let (default_key, _) = deployment.create(&[]);
+    let (operator_key, _) = deployment.create(&["--no-self-rotation", "--max-chain-lifetime", "180d"]);
+
+    let shown = deployment.json(&["keys", "show", &default_key]);
+    assert_eq!(shown["self_rotation"], true, "{shown}");
+    assert_eq!(shown["max_chain_lifetime"], "365d", "{shown}");
+    let shown = deployment.json(&["keys", "show", &operator_key]);
+    assert_eq!(shown["self_rotation"], false, "{shown}");
+    assert_eq!(shown["max_chain_lifetime"], "180d", "{shown}");
+
+    let zero = deployment.run(&["keys", "create", "--name", "x", "--max-chain-lifetime", "0s"]);
+    assert_ne!(zero.code, 0, "{zero:?}");
+    assert!(zero.stderr.contains("max_chain_lifetime"), "{zero:?}");
+}
+
+#[test]
 fn list_filters_by_owner_and_state() {
     let deployment = Deployment::new();
     let (team_key, _) = deployment.create(&["--owner", "team-a"]);

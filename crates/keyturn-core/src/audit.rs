@@ -21,6 +21,8 @@ pub enum AuditEventType {
     AuthnTokenExposed,
     /// A key's hash was recomputed under the current pepper after it verified.
     AuthnTokenRehashed,
+    /// A key rotated itself, authenticated with its own token.
+    AuthnTokenSelfRotated,
 }
 
 /// Who caused an event.
@@ -67,6 +69,7 @@ impl AuditEventType {
             AuditEventType::AuthnTokenRevoked => "authn_token_revoked",
             AuditEventType::AuthnTokenExposed => "authn_token_exposed",
             AuditEventType::AuthnTokenRehashed => "authn_token_rehashed",
+            AuditEventType::AuthnTokenSelfRotated => "authn_token_self_rotated",
         }
     }
 
@@ -77,6 +80,7 @@ impl AuditEventType {
             AuditEventType::AuthnTokenRevoked,
             AuditEventType::AuthnTokenExposed,
             AuditEventType::AuthnTokenRehashed,
+            AuditEventType::AuthnTokenSelfRotated,
         ]
         .into_iter()
         .find(|event| event.as_str() == value)
@@ -173,6 +177,7 @@ mod tests {
             "authn_token_revoked",
             "authn_token_exposed",
             "authn_token_rehashed",
+            "authn_token_self_rotated",
         ] {
             assert_eq!(AuditEventType::parse(name).unwrap().as_str(), name);
         }

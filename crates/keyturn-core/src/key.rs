@@ -32,6 +32,11 @@ pub struct KeyRecord {
     pub predecessor_id: Option<KeyId>,
     /// When the first key of this rotation chain was created.
     pub chain_started_at: Instant,
+    /// Whether the key may rotate itself with its own token; successors inherit it.
+    pub self_rotation: bool,
+    /// How long the rotation chain may last from `chain_started_at` before self-rotation is
+    /// rejected; successors inherit it.
+    pub max_chain_lifetime: Duration,
     /// Usage, written behind the verify path; it may lag by one flush interval.
     pub first_used_at: Option<Instant>,
     pub last_used_at: Option<Instant>,
@@ -126,6 +131,8 @@ pub(crate) mod tests {
             successor_id: None,
             predecessor_id: None,
             chain_started_at: Instant::from_millis(created),
+            self_rotation: true,
+            max_chain_lifetime: Duration::from_days(365),
             first_used_at: None,
             last_used_at: None,
         }

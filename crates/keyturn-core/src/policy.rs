@@ -29,16 +29,37 @@ pub struct Policy {
     pub warn_before: Duration,
     /// How long a rotated key keeps working when the rotation does not say.
     pub default_overlap: Duration,
+    /// Whether a key may rotate itself with its own token.
+    #[serde(default = "default_self_rotation")]
+    pub self_rotation: bool,
+    /// How long a chain of rotations may last, counted from the creation of its first key,
+    /// before self-rotation is rejected and an operator must issue a new key.
+    #[serde(default = "default_max_chain_lifetime")]
+    pub max_chain_lifetime: Duration,
+}
+
+/// The maximum chain lifetime of the default policy: 365 days.
+pub const DEFAULT_MAX_CHAIN_LIFETIME: Duration = Duration::from_days(365);
+
+fn default_self_rotation() -> bool {
+    true
+}
+
+fn default_max_chain_lifetime() -> Duration {
+    DEFAULT_MAX_CHAIN_LIFETIME
 }
 
 impl Default for Policy {
-    /// 90 days of lifetime, 7 days of grace, a 14-day warning window and a 1-day overlap.
+    /// 90 days of lifetime, 7 days of grace, a 14-day warning window, a 1-day overlap, and
+    /// self-rotation allowed for chains up to 365 days old.
     fn default() -> Self {
         Policy {
             expiry: Expiry::After(Duration::from_days(90)),
             grace: Duration::from_days(7),
             warn_before: Duration::from_days(14),
             default_overlap: Duration::from_days(1),
+            self_rotation: default_self_rotation(),
+            max_chain_lifetime: DEFAULT_MAX_CHAIN_LIFETIME,
         }
     }
 }
@@ -84,6 +105,8 @@ mod tests {
         assert_eq!(policy.expiry, Expiry::After(Duration::from_days(90)));
         assert_eq!(policy.grace, Duration::from_days(7));
         assert_eq!(policy.warn_before, Duration::from_days(14));
+        assert!(policy.self_rotation);
+        assert_eq!(policy.max_chain_lifetime, Duration::from_days(365));
     }
 
     #[test]

@@ -63,9 +63,9 @@ pub(crate) async fn create_key(
 ) -> Result<Response, Error> {
     let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
     let body: CreateKeyBody = json::parse_body(&headers, &read_body(&state, body)?)?;
-    let new = body.into_new_key()?;
+    let (new, self_rotation) = body.into_new_key()?;
 
-    let issued = state.keyring.create(new, &admin.caller()).await?;
+    let issued = state.keyring.create_with(new, self_rotation, &admin.caller()).await?;
     let view = issued.record.state_at(state.keyring.now());
     let mut response = respond(StatusCode::CREATED, json::issued_json(&issued, &view), &admin);
     let location = format!("/v1/keys/{}", issued.record.key_id);

@@ -10,7 +10,7 @@
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyturn_core::problem::PROBLEM_TYPE_PREFIX;
-use keyturn_core::{HttpResponse, ResponseConfig};
+use keyturn_core::{HttpResponse, ResponseConfig, SelfRotationDenied};
 use serde::Serialize;
 
 use crate::TARGET;
@@ -117,6 +117,9 @@ impl Error {
             Error::Service(Service::ReservedScope) => {
                 (StatusCode::FORBIDDEN, "reserved_scope", "Reserved scope", detail)
             }
+            Error::Service(Service::SelfRotationDenied(_)) => {
+                (StatusCode::FORBIDDEN, "self_rotation_denied", "Self-rotation denied", detail)
+            }
             Error::Gateway(_) | Error::Rejected(_) | Error::Listen { .. } | Error::Service(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -137,6 +140,9 @@ impl Error {
                 | Service::SuccessorUsed { key_id, .. }
                 | Service::AlreadyRevoked { key_id, .. },
             ) => Some(key_id.as_str()),
+            Error::Service(Service::SelfRotationDenied(
+                SelfRotationDenied::Disabled { key_id } | SelfRotationDenied::ChainEnded { key_id, .. },
+            )) => Some(key_id.as_str()),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
-use keyturn::{Issued, NewKey, RotateOptions};
+use keyturn::{Issued, NewKey, RotateOptions, SelfRotationOptions};
 use keyturn_core::{AuditEvent, Duration, Expiry, Instant, KeyId, KeyRecord, KeyState, Scopes};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -32,6 +32,8 @@ pub(crate) struct CreateKeyBody {
     no_expiry: bool,
     grace: Option<String>,
     warn_before: Option<String>,
+    self_rotation: Option<bool>,
+    max_chain_lifetime: Option<String>,
 }
 
 /// The body of `POST /v1/keys/{key_id}/rotate`; an empty body takes every default.
@@ -82,8 +84,9 @@ pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), Error> 
 }
 
 impl CreateKeyBody {
-    /// Converts the body into a service-layer request; the service layer checks the rest.
-    pub fn into_new_key(self) -> Result<NewKey, Error> {
+    /// Converts the body into a service-layer request and the key's self-rotation policy; the
+    /// service layer checks the rest.
+    pub fn into_new_key(self) -> Result<(NewKey, SelfRotationOptions), Error> {
         let expiry = match (self.expires_in, self.expires_at, self.no_expiry) {
             (None, None, false) => None,
             (None, None, true) => Some(Expiry::Never),
@@ -96,7 +99,15 @@ impl CreateKeyBody {
                 })
             }
         };
-        Ok(NewKey {
+        let self_rotation = SelfRotationOptions {
+            allowed: self.self_rotation,
+            max_chain_lifetime: self
+                .max_chain_lifetime
+                .as_deref()
+                .map(|value| positive_duration("max_chain_lifetime", value))
+                .transpose()?,
+        };
+        let new = NewKey {
             name: self.name,
             owner: self.owner,
             scopes: scopes(&self.scopes)?,
@@ -104,7 +115,8 @@ impl CreateKeyBody {
             expiry,
             grace: self.grace.as_deref().map(|value| duration("grace", value)).transpose()?,
             warn_before: self.warn_before.as_deref().map(|value| duration("warn_before", value)).transpose()?,
-        })
+        };
+        Ok((new, self_rotation))
     }
 }
 

@@ -13,6 +13,7 @@ mod error;
 mod gateway;
 mod json;
 mod metrics;
+mod self_rotate;
 mod server;
 mod verify;
 

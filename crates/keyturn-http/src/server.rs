@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::metrics::{self, Metrics};
-use crate::{admin, gateway, verify, AppState, Error, Limits, TARGET};
+use crate::{admin, gateway, self_rotate, verify, AppState, Error, Limits, TARGET};
 
 /// The sockets the service listens on.
 #[derive(Debug)]
@@ -114,6 +114,7 @@ fn api_router(state: AppState) -> Router {
         .route("/v1/keys/{key_id}/rotate", post(admin::rotate_key))
         .route("/v1/keys/{key_id}/revoke", post(admin::revoke_key))
         .route("/v1/audit", get(admin::list_audit))
+        .route("/v1/self/rotate", post(self_rotate::self_rotate))
         .route("/v1/verify", post(verify::verify))
         .route("/metrics", get(metrics::metrics));
     with_common(routes, state)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use keyturn_core::KeyId;
 use keyturn_store::{DatabaseUrl, KeyFilter, SqliteOptions, SqliteStore, Store, StoreError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Row};
@@ -124,7 +125,7 @@ async fn open_new_file_concurrently_migrates_once() {
         assert!(stores[5].get_key(&suite::key_id(1)).await.unwrap().is_some());
         let mut conn = raw_connection(&path).await;
         let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
         let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
         assert_eq!(mode, "wal");
     }
@@ -241,12 +242,12 @@ async fn open_non_database_file_fails() {
 async fn open_newer_schema_rejected() {
     let (_dir, path, store) = new_store().await;
     store.close().await;
-    raw_execute(&path, "PRAGMA user_version = 2").await;
+    raw_execute(&path, "PRAGMA user_version = 3").await;
 
     let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
 
     let (_location, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 2"), "{reason}");
+    assert!(reason.contains("schema version is 3"), "{reason}");
     assert!(reason.contains("newer keyturn"), "{reason}");
 }
 
@@ -358,4 +359,28 @@ async fn new_database_files_private_to_owner() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} has mode {mode:o}", file.display());
     }
+}
+
+#[tokio::test]
+async fn migration_gives_old_keys_default_self_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyturn.db");
+    let create = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+    let mut conn = create.connect().await.unwrap();
+    sqlx::raw_sql(include_str!("../migrations/sqlite/0001_initial.sql")).execute(&mut conn).await.unwrap();
+    sqlx::raw_sql(
+        "PRAGMA user_version = 1; \
+         INSERT INTO keys (key_id, name, scopes, metadata, hash, pepper_id, created_at, grace_ms, warn_before_ms, \
+         chain_started_at) VALUES ('abcdefABCDEF', 'old', '[]', '{}', zeroblob(32), '1', 1000, 0, 0, 1000)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap();
+    let key = store.get_key(&KeyId::parse("abcdefABCDEF").unwrap()).await.unwrap().unwrap();
+
+    assert!(key.self_rotation);
+    assert_eq!(key.max_chain_lifetime, keyturn_core::Duration::from_days(365));
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use keyturn_core::{Instant, KeyId, Outcome};
+use keyturn_core::{Instant, KeyId, Outcome, SelfRotationDenied};
 use keyturn_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,12 @@ pub enum Error {
     AlreadyRevoked { key_id: KeyId, revoked_at: Instant },
     #[error("only a key with the keyturn:admin scope may grant reserved keyturn: scopes")]
     ReservedScope,
+    /// The key's policy or the age of its rotation chain forbids self-rotation.
+    #[error(transparent)]
+    SelfRotationDenied(SelfRotationDenied),
+    /// A token given for self-rotation is malformed, unknown or has the wrong secret.
+    #[error("the API key is not valid; send the key's current token")]
+    InvalidToken,
 
     #[error("{0}")]
     Pepper(String),

@@ -34,9 +34,6 @@ pub struct Keyring {
     pub(crate) lookups: tokio::sync::Semaphore,
     /// Wakes the background writer before its interval ends, on the first use of a key.
     pub(crate) flush_now: Arc<tokio::sync::Notify>,
-    /// Serialises flushes, so `flush` returns only after everything queued before it is written,
-    /// even when the background writer took part of the queue first.
-    pub(crate) flush_lock: tokio::sync::Mutex<()>,
     pub(crate) background: std::sync::Mutex<Option<crate::background::Background>>,
 }
 
@@ -59,6 +56,15 @@ pub struct NewKey {
     pub expiry: Option<Expiry>,
     pub grace: Option<Duration>,
     pub warn_before: Option<Duration>,
+}
+
+/// The self-rotation policy of a new key. Unset fields take the keyring's default policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SelfRotationOptions {
+    /// Whether the key may rotate itself with its own token.
+    pub allowed: Option<bool>,
+    /// How long the key's rotation chain may last before self-rotation is rejected.
+    pub max_chain_lifetime: Option<Duration>,
 }
 
 /// Options of a rotation.
@@ -131,7 +137,6 @@ impl Keyring {
             pending: Pending::default(),
             lookups,
             flush_now: Arc::new(tokio::sync::Notify::new()),
-            flush_lock: tokio::sync::Mutex::new(()),
             background: std::sync::Mutex::new(None),
         })
     }
@@ -148,8 +153,18 @@ impl Keyring {
         &self.store
     }
 
-    /// Creates a key and returns it with its token.
+    /// Creates a key with the default self-rotation policy and returns it with its token.
     pub async fn create(&self, new: NewKey, caller: &Caller) -> Result<Issued, Error> {
+        self.create_with(new, SelfRotationOptions::default(), caller).await
+    }
+
+    /// Creates a key with its own self-rotation policy and returns it with its token.
+    pub async fn create_with(
+        &self,
+        new: NewKey,
+        self_rotation: SelfRotationOptions,
+        caller: &Caller,
+    ) -> Result<Issued, Error> {
         let now = self.clock.now();
         let name = check_text("name", &new.name)?;
         let owner = new.owner.as_deref().map(|owner| check_text("owner", owner)).transpose()?;
@@ -161,8 +176,16 @@ impl Keyring {
             grace: new.grace.unwrap_or(self.config.policy.grace),
             warn_before: new.warn_before.unwrap_or(self.config.policy.warn_before),
             default_overlap: self.config.policy.default_overlap,
+            self_rotation: self_rotation.allowed.unwrap_or(self.config.policy.self_rotation),
+            max_chain_lifetime: self_rotation.max_chain_lifetime.unwrap_or(self.config.policy.max_chain_lifetime),
         };
         let expires_at = policy.expires_at(now)?;
+        if policy.max_chain_lifetime.is_zero() {
+            return Err(Error::InvalidInput {
+                field: "max_chain_lifetime",
+                reason: "it must be greater than zero; to forbid self-rotation, disable it instead".to_owned(),
+            });
+        }
 
         for _ in 0..3 {
             let key_id = KeyId::generate(&mut OsRng);
@@ -187,6 +210,8 @@ impl Keyring {
                 successor_id: None,
                 predecessor_id: None,
                 chain_started_at: now,
+                self_rotation: policy.self_rotation,
+                max_chain_lifetime: policy.max_chain_lifetime,
                 first_used_at: None,
                 last_used_at: None,
             };
@@ -249,25 +274,8 @@ impl Keyring {
         let overlap = options.overlap.unwrap_or(self.config.policy.default_overlap);
         let overlap_ends_at = old.overlap_end_for(now, overlap);
 
-        let successor_id = KeyId::generate(&mut OsRng);
-        let token = self.config.format.generate(&successor_id, &mut OsRng);
-        let (pepper_id, hash) = self.peppers.hash_current(token.expose());
-        let successor = KeyRecord {
-            key_id: successor_id.clone(),
-            hash,
-            pepper_id,
-            created_at: now,
-            expires_at,
-            revoked_at: None,
-            revocation_reason: None,
-            rotated_at: None,
-            overlap_ends_at: None,
-            successor_id: None,
-            predecessor_id: Some(old.key_id.clone()),
-            first_used_at: None,
-            last_used_at: None,
-            ..old.clone()
-        };
+        let (successor, token) = self.new_successor(&old, now, expires_at);
+        let successor_id = successor.key_id.clone();
 
         let mut events = vec![self.event(AuditEventType::AuthnTokenRotated, now, key_id, caller).with_details(json!({
             "successor_id": successor_id.as_str(),
@@ -283,11 +291,7 @@ impl Keyring {
             None => false,
         };
         if let Some(replaced) = replace.as_ref().filter(|_| !replaced_is_revoked) {
-            events.push(
-                self.event(AuditEventType::AuthnTokenRevoked, now, replaced, caller)
-                    .with_reason(Some(format!("replaced by {successor_id}")))
-                    .with_details(json!({ "replaced_by": successor_id.as_str() })),
-            );
+            events.push(self.replacement_event(now, replaced, &successor_id, caller));
         }
 
         let rotation = Rotation {
@@ -331,9 +335,52 @@ impl Keyring {
         Ok(self.store.list_audit(filter).await?)
     }
 
+    /// Builds the successor of `old` created at `now`: the same owner, name, scopes, policy,
+    /// metadata and chain, a new key id and token, and the given expiry.
+    pub(crate) fn new_successor(
+        &self,
+        old: &KeyRecord,
+        now: Instant,
+        expires_at: Option<Instant>,
+    ) -> (KeyRecord, Token) {
+        let successor_id = KeyId::generate(&mut OsRng);
+        let token = self.config.format.generate(&successor_id, &mut OsRng);
+        let (pepper_id, hash) = self.peppers.hash_current(token.expose());
+        let successor = KeyRecord {
+            key_id: successor_id,
+            hash,
+            pepper_id,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            revocation_reason: None,
+            rotated_at: None,
+            overlap_ends_at: None,
+            successor_id: None,
+            predecessor_id: Some(old.key_id.clone()),
+            first_used_at: None,
+            last_used_at: None,
+            ..old.clone()
+        };
+        (successor, token)
+    }
+
+    /// Builds the audit event of an unused successor revoked because a new successor replaces it.
+    pub(crate) fn replacement_event(
+        &self,
+        now: Instant,
+        replaced: &KeyId,
+        successor_id: &KeyId,
+        caller: &Caller,
+    ) -> NewAuditEvent {
+        self.event(AuditEventType::AuthnTokenRevoked, now, replaced, caller)
+            .with_reason(Some(format!("replaced by {successor_id}")))
+            .with_details(json!({ "replaced_by": successor_id.as_str() }))
+    }
+
     /// Rejects creating or rotating a key with reserved scopes unless the caller is a
     /// terminal command, which runs with the operator's rights, or a key with `keyturn:admin`.
-    fn check_reserved_scopes(&self, scopes: &Scopes, caller: &Caller) -> Result<(), Error> {
+    pub(crate) fn check_reserved_scopes(&self, scopes: &Scopes, caller: &Caller) -> Result<(), Error> {
         let admin_key =
             matches!(caller.actor, Actor::Key(_)) && caller.scopes.iter().any(|s| s.as_str() == ADMIN_SCOPE);
         match caller.actor {
@@ -361,7 +408,7 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-fn creation_details(record: &KeyRecord) -> Value {
+pub(crate) fn creation_details(record: &KeyRecord) -> Value {
     json!({
         "name": record.name,
         "owner": record.owner,
@@ -372,6 +419,8 @@ fn creation_details(record: &KeyRecord) -> Value {
         "warn_before": record.warn_before.to_string(),
         "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
         "pepper_id": record.pepper_id.as_str(),
+        "self_rotation": record.self_rotation,
+        "max_chain_lifetime": record.max_chain_lifetime.to_string(),
     })
 }
 

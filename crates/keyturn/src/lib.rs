@@ -13,6 +13,7 @@ mod error;
 pub mod json;
 mod keyring;
 mod listing;
+mod self_rotation;
 pub mod settings;
 mod verify;
 
@@ -23,7 +24,7 @@ pub use keyturn_store as store;
 
 pub use crate::config::{Config, Consistency};
 pub use crate::error::Error;
-pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, RotateOptions};
+pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, RotateOptions, SelfRotationOptions};
 pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};
 pub use crate::verify::{AuthRequest, Authentication};
 

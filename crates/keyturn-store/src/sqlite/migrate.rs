@@ -13,7 +13,10 @@ use super::TARGET;
 use crate::StoreError;
 
 /// The schema scripts in order; script `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_self_rotation.sql"),
+];
 
 /// The schema version this build writes.
 fn latest_version() -> i64 {

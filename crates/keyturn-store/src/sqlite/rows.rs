@@ -19,7 +19,7 @@ use crate::{Change, StoreError};
 /// name. `last_client_addr` is stored but not part of the record.
 pub(super) const KEY_COLUMNS: &str = "key_id, name, owner, scopes, metadata, hash, pepper_id, created_at, \
      expires_at, grace_ms, warn_before_ms, revoked_at, revocation_reason, rotated_at, overlap_ends_at, \
-     successor_id, predecessor_id, chain_started_at, first_used_at, last_used_at";
+     successor_id, predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at";
 
 /// Reads one key by id.
 pub(super) async fn fetch_key(conn: &mut SqliteConnection, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
@@ -121,6 +121,8 @@ pub(super) fn decode_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         successor_id: reader.key_id("successor_id")?,
         predecessor_id: reader.key_id("predecessor_id")?,
         chain_started_at: reader.required_instant("chain_started_at")?,
+        self_rotation: reader.get("self_rotation")?,
+        max_chain_lifetime: reader.duration("max_chain_lifetime_ms")?,
         first_used_at: reader.instant("first_used_at")?,
         last_used_at: reader.instant("last_used_at")?,
     })

@@ -44,6 +44,8 @@ pub fn key(n: u32, owner: Option<&str>, created: i64) -> KeyRecord {
         successor_id: None,
         predecessor_id: None,
         chain_started_at: Instant::from_millis(created),
+        self_rotation: true,
+        max_chain_lifetime: Duration::from_days(365),
         first_used_at: None,
         last_used_at: None,
     }
@@ -122,6 +124,8 @@ pub async fn insert_get_round_trip(store: &dyn Store) {
     full.successor_id = Some(key_id(2));
     full.predecessor_id = Some(key_id(3));
     full.chain_started_at = Instant::from_millis(10);
+    full.self_rotation = false;
+    full.max_chain_lifetime = Duration::from_days(30);
     full.first_used_at = Some(Instant::from_millis(1_500));
     full.last_used_at = Some(Instant::from_millis(2_500));
     full.pepper_id = pepper("2027a");
