@@ -34,6 +34,9 @@ pub struct Keyring {
     pub(crate) lookups: tokio::sync::Semaphore,
     /// Wakes the background writer before its interval ends, on the first use of a key.
     pub(crate) flush_now: Arc<tokio::sync::Notify>,
+    /// Serialises flushes, so `flush` returns only after everything queued before it is written,
+    /// even when the background writer took part of the queue first.
+    pub(crate) flush_lock: tokio::sync::Mutex<()>,
     pub(crate) background: std::sync::Mutex<Option<crate::background::Background>>,
 }
 
@@ -137,6 +140,7 @@ impl Keyring {
             pending: Pending::default(),
             lookups,
             flush_now: Arc::new(tokio::sync::Notify::new()),
+            flush_lock: tokio::sync::Mutex::new(()),
             background: std::sync::Mutex::new(None),
         })
     }
