@@ -1,7 +1,8 @@
 //! The keyturn HTTP service behind `keyturn serve`: the admin API, the verify endpoint for other
 //! services, the gateway endpoint for nginx and Envoy, health checks and Prometheus metrics.
 //! Every handler calls the `keyturn` service layer, so a key gets the same outcome here as in
-//! the CLI and the Flask extension. This crate owns routing, request parsing, the mapping of
+//! the CLI and the Flask extension. [`KeyturnLayer`] protects another axum app the same way.
+//! This crate owns routing, request parsing, the mapping of
 //! errors to problem responses and the server's lifecycle; it makes no decision about a key.
 //!
 //! No log line, error body or `Debug` output of this crate contains a token: request logs name
@@ -12,6 +13,7 @@ mod auth;
 mod error;
 mod gateway;
 mod json;
+mod layer;
 mod metrics;
 mod self_rotate;
 mod server;
@@ -24,6 +26,7 @@ use keyturn::Keyring;
 
 pub use crate::error::Error;
 pub use crate::gateway::{GATEWAY_HEADER, ORIGINAL_URI_HEADER, PROBLEM_HEADER, SCOPES_HEADER, STATUS_HEADER};
+pub use crate::layer::{KeyturnLayer, KeyturnService, ResponseFuture, VerifiedKey};
 pub use crate::server::{serve, shutdown_signal, Listeners};
 
 /// The tracing target of every log line of this crate.
