@@ -57,6 +57,10 @@ class KeyInfo:
     predecessor_id: str | None
     first_used_at: datetime | None
     last_used_at: datetime | None
+    #: Whether the key may rotate itself with its own token.
+    self_rotation: bool
+    #: When its rotation chain ends: self-rotation is rejected from then on.
+    chain_ends_at: datetime
     metadata: dict[str, Any]
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as JSON-ready values, instants as RFC 3339 strings in UTC."""
@@ -159,6 +163,8 @@ class Keyring:
         grace: timedelta | str | None = None,
         warn_before: timedelta | str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        self_rotation: bool | None = None,
+        max_chain_lifetime: timedelta | str | None = None,
     ) -> IssuedKey: ...
     def rotate(
         self,

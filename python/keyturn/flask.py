@@ -630,6 +630,16 @@ def _keyring_for_command() -> Iterator[Keyring]:
     metavar="DURATION",
     help="How long before expiry responses report the key as expiring [default: 14d].",
 )
+@click.option(
+    "--no-self-rotation",
+    is_flag=True,
+    help="Forbid the key from rotating itself with its own token [default: allowed].",
+)
+@click.option(
+    "--max-chain-lifetime",
+    metavar="DURATION",
+    help="How long the key and its successors may keep rotating themselves [default: 365d].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 def create_command(
     name: str,
@@ -640,6 +650,8 @@ def create_command(
     no_expiry: bool,
     grace: str | None,
     warn_before: str | None,
+    no_self_rotation: bool,
+    max_chain_lifetime: str | None,
     as_json: bool,
 ) -> None:
     """Create a key and print its token, which is shown only this once."""
@@ -668,6 +680,8 @@ def create_command(
             no_expiry=no_expiry,
             grace=grace,
             warn_before=warn_before,
+            self_rotation=False if no_self_rotation else None,
+            max_chain_lifetime=max_chain_lifetime,
         )
     if as_json:
         click.echo(_json_text(_issued_dict(issued)))

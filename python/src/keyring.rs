@@ -14,6 +14,7 @@ use keyturn::settings::{self, PepperSource};
 use keyturn::store::AuditFilter;
 use keyturn::{
     AuthRequest, Authentication, Caller, Config, Consistency, ListFilter, NewKey, OpenOptions, RotateOptions,
+    SelfRotationOptions,
 };
 use pyo3::prelude::*;
 
@@ -199,7 +200,7 @@ impl Keyring {
 
     #[pyo3(signature = (
         name, *, owner = None, scopes = Vec::new(), expires_in = None, expires_at = None, no_expiry = false,
-        grace = None, warn_before = None, metadata = None
+        grace = None, warn_before = None, metadata = None, self_rotation = None, max_chain_lifetime = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create(
@@ -214,6 +215,8 @@ impl Keyring {
         grace: Option<&Bound<'_, PyAny>>,
         warn_before: Option<&Bound<'_, PyAny>>,
         metadata: Option<&Bound<'_, PyAny>>,
+        self_rotation: Option<bool>,
+        max_chain_lifetime: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<IssuedKey> {
         let expiry = match (expires_in, expires_at, no_expiry) {
             (None, None, false) => None,
@@ -231,8 +234,12 @@ impl Keyring {
             grace: grace.map(|value| to_duration(value, "grace")).transpose()?,
             warn_before: warn_before.map(|value| to_duration(value, "warn_before")).transpose()?,
         };
+        let policy = SelfRotationOptions {
+            allowed: self_rotation,
+            max_chain_lifetime: max_chain_lifetime.map(|value| to_duration(value, "max_chain_lifetime")).transpose()?,
+        };
         let (runtime, keyring) = self.process(py)?;
-        let issued = py.detach(|| runtime.block_on(keyring.create(new, &Caller::cli()))).map_err(to_py)?;
+        let issued = py.detach(|| runtime.block_on(keyring.create_with(new, policy, &Caller::cli()))).map_err(to_py)?;
         IssuedKey::new(py, issued, keyring.now())
     }
 

@@ -127,6 +127,14 @@ impl KeyInfo {
         to_optional_datetime(py, self.record.last_used_at)
     }
     #[getter]
+    fn self_rotation(&self) -> bool {
+        self.record.self_rotation
+    }
+    #[getter]
+    fn chain_ends_at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.record.chain_ends_at())
+    }
+    #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         json_to_py(py, &serde_json::Value::Object(self.record.metadata.clone()))
     }

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -541,6 +541,27 @@ def test_keys_create_json(cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv) -> N
     stored = keyturn_env.get_key(created["key_id"])
     assert stored.to_dict() == {k: v for k, v in created.items() if k != "token"}
     assert keyturn_env.keyring.verify(created["token"]).allowed
+
+
+def test_keys_create_self_rotation_policy(cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv) -> None:
+    default = invoke_json(cli, "create", "--name", "default policy")
+    restricted = invoke_json(
+        cli,
+        "create",
+        "--name",
+        "restricted",
+        "--no-self-rotation",
+        "--max-chain-lifetime",
+        "30d",
+    )
+
+    assert default["self_rotation"] is True
+    assert default["max_chain_lifetime"] == "365d"
+    assert restricted["self_rotation"] is False
+    assert restricted["max_chain_lifetime"] == "30d"
+    stored = keyturn_env.get_key(restricted["key_id"])
+    assert stored.self_rotation is False
+    assert stored.chain_ends_at - stored.created_at == timedelta(days=30)
 
 
 def test_keys_create_text(cli: FlaskCliRunner) -> None:
