@@ -1,20 +1,22 @@
 //! The service's Prometheus metrics and the `/metrics` endpoint that exposes them in the text
-//! exposition format: verifications by outcome, verification latency, store errors, and admin
-//! requests by route and status. Labels hold outcomes, routes and statuses, never a key id or a
-//! token, so the number of series stays bounded.
-//!
-//! NOTE: the keyring's cache does not count its hits and misses, so they are not exported here;
-//! adding counters to the cache would make them cheap to expose.
+//! exposition format: verifications by outcome, verification latency, store errors, admin
+//! requests by route and status, and the verification cache's hits, misses and freshness. Labels
+//! hold outcomes, routes and statuses, never a key id or a token, so the number of series stays
+//! bounded. The cache figures are read from the keyring's atomic counters at each scrape, so the
+//! verify path does no work for them beyond one atomic increment.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use keyturn::Keyring;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -47,7 +49,8 @@ struct AdminLabels {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// Creates the metrics of a server whose verifications go through `keyring`.
+    pub(crate) fn new(keyring: Arc<Keyring>) -> Self {
         let verifications = Family::<OutcomeLabels, Counter>::default();
         let verify_seconds = Histogram::new(LATENCY_BUCKETS);
         let store_errors = Counter::default();
@@ -62,6 +65,7 @@ impl Metrics {
         registry.register("verify_duration_seconds", "Time to verify one token, in seconds", verify_seconds.clone());
         registry.register("store_errors", "Requests that failed because the store failed", store_errors.clone());
         registry.register("admin_requests", "Admin API requests by method, route and status", admin_requests.clone());
+        registry.register_collector(Box::new(CacheCollector { keyring }));
         Metrics { registry: Mutex::new(registry), verifications, verify_seconds, store_errors, admin_requests }
     }
 
@@ -77,6 +81,35 @@ impl Metrics {
         // Writing to a String cannot fail.
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics encode into a string");
         text
+    }
+}
+
+/// Reads the keyring's cache counters at each scrape.
+struct CacheCollector {
+    keyring: Arc<Keyring>,
+}
+
+impl std::fmt::Debug for CacheCollector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("CacheCollector").field("stats", &self.keyring.cache_stats()).finish()
+    }
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.keyring.cache_stats();
+        let hits = ConstCounter::new(stats.hits);
+        let misses = ConstCounter::new(stats.misses);
+        let fresh = ConstGauge::new(i64::from(stats.fresh));
+
+        let help = "Key lookups of verifications served from the cache without reading the store";
+        hits.encode(encoder.encode_descriptor("cache_hits", help, None, hits.metric_type())?)?;
+        let help = "Key lookups of verifications that read the store, because the key id was not cached or the cache was stale or disabled";
+        misses.encode(encoder.encode_descriptor("cache_misses", help, None, misses.metric_type())?)?;
+        let help =
+            "1 while the cache may serve lookups (the change follower synced within the maximum staleness), else 0";
+        fresh.encode(encoder.encode_descriptor("cache_fresh", help, None, fresh.metric_type())?)?;
+        Ok(())
     }
 }
 

@@ -53,7 +53,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     keyring.start_background();
-    let state = AppState { keyring: Arc::clone(&keyring), metrics: Arc::new(Metrics::new()), limits };
+    let state =
+        AppState { keyring: Arc::clone(&keyring), metrics: Arc::new(Metrics::new(Arc::clone(&keyring))), limits };
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

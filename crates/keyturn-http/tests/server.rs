@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use keyturn::core::Outcome;
-use keyturn::Config;
+use keyturn::{Config, Consistency};
 use keyturn_http::Limits;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -61,6 +61,50 @@ async fn metrics_count_outcomes_and_routes() {
     ] {
         assert!(text.lines().any(|metric| metric == line), "missing {line:?} in\n{text}");
     }
+    server.stop().await;
+}
+
+/// Returns the value of the unlabelled metric `name` in a `/metrics` body.
+fn metric_value(text: &str, name: &str) -> u64 {
+    let line = text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' '));
+    let value = line.unwrap_or_else(|| panic!("missing {name} in\n{text}"));
+    value.parse().unwrap_or_else(|error| panic!("invalid value {value:?} of {name}: {error}"))
+}
+
+#[tokio::test]
+async fn metrics_count_cache_hits_and_misses() {
+    // The change follower syncs once at start and then not for an hour, so no eviction can fall
+    // between the two verifications, and the cache stays fresh however slowly the test runs.
+    let hour = Duration::from_secs(3600);
+    let consistency = Consistency { max_staleness: hour, poll_interval: hour, ..Consistency::default() };
+    let server = Server::with_config(Config { consistency, ..Config::default() }, Limits::default()).await;
+    let key = server.key("client", &["orders:read"]).await;
+    let scrape = || async { server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+
+    let mut text = scrape().await;
+    for _ in 0..100 {
+        if metric_value(&text, "keyturn_cache_fresh") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = scrape().await;
+    }
+    assert_eq!(metric_value(&text, "keyturn_cache_fresh"), 1, "the change follower did not sync within 2 s");
+    assert!(text.contains("# TYPE keyturn_cache_hits counter\n"), "{text}");
+    assert!(text.contains("# TYPE keyturn_cache_misses counter\n"), "{text}");
+    assert!(text.contains("# TYPE keyturn_cache_fresh gauge\n"), "{text}");
+    let hits = metric_value(&text, "keyturn_cache_hits_total");
+    let misses = metric_value(&text, "keyturn_cache_misses_total");
+
+    for _ in 0..2 {
+        let response = server.client.get(server.gateway_url("/v1/auth")).bearer_auth(key.token.expose()).send();
+        assert_eq!(response.await.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+
+    let text = scrape().await;
+    assert_eq!(metric_value(&text, "keyturn_cache_misses_total"), misses + 1, "the first verification reads the store");
+    assert_eq!(metric_value(&text, "keyturn_cache_hits_total"), hits + 1, "the second verification hits the cache");
+    assert_eq!(metric_value(&text, "keyturn_cache_fresh"), 1);
     server.stop().await;
 }
 

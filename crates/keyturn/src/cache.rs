@@ -4,6 +4,8 @@
 //! store is unreachable stops trusting its cache instead of serving stale answers forever.
 //!
 //! The cache holds records, never tokens: a hit still computes one HMAC to check the secret.
+//! It counts its hits and misses with relaxed atomic increments, which take no lock and
+//! allocate nothing on the verify path.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -27,6 +29,29 @@ pub(crate) enum Cached {
     Miss,
 }
 
+/// The cache's lookup counters and freshness at one instant, as [`crate::Keyring::cache_stats`]
+/// returns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups served from the cache: a cached record or a remembered unknown key id.
+    pub hits: u64,
+    /// Lookups that read the store: the key id was not cached, or the cache was stale or
+    /// disabled (strict mode). A read that failed counts too.
+    pub misses: u64,
+    /// Whether cached entries may serve lookups now: caching is on and the change follower
+    /// synced within the maximum staleness.
+    pub fresh: bool,
+}
+
+/// Hit and miss counters, on a cache line of their own: every verification increments one, and
+/// sharing a line with `synced_at_ms`, which every lookup reads, would make the threads contend.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
 #[derive(Debug)]
 pub(crate) struct Cache {
     origin: MonotonicInstant,
@@ -41,6 +66,7 @@ pub(crate) struct Cache {
     max_staleness_ms: i64,
     unknown_ttl_ms: i64,
     capacity: usize,
+    counters: Counters,
 }
 
 impl Cache {
@@ -55,6 +81,7 @@ impl Cache {
             max_staleness_ms,
             unknown_ttl_ms,
             capacity,
+            counters: Counters::default(),
         }
     }
 
@@ -122,6 +149,26 @@ impl Cache {
         let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.clear();
+    }
+
+    /// Counts a lookup served from the cache.
+    pub(crate) fn count_hit(&self) {
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a lookup that reads the store.
+    pub(crate) fn count_miss(&self) {
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Returns the counters and the freshness. The two counters are read one after the other,
+    /// so under load their sum can be off by the lookups made in between.
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.counters.hits.load(Ordering::Relaxed),
+            misses: self.counters.misses.load(Ordering::Relaxed),
+            fresh: self.is_fresh(),
+        }
     }
 
     pub(crate) fn synced_seq(&self) -> i64 {

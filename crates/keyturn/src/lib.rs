@@ -22,6 +22,7 @@ use std::sync::Arc;
 pub use keyturn_core as core;
 pub use keyturn_store as store;
 
+pub use crate::cache::CacheStats;
 pub use crate::config::{Config, Consistency};
 pub use crate::error::Error;
 pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, RotateOptions, SelfRotationOptions};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use keyturn_core::{extract_credential, Decision, HttpResponse, KeyId, KeyRecord, Scopes};
 
-use crate::cache::Cached;
+use crate::cache::{CacheStats, Cached};
 use crate::{Error, Keyring};
 
 /// The parts of an HTTP request that authentication reads.
@@ -115,19 +115,36 @@ impl Keyring {
         Some(self.config.responses.invalid_request(&error.to_string()))
     }
 
+    /// Returns the verification cache's hit and miss counts since this keyring was created, and
+    /// whether the cache may serve lookups now. Malformed tokens are rejected before the cache and
+    /// count as neither.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
     /// Finds a key record, from the cache while it is fresh, else from the store. Concurrent store
-    /// reads are bounded so that a flood of unknown ids cannot overload the store.
+    /// reads are bounded so that a flood of unknown ids cannot overload the store. Counts a cache
+    /// hit when the cache returns the result, and a cache miss before reading the store.
     async fn lookup(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, Error> {
         match self.cache.lookup(key_id) {
-            Cached::Known(record) => return Ok(Some(record)),
-            Cached::Unknown => return Ok(None),
+            Cached::Known(record) => {
+                self.cache.count_hit();
+                return Ok(Some(record));
+            }
+            Cached::Unknown => {
+                self.cache.count_hit();
+                return Ok(None);
+            }
             Cached::Miss => {}
         }
         let _permit = self.lookups.acquire().await.map_err(|_| Error::StoreUnavailable("keyring closed".into()))?;
+        // Another verification may have loaded the record while this one waited for the permit.
         if let Cached::Known(record) = self.cache.lookup(key_id) {
+            self.cache.count_hit();
             return Ok(Some(record));
         }
 
+        self.cache.count_miss();
         let generation = self.cache.generation();
         let record = self.store.get_key(key_id).await?.map(Arc::new);
         self.cache.insert(key_id.clone(), record.clone(), generation);

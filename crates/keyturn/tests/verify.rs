@@ -198,6 +198,28 @@ async fn cache_spares_store_reads_until_change() {
     assert_eq!(decision.outcome, Outcome::Revoked);
 }
 
+#[tokio::test]
+async fn cache_stats_count_hits_and_misses() {
+    let fixture = Fixture::new().await;
+    let issued = fixture.keyring.create(new_key("stats"), &cli()).await.unwrap();
+    let unknown = fixture.keyring.config().format.generate(&KeyId::parse("UnknownKey02").unwrap(), &mut OsRng);
+    let stats = fixture.keyring.cache_stats();
+    assert_eq!((stats.hits, stats.misses), (0, 0));
+    assert!(!stats.fresh, "no sync has run yet");
+
+    fixture.keyring.verify(issued.token.expose(), &scopes(&[]), None).await.unwrap();
+    assert_eq!(fixture.keyring.cache_stats().misses, 1, "a stale cache sends every lookup to the store");
+
+    fixture.keyring.sync_cache().await.unwrap();
+    for token in [issued.token.expose(), issued.token.expose(), unknown.expose(), unknown.expose(), "kt_live_short"] {
+        fixture.keyring.verify(token, &scopes(&[]), None).await.unwrap();
+    }
+    let stats = fixture.keyring.cache_stats();
+    assert!(stats.fresh);
+    assert_eq!(stats.misses, 3, "the first read of each key id after the sync, and the first read before it");
+    assert_eq!(stats.hits, 2, "the second read of each key id; a malformed token counts as neither");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_use_flushed_without_waiting_for_interval() {
     let config = Config { flush_interval: StdDuration::from_secs(60), ..Config::default() };
@@ -305,4 +327,7 @@ async fn strict_mode_reads_through_every_time() {
     assert_eq!(peer.verify(issued.token.expose(), &scopes(&[]), None).await.unwrap().outcome, Outcome::Active);
     fixture.keyring.revoke(&issued.record.key_id, None, &cli()).await.unwrap();
     assert_eq!(peer.verify(issued.token.expose(), &scopes(&[]), None).await.unwrap().outcome, Outcome::Revoked);
+    let stats = peer.cache_stats();
+    assert!(!stats.fresh, "strict mode never trusts the cache");
+    assert_eq!((stats.hits, stats.misses), (0, 2));
 }
