@@ -3,11 +3,15 @@
 //! rotation that `KeyRecord::plan_self_rotation` in the core permits. It does not count usage:
 //! the front end that authenticated the request already did.
 
-use keyturn_core::{AuditEventType, KeyId, KeyRecord, SelfRotationDenied};
-use keyturn_store::Rotation;
+use keyturn_core::{Actor, AuditEventType, Duration, Instant, KeyId, KeyRecord, SelfRotationDenied};
+use keyturn_store::{AuditFilter, Rotation};
 use serde_json::json;
 
 use crate::{Caller, Error, Issued, Keyring};
+
+/// How old an unused successor must be before a self-rotation may replace it. A client whose
+/// response was lost retries after this long; requests sent at the same moment get one successor.
+pub const REPLACE_AFTER: Duration = Duration::from_secs(10);
 
 impl Keyring {
     /// Rotates the key that `token` identifies, on that key's own authority, and returns the
@@ -20,6 +24,8 @@ impl Keyring {
     /// - [`Error::SelfRotationDenied`]: the key's policy or the age of its chain forbids it.
     /// - [`Error::NotRotatable`]: the key is revoked, rotated or expired.
     /// - [`Error::SuccessorUsed`]: the key was already rotated and its successor was used.
+    /// - [`Error::AlreadyRotated`]: the key's successor was issued by an operator, was revoked, or
+    ///   is younger than [`REPLACE_AFTER`].
     /// - [`Error::ReservedScope`]: the key has reserved scopes but not `keyturn:admin`.
     pub async fn self_rotate(&self, token: &str, client_addr: Option<&str>) -> Result<Issued, Error> {
         let now = self.clock.now();
@@ -34,6 +40,9 @@ impl Keyring {
         let plan = old
             .plan_self_rotation(current_successor.as_ref(), now, self.config.policy.default_overlap)
             .map_err(denied)?;
+        if let Some(successor) = current_successor.as_ref().filter(|_| plan.replaced_successor.is_some()) {
+            self.check_replaceable(&old.key_id, successor, now).await?;
+        }
 
         let (successor, new_token) = self.new_successor(&old, now, Some(plan.successor_expires_at));
         let successor_id = successor.key_id.clone();
@@ -72,6 +81,30 @@ impl Keyring {
             replaced_successor_id = replace.as_ref().map(KeyId::as_str), "key rotated itself"
         );
         Ok(Issued { record: successor, token: new_token })
+    }
+
+    /// Allows a self-rotation to replace the key's unused successor only when that successor came
+    /// from an earlier self-rotation of the same key, is not revoked, and is at least
+    /// [`REPLACE_AFTER`] old. So a client whose response was lost can retry, but a leaked key cannot
+    /// replace a successor an operator issued or revoked, and concurrent requests get one successor.
+    async fn check_replaceable(&self, key_id: &KeyId, successor: &KeyRecord, now: Instant) -> Result<(), Error> {
+        let conflict = || Error::AlreadyRotated { key_id: key_id.clone(), successor_id: successor.key_id.clone() };
+        if successor.revoked_at.is_some() || now.since(successor.created_at) < REPLACE_AFTER {
+            return Err(conflict());
+        }
+        let filter = AuditFilter {
+            key_id: Some(successor.key_id.clone()),
+            event: Some(AuditEventType::AuthnTokenCreated),
+            limit: Some(1),
+            ..AuditFilter::default()
+        };
+        let created = self.store.list_audit(&filter).await?;
+        let self_issued = created.first().is_some_and(|row| row.event.actor == Actor::Key(key_id.clone()));
+        if self_issued {
+            Ok(())
+        } else {
+            Err(conflict())
+        }
     }
 
     /// Reads the key that `token` names from the store and checks the token against the stored

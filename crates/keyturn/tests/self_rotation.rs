@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use keyturn::core::{Actor, AuditEventType, Duration, Expiry, Instant, Outcome, SelfRotationDenied};
 use keyturn::store::AuditFilter;
-use keyturn::{Error, NewKey, SelfRotationOptions};
+use keyturn::{Error, NewKey, RotateOptions, SelfRotationOptions};
 
 const ADDR: &str = "127.0.0.1:40000";
 
@@ -78,6 +78,49 @@ async fn superseded_replaces_unused_successor() {
     assert_eq!(view.record.successor_id.as_ref(), Some(&fresh.record.key_id));
     assert_eq!(view.record.overlap_ends_at, overlap_end);
     assert_eq!(view.state.outcome, Outcome::Superseded);
+}
+
+#[tokio::test]
+async fn replacement_waits_ten_seconds() {
+    let fixture = Fixture::new().await;
+    let old = fixture.keyring.create(new_key("concurrent"), &cli()).await.unwrap();
+    let first = fixture.keyring.self_rotate(old.token.expose(), Some(ADDR)).await.unwrap();
+
+    fixture.at(T0 + 9_999);
+    let error = fixture.keyring.self_rotate(old.token.expose(), Some(ADDR)).await.unwrap_err();
+    assert!(matches!(error, Error::AlreadyRotated { .. }), "{error:?}");
+    assert_eq!(outcome(&fixture, first.token.expose()).await, Outcome::Active);
+
+    fixture.at(T0 + 10_000);
+    let replacement = fixture.keyring.self_rotate(old.token.expose(), Some(ADDR)).await.unwrap();
+    assert_eq!(outcome(&fixture, replacement.token.expose()).await, Outcome::Active);
+    assert_eq!(outcome(&fixture, first.token.expose()).await, Outcome::Revoked);
+}
+
+#[tokio::test]
+async fn operator_successor_never_replaced() {
+    let fixture = Fixture::new().await;
+    let leaked = fixture.keyring.create(new_key("leaked"), &cli()).await.unwrap();
+    let issued = fixture.keyring.rotate(&leaked.record.key_id, &RotateOptions::default(), &cli()).await.unwrap();
+
+    fixture.at(T0 + DAY / 2);
+    let error = fixture.keyring.self_rotate(leaked.token.expose(), Some(ADDR)).await.unwrap_err();
+
+    assert!(matches!(error, Error::AlreadyRotated { .. }), "{error:?}");
+    assert_eq!(outcome(&fixture, issued.token.expose()).await, Outcome::Active);
+}
+
+#[tokio::test]
+async fn revoked_successor_never_replaced() {
+    let fixture = Fixture::new().await;
+    let old = fixture.keyring.create(new_key("revoked successor"), &cli()).await.unwrap();
+    let successor = fixture.keyring.self_rotate(old.token.expose(), Some(ADDR)).await.unwrap();
+    fixture.keyring.revoke(&successor.record.key_id, Some("leaked"), &cli()).await.unwrap();
+
+    fixture.at(T0 + DAY / 2);
+    let error = fixture.keyring.self_rotate(old.token.expose(), Some(ADDR)).await.unwrap_err();
+
+    assert!(matches!(error, Error::AlreadyRotated { .. }), "{error:?}");
 }
 
 #[tokio::test]
