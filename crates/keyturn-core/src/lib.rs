@@ -24,7 +24,7 @@ pub mod token;
 
 pub use crate::audit::{Actor, AuditEvent, AuditEventType, NewAuditEvent};
 pub use crate::credentials::{extract_credential, Credential, CredentialConfig, RequestError};
-pub use crate::error::Error;
+pub use crate::error::{quote_value, Error};
 pub use crate::key::{KeyRecord, KeyState};
 pub use crate::outcome::{Decision, Outcome};
 pub use crate::pepper::{PepperId, PepperRing, TokenHash};

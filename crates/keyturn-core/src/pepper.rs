@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::{Error, Pepper};
+use crate::{error::quote_value, Error, Pepper};
 
 /// The shortest pepper accepted, in bytes (256 bits, the HMAC-SHA256 block's natural key size).
 pub const MIN_PEPPER_BYTES: usize = 32;
@@ -45,7 +45,7 @@ impl PepperId {
             Ok(PepperId(value.to_owned()))
         } else {
             Err(Error::InvalidPepper {
-                entry: format!("id {:?}", value.chars().take(40).collect::<String>()),
+                entry: format!("id {}", quote_value(value)),
                 reason: "a pepper id is 1 to 32 characters of [A-Za-z0-9._-]".to_owned(),
             })
         }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::quote_value;
 use crate::Error;
 
 pub const RESERVED_PREFIX: &str = "keyturn:";
@@ -33,7 +34,7 @@ impl Scope {
         if well_formed && reserved_ok {
             Ok(Scope(value.to_owned()))
         } else {
-            Err(Error::InvalidScope { scope: value.chars().take(140).collect(), reserved: RESERVED_SCOPES })
+            Err(Error::InvalidScope { scope: quote_value(value), reserved: RESERVED_SCOPES })
         }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::error::quote_value;
 use crate::Error;
 
 /// A UTC instant in whole milliseconds since the Unix epoch.
@@ -47,9 +48,9 @@ impl Instant {
     /// Parses an RFC 3339 date and time with an offset, such as `2027-01-31T12:00:00Z`.
     pub fn parse_rfc3339(value: &str) -> Result<Self, Error> {
         let parsed = OffsetDateTime::parse(value.trim(), &Rfc3339)
-            .map_err(|_| Error::InvalidInstant { value: value.to_owned() })?;
+            .map_err(|_| Error::InvalidInstant { value: quote_value(value) })?;
         let millis = parsed.unix_timestamp_nanos() / 1_000_000;
-        i64::try_from(millis).map(Instant).map_err(|_| Error::InvalidInstant { value: value.to_owned() })
+        i64::try_from(millis).map(Instant).map_err(|_| Error::InvalidInstant { value: quote_value(value) })
     }
 
     /// Formats the instant as RFC 3339 in UTC, with milliseconds when they are not zero.
@@ -135,7 +136,7 @@ impl Duration {
     /// whole amounts, each followed by a unit, units in the order d, h, m, s, ms and each at most
     /// once. `0s` is a valid zero duration; a sign, a fraction or an empty string is rejected.
     pub fn parse(value: &str) -> Result<Self, Error> {
-        let invalid = || Error::InvalidDuration { value: value.to_owned() };
+        let invalid = || Error::InvalidDuration { value: quote_value(value) };
         let units = [("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", SECOND), ("ms", 1)];
         let mut rest = value.trim();
         let mut next_unit = 0;

@@ -10,7 +10,7 @@ use std::fmt;
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Token};
+use crate::{error::quote_value, Error, Token};
 
 pub const KEY_ID_LEN: usize = 12;
 pub const SECRET_LEN: usize = 30;
@@ -45,7 +45,7 @@ impl KeyId {
         if value.len() == KEY_ID_LEN && value.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
             Ok(KeyId(value.to_owned()))
         } else {
-            Err(Error::InvalidKeyId { key_id: value.chars().take(64).collect(), length: KEY_ID_LEN })
+            Err(Error::InvalidKeyId { key_id: quote_value(value), length: KEY_ID_LEN })
         }
     }
 
@@ -98,7 +98,7 @@ impl TokenFormat {
             !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         });
         if prefix.is_empty() || prefix.len() > MAX_PREFIX_LEN || !valid_segments {
-            return Err(Error::InvalidPrefix { prefix: prefix.chars().take(64).collect() });
+            return Err(Error::InvalidPrefix { prefix: quote_value(prefix) });
         }
         Ok(TokenFormat { prefix: prefix.to_owned() })
     }

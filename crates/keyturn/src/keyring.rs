@@ -435,7 +435,7 @@ fn check_text(field: &'static str, value: &str) -> Result<String, Error> {
             field,
             reason: format!(
                 "{} must be 1 to {MAX_TEXT_LEN} characters without control characters",
-                quote_prefix(value)
+                keyturn_core::quote_value(value)
             ),
         });
     }
@@ -449,24 +449,11 @@ fn check_reason(value: &str) -> Result<String, Error> {
             field: "reason",
             reason: format!(
                 "{} must be at most {MAX_REASON_LEN} characters on one line, without control characters",
-                quote_prefix(value)
+                keyturn_core::quote_value(value)
             ),
         });
     }
     Ok(trimmed.to_owned())
-}
-
-/// Quotes a rejected value for an error message, cut to its first 40 characters so a huge
-/// argument does not produce a huge message.
-fn quote_prefix(value: &str) -> String {
-    const SHOWN: usize = 40;
-    let count = value.chars().count();
-    if count <= SHOWN {
-        format!("{value:?}")
-    } else {
-        let shown: String = value.chars().take(SHOWN).collect();
-        format!("{shown:?} (first {SHOWN} of {count} characters)")
-    }
 }
 
 fn check_metadata(metadata: &Map<String, Value>) -> Result<(), Error> {
