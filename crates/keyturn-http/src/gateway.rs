@@ -66,8 +66,14 @@ pub(crate) async fn auth(
 
 async fn authenticate(state: &AppState, peer: SocketAddr, uri: &Uri, headers: &HeaderMap) -> Result<Response, Error> {
     let required = match header_text(headers, SCOPES_HEADER)? {
-        Some(text) => Scopes::parse(text.split_ascii_whitespace())
-            .map_err(|error| Error::Gateway(format!("header X-Keyturn-Scopes: {error}")))?,
+        // The error names the header but not its value, which is logged and could hold a token.
+        Some(text) => Scopes::parse(text.split_ascii_whitespace()).map_err(|_| {
+            Error::Gateway(
+                "header X-Keyturn-Scopes is not a list of scopes separated by spaces, each 1 to 128 \
+                 characters of [A-Za-z0-9:._/-]"
+                    .to_owned(),
+            )
+        })?,
         None => Scopes::default(),
     };
     let original_uri = header_text(headers, ORIGINAL_URI_HEADER)?.unwrap_or_default();

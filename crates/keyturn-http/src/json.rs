@@ -57,7 +57,46 @@ pub(crate) struct RevokeBody {
 /// Parses a JSON request body.
 pub(crate) fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Error> {
     check_json_content_type(headers)?;
-    serde_json::from_slice(body).map_err(|error| Error::InvalidBody(error.to_string()))
+    serde_json::from_slice(body).map_err(|error| Error::InvalidBody(describe_json_error(&error)))
+}
+
+/// Describes a JSON body error by its kind and location, without the value or the unknown member
+/// name that serde quotes, because a client may have put a token in either. Only text that the
+/// body's type supplies is kept: the expected type or the accepted member names, and the name of
+/// a missing or duplicate member.
+fn describe_json_error(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+
+    let location = format!("line {} column {}", error.line(), error.column());
+    if matches!(error.classify(), Category::Syntax | Category::Eof | Category::Io) {
+        return format!("the body is not valid JSON at {location}");
+    }
+    let message = error.to_string();
+    // serde writes the expected part after the value, so the last ", expected " starts it.
+    let expected = message
+        .strip_suffix(&format!(" at {location}"))
+        .unwrap_or(&message)
+        .rsplit_once(", expected ")
+        .map(|(_, expected)| expected);
+    let member = |prefix: &str| message.strip_prefix(prefix).and_then(|rest| rest.split('`').next());
+
+    if message.starts_with("unknown field `") {
+        let accepted = expected.unwrap_or("no members");
+        return format!("unknown member at {location}; expected {accepted}");
+    }
+    if let Some(name) = member("missing field `") {
+        return format!("missing member `{name}` at {location}");
+    }
+    if let Some(name) = member("duplicate field `") {
+        return format!("duplicate member `{name}` at {location}");
+    }
+    let with_value = ["invalid type: ", "invalid value: ", "invalid length ", "unknown variant `"];
+    match expected {
+        Some(expected) if with_value.iter().any(|prefix| message.starts_with(prefix)) => {
+            format!("invalid value at {location}: expected {expected}")
+        }
+        _ => format!("invalid value at {location}"),
+    }
 }
 
 /// Parses a JSON request body whose members are all optional; an empty body takes the defaults.
@@ -141,9 +180,15 @@ impl RotateBody {
     }
 }
 
-/// Parses a duration member such as `"90d"`.
+/// Parses a duration member such as `"90d"`. The error names the member but not the value, which
+/// could be a misplaced token.
 pub(crate) fn duration(parameter: &'static str, value: &str) -> Result<Duration, Error> {
-    Duration::parse(value).map_err(|error| Error::InvalidParameter { parameter, reason: error.to_string() })
+    Duration::parse(value).map_err(|_| Error::InvalidParameter {
+        parameter,
+        reason: "expected whole amounts with units in the order d, h, m, s, ms, such as 90d, 12h, 30m, 45s, \
+                 250ms or 1h30m"
+            .to_owned(),
+    })
 }
 
 fn positive_duration(parameter: &'static str, value: &str) -> Result<Duration, Error> {
@@ -157,9 +202,12 @@ fn positive_duration(parameter: &'static str, value: &str) -> Result<Duration, E
     Ok(parsed)
 }
 
-/// Parses an RFC 3339 instant.
+/// Parses an RFC 3339 instant. The error names the member or parameter but not the value.
 pub(crate) fn instant(parameter: &'static str, value: &str) -> Result<Instant, Error> {
-    Instant::parse_rfc3339(value).map_err(|error| Error::InvalidParameter { parameter, reason: error.to_string() })
+    Instant::parse_rfc3339(value).map_err(|_| Error::InvalidParameter {
+        parameter,
+        reason: "expected an RFC 3339 date and time such as 2027-01-31T12:00:00Z".to_owned(),
+    })
 }
 
 /// Parses a key id path segment or parameter. The error quotes only a value too short to be a
@@ -176,9 +224,18 @@ pub(crate) fn key_id(parameter: &'static str, value: &str) -> Result<KeyId, Erro
     })
 }
 
+/// Parses the scopes member. The error gives the index of the invalid scope, not its text.
 fn scopes(values: &[String]) -> Result<Scopes, Error> {
-    Scopes::parse(values.iter().map(String::as_str))
-        .map_err(|error| Error::InvalidParameter { parameter: "scopes", reason: error.to_string() })
+    Scopes::parse(values.iter().map(String::as_str)).map_err(|_| {
+        let index = values.iter().position(|value| keyturn_core::Scope::parse(value).is_err()).unwrap_or(0);
+        Error::InvalidParameter {
+            parameter: "scopes",
+            reason: format!(
+                "member {index} is not a scope: use 1 to 128 characters of [A-Za-z0-9:._/-], and under \
+                 \"keyturn:\" only the reserved scopes"
+            ),
+        }
+    })
 }
 
 /// Renders a key with its state at the instant it was read. The members match the CLI's
