@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyturn::Keyring;
@@ -43,7 +44,9 @@ struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdminLabels {
-    method: String,
+    /// A standard method name or `other`, from [`method_name`].
+    method: &'static str,
+    /// The matched route pattern, such as `/v1/keys/{key_id}`, never the request path.
     route: String,
     status: u16,
 }
@@ -122,7 +125,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
 /// Counts admin requests by route and status, and responses that failed because of the store.
 pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = method_name(request.method());
     let response = next.run(request).await;
 
     if response.extensions().get::<StoreFailure>().is_some() {
@@ -133,4 +136,20 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
         state.metrics.admin_requests.get_or_create(&labels).inc();
     }
     response
+}
+
+/// Returns the name of a standard method, or `other` for any other. Metric labels, logs and
+/// problem details use this instead of the request's method text, which a client chooses freely:
+/// each made-up method would add a metric series, and the text could be a token.
+pub(crate) fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
