@@ -15,6 +15,8 @@ mod gateway;
 mod json;
 mod layer;
 mod metrics;
+mod openapi;
+mod routes;
 mod self_rotate;
 mod server;
 mod verify;
@@ -49,10 +51,12 @@ impl Default for Limits {
     }
 }
 
-/// The state every handler shares: the keyring, the metrics and the limits.
+/// The state every handler shares: the keyring, the metrics, the limits and the OpenAPI document.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub keyring: Arc<Keyring>,
     pub metrics: Arc<metrics::Metrics>,
     pub limits: Limits,
+    /// The serialised OpenAPI document that `/openapi.json` serves.
+    pub openapi: axum::body::Bytes,
 }

@@ -16,7 +16,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
 use axum::Router;
 use keyturn::Keyring;
 use tokio::net::TcpListener;
@@ -29,7 +28,8 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::metrics::{self, Metrics};
-use crate::{admin, gateway, self_rotate, verify, AppState, Error, Limits, TARGET};
+use crate::openapi::{self, Operation};
+use crate::{gateway, routes, AppState, Error, Limits, TARGET};
 
 /// The sockets the service listens on.
 #[derive(Debug)]
@@ -53,18 +53,30 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     keyring.start_background();
-    let state =
-        AppState { keyring: Arc::clone(&keyring), metrics: Arc::new(Metrics::new(Arc::clone(&keyring))), limits };
+    let api_operations = routes::api_operations();
+    let gateway_operations = routes::gateway_operations();
+    let api_key_header = keyring.config().responses.api_key_header();
+    let document = openapi::document(&api_operations, &gateway_operations, api_key_header);
+    // Serialising a JSON value cannot fail.
+    let document = serde_json::to_vec(&document).expect("the OpenAPI document serialises");
+    let state = AppState {
+        keyring: Arc::clone(&keyring),
+        metrics: Arc::new(Metrics::new(Arc::clone(&keyring))),
+        limits,
+        openapi: document.into(),
+    };
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
     });
 
-    let api = run(listeners.api, api_router(state.clone()), stopped.clone(), "api");
+    let api = run(listeners.api, with_common(routes_of(api_operations), state.clone()), stopped.clone(), "api");
     let gateway = async {
         match listeners.gateway {
-            Some(listener) => run(listener, gateway_router(state.clone()), stopped, "gateway").await,
+            Some(listener) => {
+                run(listener, with_common(routes_of(gateway_operations), state.clone()), stopped, "gateway").await
+            }
             None => Ok(()),
         }
     };
@@ -108,25 +120,13 @@ async fn run(
         .map_err(|error| Error::Listen { address, reason: error.to_string() })
 }
 
-fn api_router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/v1/keys", get(admin::list_keys).post(admin::create_key))
-        .route("/v1/keys/{key_id}", get(admin::show_key))
-        .route("/v1/keys/{key_id}/rotate", post(admin::rotate_key))
-        .route("/v1/keys/{key_id}/revoke", post(admin::revoke_key))
-        .route("/v1/audit", get(admin::list_audit))
-        .route("/v1/self/rotate", post(self_rotate::self_rotate))
-        .route("/v1/verify", post(verify::verify))
-        .route("/metrics", get(metrics::metrics));
-    with_common(routes, state)
+/// Mounts the handlers of a route table. This is the only place where routes enter a router,
+/// so the OpenAPI document, built from the same table, lists every route.
+pub(crate) fn routes_of(operations: Vec<Operation>) -> Router<AppState> {
+    operations.into_iter().fold(Router::new(), |router, operation| router.route(operation.path, operation.handler))
 }
 
-fn gateway_router(state: AppState) -> Router {
-    let routes = Router::new().route("/v1/auth", any(gateway::auth)).route("/v1/auth/{*path}", any(gateway::auth));
-    with_common(routes, state)
-}
-
-/// Adds the health checks, the fallbacks and the middleware that every listener shares.
+/// Adds the fallbacks and the middleware that every listener shares.
 fn with_common(routes: Router<AppState>, state: AppState) -> Router {
     let limits = state.limits.clone();
     let api_key_header = HeaderName::try_from(state.keyring.config().responses.api_key_header())
@@ -152,8 +152,6 @@ fn with_common(routes: Router<AppState>, state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
 
     routes
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -163,12 +161,12 @@ fn with_common(routes: Router<AppState>, state: AppState) -> Router {
 }
 
 /// `/healthz`: the process is up.
-async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// `/readyz`: 200 when the store responds to a query.
-async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
     state.keyring.store().change_seq().await.map_err(keyturn::Error::from)?;
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
 }

@@ -23,7 +23,7 @@ use crate::error::{append_headers, send};
 use crate::json::{check_json_content_type, rfc3339};
 use crate::{AppState, Error};
 
-const VERIFY: &str = "keyturn:verify";
+pub(crate) const VERIFY: &str = "keyturn:verify";
 
 /// The body of `POST /v1/verify`. It has no `Debug`, because it contains a token.
 #[derive(Deserialize)]

@@ -1,0 +1,172 @@
+//! The route table: every endpoint of each listener with its documentation. The routers and the
+//! OpenAPI document are both built from these lists, so they cannot disagree about a path or a
+//! method.
+
+use axum::http::Method;
+use serde_json::json;
+
+use crate::openapi::{problem, schema, Operation, EVERY_METHOD};
+use crate::{admin, gateway, metrics, openapi, self_rotate, server, verify};
+
+const GET: &[Method] = &[Method::GET];
+const POST: &[Method] = &[Method::POST];
+
+/// Returns the endpoints of the API listener (`--listen`).
+pub(crate) fn api_operations() -> Vec<Operation> {
+    let limit = json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 });
+    let mut operations = vec![
+        Operation::new(GET, "/v1/keys", "list_keys", admin::list_keys)
+            .summary("List keys in creation order, a page at a time")
+            .scope(admin::KEYS_READ)
+            .query("owner", json!({ "type": "string" }), "only keys of this owner")
+            .query("state", json!({ "type": "string" }), "only keys in this state now")
+            .query("limit", limit.clone(), "the page size")
+            .query("cursor", json!({ "type": "string" }), "next_cursor of the previous page")
+            .response(200, "a page of keys", Some(schema("KeyPage")))
+            .response(400, "a query parameter is invalid", Some(problem())),
+        Operation::new(POST, "/v1/keys", "create_key", admin::create_key)
+            .summary("Create a key and return its token, shown this once")
+            .scope(admin::KEYS_WRITE)
+            .body(schema("CreateKey"), true)
+            .response(201, "the new key with its token; Location names it", Some(schema("IssuedKey"))),
+        Operation::new(GET, "/v1/keys/{key_id}", "show_key", admin::show_key)
+            .summary("Show a key, without its token")
+            .scope(admin::KEYS_READ)
+            .response(200, "the key", Some(schema("Key")))
+            .response(400, "the key id is invalid", Some(problem()))
+            .response(404, "no key has this id", Some(problem())),
+        Operation::new(POST, "/v1/keys/{key_id}/rotate", "rotate_key", admin::rotate_key)
+            .summary("Rotate a key: issue a successor while the old key works for the overlap")
+            .scope(admin::KEYS_WRITE)
+            .body(schema("RotateKey"), false)
+            .response(201, "the successor with its token, and the old key as predecessor", Some(schema("RotatedKey")))
+            .response(404, "no key has this id", Some(problem()))
+            .response(409, "the key's state does not allow a rotation", Some(problem())),
+        Operation::new(POST, "/v1/keys/{key_id}/revoke", "revoke_key", admin::revoke_key)
+            .summary("Revoke a key for good")
+            .scope(admin::KEYS_WRITE)
+            .body(schema("RevokeKey"), false)
+            .response(200, "the revoked key", Some(schema("Key")))
+            .response(404, "no key has this id", Some(problem()))
+            .response(409, "the key is already revoked", Some(problem())),
+        Operation::new(GET, "/v1/audit", "list_audit", admin::list_audit)
+            .summary("List audit events in sequence order, a page at a time")
+            .scope(admin::AUDIT_READ)
+            .query("key_id", json!({ "type": "string" }), "only events of this key")
+            .query("event", json!({ "type": "string" }), "only events of this type, such as authn_token_created")
+            .query("since", json!({ "type": "string", "format": "date-time" }), "events at or after this instant")
+            .query("until", json!({ "type": "string", "format": "date-time" }), "events before this instant")
+            .query("limit", limit, "the page size")
+            .query("cursor", json!({ "type": "integer" }), "the sequence number after which to continue")
+            .response(200, "a page of audit events", Some(schema("AuditPage")))
+            .response(400, "a query parameter is invalid", Some(problem())),
+        Operation::new(POST, "/v1/self/rotate", "self_rotate", self_rotate::self_rotate)
+            .summary("Rotate the calling key itself; send no body")
+            .scope("")
+            .response(201, "the successor with its token, and the old key as predecessor", Some(schema("RotatedKey")))
+            .response(409, "the successor of the key was already used", Some(problem())),
+        Operation::new(POST, "/v1/verify", "verify", verify::verify)
+            .summary("Verify a client's token against the scopes its route requires")
+            .scope(verify::VERIFY)
+            .body(schema("VerifyRequest"), true)
+            .response(200, "the decision, allowed or not, with the response to send", Some(schema("VerifyDecision"))),
+        Operation::new(GET, "/metrics", "metrics", metrics::metrics)
+            .summary("Prometheus metrics in the OpenMetrics text format")
+            .response(200, "the metrics", None),
+        Operation::new(GET, "/openapi.json", "openapi", openapi::serve_document)
+            .summary("This OpenAPI document")
+            .response(200, "the document", Some(json!({ "type": "object" }))),
+    ];
+    operations.extend(health_operations());
+    operations
+}
+
+/// Returns the endpoints of the gateway listener (`--gateway-listen`).
+pub(crate) fn gateway_operations() -> Vec<Operation> {
+    let mut operations = Vec::new();
+    for (path, id) in [("/v1/auth", "auth"), ("/v1/auth/{*path}", "auth_path")] {
+        operations.push(
+            Operation::new(EVERY_METHOD, path, id, gateway::auth)
+                .summary("Authenticate a request forwarded by nginx auth_request or Envoy ext_authz (any method)")
+                .scope("")
+                .response(
+                    204,
+                    "the key is allowed; Keyturn-Key-Id, Keyturn-Scopes and the lifecycle headers name it",
+                    None,
+                )
+                .response(400, "a credential header is invalid or the URL carries a token", Some(problem())),
+        );
+    }
+    operations.extend(health_operations());
+    operations
+}
+
+/// Returns the health checks, which both listeners serve.
+fn health_operations() -> Vec<Operation> {
+    vec![
+        Operation::new(GET, "/healthz", "healthz", server::healthz).summary("Report that the process runs").response(
+            200,
+            "the process runs",
+            Some(schema("Status")),
+        ),
+        Operation::new(GET, "/readyz", "readyz", server::readyz)
+            .summary("Report whether the store responds")
+            .response(200, "the store responds", Some(schema("Status")))
+            .response(503, "the store cannot be reached; Retry-After: 1", Some(problem())),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::openapi::openapi_path;
+
+    /// Returns the paths that a router serves. axum 0.8 has no API that lists them, so this reads
+    /// its `Debug` output, which prints each route as `RouteId(n): "/path"` under `path_router`,
+    /// before the `fallback_router` that serves unmatched paths.
+    fn served_paths(router: &axum::Router<crate::AppState>) -> BTreeSet<String> {
+        let text = format!("{router:?}");
+        let (routes, _) = text.split_once("fallback_router").expect("the Debug output names the fallback router");
+        let paths: BTreeSet<String> = routes
+            .split("RouteId(")
+            .filter_map(|part| part.split_once("): \"")?.1.split_once('"').map(|(path, _)| path.to_owned()))
+            .filter(|path| !path.contains("__private__"))
+            .collect();
+        assert!(!paths.is_empty(), "no route found in the router's Debug output:\n{text}");
+        paths
+    }
+
+    #[test]
+    fn document_lists_every_served_route() {
+        let document = openapi::document(&api_operations(), &gateway_operations(), "X-API-Key");
+        let documented: BTreeSet<String> = document["paths"].as_object().unwrap().keys().cloned().collect();
+
+        for operations in [api_operations(), gateway_operations()] {
+            let served = served_paths(&server::routes_of(operations));
+            for path in &served {
+                assert!(documented.contains(&openapi_path(path)), "{path} is served but not in the document");
+            }
+        }
+        let api = served_paths(&server::routes_of(api_operations()));
+        let gateway = served_paths(&server::routes_of(gateway_operations()));
+        for path in &documented {
+            let served = api.iter().chain(&gateway).any(|served| openapi_path(served) == *path);
+            assert!(served, "{path} is in the document but not served");
+        }
+    }
+
+    #[test]
+    fn document_lists_every_method() {
+        let document = openapi::document(&api_operations(), &gateway_operations(), "X-API-Key");
+        for operation in api_operations().iter().chain(&gateway_operations()) {
+            let item = &document["paths"][openapi_path(operation.path)];
+            for method in operation.methods {
+                let rendered = &item[method.as_str().to_lowercase()];
+                assert!(rendered.is_object(), "{method} {} is not in the document", operation.path);
+                assert!(rendered["responses"].as_object().is_some_and(|responses| !responses.is_empty()));
+            }
+        }
+    }
+}
