@@ -11,6 +11,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyturn_core::problem::PROBLEM_TYPE_PREFIX;
 use keyturn_core::{HttpResponse, ResponseConfig, SelfRotationDenied};
+use keyturn_store::StoreError;
 use serde::Serialize;
 
 use crate::TARGET;
@@ -36,10 +37,14 @@ pub enum Error {
     InvalidParameter { parameter: &'static str, reason: String },
     #[error("header {name} is not valid: use visible ASCII characters only")]
     InvalidHeader { name: String },
-    #[error("no endpoint at {path}; the endpoints are listed in docs/http-api.md")]
-    NoRoute { path: String },
+    /// No route matches the request path. The path is not kept, because a client may have put a
+    /// token in it.
+    #[error("no endpoint at this path; the endpoints are listed in docs/http-api.md")]
+    NoRoute,
+    /// The route does not serve the method. `method` is a standard method name or `other`,
+    /// never the request's own text.
     #[error("method {method} is not allowed on this endpoint")]
-    MethodNotAllowed { method: String },
+    MethodNotAllowed { method: &'static str },
     #[error("the gateway configuration is invalid: {0}")]
     Gateway(String),
     #[error(transparent)]
@@ -87,7 +92,7 @@ impl Error {
                 (StatusCode::BAD_REQUEST, "invalid_parameter", "Invalid parameter", detail)
             }
             Error::InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header", "Invalid header", detail),
-            Error::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route", "No such endpoint", detail),
+            Error::NoRoute => (StatusCode::NOT_FOUND, "no_route", "No such endpoint", detail),
             Error::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", detail)
             }
@@ -106,6 +111,11 @@ impl Error {
                     "key {key_id} has already been rotated; its successor is {successor_id} (to replace a \
                      successor that was never used, rotate again with \"replace_unused_successor\": true)"
                 );
+                (StatusCode::CONFLICT, "already_rotated", "Key already rotated", detail)
+            }
+            // Another rotation of the same key committed first, so this one is a conflict like a
+            // second rotation, not a store fault.
+            Error::Service(Service::Store(StoreError::SuccessorMismatch { .. })) => {
                 (StatusCode::CONFLICT, "already_rotated", "Key already rotated", detail)
             }
             Error::Service(Service::SuccessorUsed { .. }) => {
@@ -143,6 +153,7 @@ impl Error {
             Error::Service(Service::SelfRotationDenied(
                 SelfRotationDenied::Disabled { key_id } | SelfRotationDenied::ChainEnded { key_id, .. },
             )) => Some(key_id.as_str()),
+            Error::Service(Service::Store(StoreError::SuccessorMismatch { key_id, .. })) => Some(key_id.as_str()),
             _ => None,
         }
     }
@@ -158,7 +169,9 @@ impl IntoResponse for Error {
                 response.extensions_mut().insert(StoreFailure);
                 return response;
             }
-            Error::Service(error @ keyturn::Error::Store(_)) => {
+            Error::Service(error @ keyturn::Error::Store(store))
+                if !matches!(store, StoreError::SuccessorMismatch { .. }) =>
+            {
                 tracing::error!(target: TARGET, error = %error, "store error");
                 let mut response = internal_error();
                 response.extensions_mut().insert(StoreFailure);
@@ -214,5 +227,38 @@ pub(crate) fn append_headers(map: &mut axum::http::HeaderMap, headers: &[(&'stat
             continue;
         };
         map.append(header, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyturn_core::KeyId;
+
+    #[test]
+    fn successor_mismatch_is_conflict() {
+        let key_id = KeyId::parse("AAAAAAAAAAAA").unwrap();
+        let expected = KeyId::parse("BBBBBBBBBBBB").unwrap();
+        let error = Error::Service(keyturn::Error::Store(StoreError::SuccessorMismatch { key_id, expected }));
+
+        let response = error.into_response();
+
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert!(response.extensions().get::<StoreFailure>().is_none(), "counted as a store error");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+
+    #[test]
+    fn successor_mismatch_names_key_and_code() {
+        let key_id = KeyId::parse("AAAAAAAAAAAA").unwrap();
+        let expected = KeyId::parse("BBBBBBBBBBBB").unwrap();
+        let error = Error::Service(keyturn::Error::Store(StoreError::SuccessorMismatch { key_id, expected }));
+
+        let (status, code, _, detail) = error.problem();
+
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(code, "already_rotated");
+        assert!(detail.contains("AAAAAAAAAAAA"), "{detail}");
+        assert_eq!(error.key_id(), Some("AAAAAAAAAAAA"));
     }
 }

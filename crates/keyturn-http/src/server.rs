@@ -27,7 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, method_name, Metrics};
 use crate::openapi::{self, Operation};
 use crate::{gateway, routes, AppState, Error, Limits, TARGET};
 
@@ -135,7 +135,7 @@ fn with_common(routes: Router<AppState>, state: AppState) -> Router {
 
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request| {
-            tracing::info_span!(target: TARGET, "request", method = %request.method(), route = tracing::field::Empty)
+            tracing::info_span!(target: TARGET, "request", method = method_name(request.method()), route = tracing::field::Empty)
         })
         .on_request(())
         .on_response(|response: &Response, latency: Duration, _span: &Span| {
@@ -171,12 +171,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, Er
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
 }
 
-async fn no_route(request: Request) -> Error {
-    Error::NoRoute { path: request.uri().path().chars().take(200).collect() }
+async fn no_route() -> Error {
+    Error::NoRoute
 }
 
 async fn method_not_allowed(request: Request) -> Error {
-    Error::MethodNotAllowed { method: request.method().to_string() }
+    Error::MethodNotAllowed { method: method_name(request.method()) }
 }
 
 const PROBLEM_JSON: &str = "application/problem+json";

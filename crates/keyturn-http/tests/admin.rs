@@ -313,7 +313,7 @@ async fn bad_input_is_a_problem_and_changes_nothing() {
         (Method::GET, "/v1/keys?state=sleeping".into(), "", StatusCode::BAD_REQUEST, "invalid_parameter", "sleeping"),
         (Method::GET, "/v1/keys?colour=red".into(), "", StatusCode::BAD_REQUEST, "invalid_parameter", "colour"),
         (Method::DELETE, "/v1/keys".into(), "", StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "DELETE"),
-        (Method::GET, "/v2/keys".into(), "", StatusCode::NOT_FOUND, "no_route", "/v2/keys"),
+        (Method::GET, "/v2/keys".into(), "", StatusCode::NOT_FOUND, "no_route", "no endpoint"),
     ];
     for (method, path, body, status, code, named) in cases {
         let before = snapshot(&server).await;
