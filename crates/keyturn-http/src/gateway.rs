@@ -65,6 +65,15 @@ pub(crate) async fn auth(
 }
 
 async fn authenticate(state: &AppState, peer: SocketAddr, uri: &Uri, headers: &HeaderMap) -> Result<Response, Error> {
+    // The gateway sets this header itself; two copies mean a client-sent one got through, and
+    // reading either could let the client choose the scopes its own request is checked against.
+    if headers.get_all(SCOPES_HEADER).iter().count() > 1 {
+        return Err(Error::Gateway(
+            "header X-Keyturn-Scopes appears more than once; the gateway must set it once and drop any copy \
+             the client sent"
+                .to_owned(),
+        ));
+    }
     let required = match header_text(headers, SCOPES_HEADER)? {
         // The error names the header but not its value, which is logged and could hold a token.
         Some(text) => Scopes::parse(text.split_ascii_whitespace()).map_err(|_| {

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
+use axum::extract::ConnectInfo;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -148,6 +149,7 @@ fn with_common(routes: Router<AppState>, state: AppState) -> Router {
         .layer(trace)
         .layer(middleware::from_fn_with_state(state.clone(), finish))
         .layer(middleware::from_fn_with_state(state.clone(), limit_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), reject_token_in_query))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
 
@@ -189,6 +191,24 @@ async fn limit_headers(State(state): State<AppState>, request: Request, next: Ne
         return Error::HeadersTooLarge { limit }.into_response();
     }
     next.run(request).await
+}
+
+/// Rejects, with 400 `invalid_request`, any request whose query string carries a token, on every
+/// route of every listener including health checks and unknown paths, because proxies and access
+/// logs keep URLs whatever they name. The keyring audits the exposed key.
+async fn reject_token_in_query(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(query) = request.uri().query().filter(|query| !query.is_empty()) else {
+        return next.run(request).await;
+    };
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(query.as_bytes()).map(|(name, value)| (name.into_owned(), value.into_owned())).collect();
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+    let client_addr =
+        request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string());
+    match state.keyring.check_query(&pairs, client_addr.as_deref()) {
+        Some(rejection) => crate::error::send(&rejection),
+        None => next.run(request).await,
+    }
 }
 
 /// Records the matched route in the request span, turns the bare 408 and 413 responses of the
