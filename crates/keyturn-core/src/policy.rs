@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Duration, Error, Instant};
 
+/// The longest grace period a key may have: grace is a safety net for a late rotation, and a
+/// longer one would let a key that looks expired keep working indefinitely.
+pub const MAX_GRACE: Duration = Duration::from_days(90);
+/// The longest warning window a key may have.
+pub const MAX_WARN_BEFORE: Duration = Duration::from_days(365);
+
 /// The latest expiry a key may have: the end of year 9999, the last instant RFC 3339 can write.
 pub const MAX_EXPIRY: Instant = Instant::from_millis(253_402_300_799_999);
 
@@ -66,8 +72,21 @@ impl Default for Policy {
 
 impl Policy {
     /// Resolves the expiry into an instant for a key created at `now`, checking that a lifetime
-    /// is positive and a fixed instant lies in the future.
+    /// is positive, a fixed instant lies in the future, and the grace period and warning window
+    /// are at most [`MAX_GRACE`] and [`MAX_WARN_BEFORE`], so no key outlives its expiry by years.
     pub fn expires_at(&self, now: Instant) -> Result<Option<Instant>, Error> {
+        if self.grace > MAX_GRACE {
+            return Err(Error::InvalidField {
+                field: "grace",
+                reason: format!("{} is longer than the maximum grace period of {MAX_GRACE}", self.grace),
+            });
+        }
+        if self.warn_before > MAX_WARN_BEFORE {
+            return Err(Error::InvalidField {
+                field: "warn_before",
+                reason: format!("{} is longer than the maximum warning window of {MAX_WARN_BEFORE}", self.warn_before),
+            });
+        }
         match self.expiry {
             Expiry::After(lifetime) if lifetime.is_zero() => Err(Error::InvalidField {
                 field: "expires_in",
@@ -116,6 +135,10 @@ mod tests {
         assert!(zero.expires_at(now).is_err());
         let past = Policy { expiry: Expiry::At(now), ..Policy::default() };
         assert!(past.expires_at(now).is_err());
+        let long_grace = Policy { grace: Duration::from_days(91), ..Policy::default() };
+        assert!(long_grace.expires_at(now).is_err());
+        let long_warning = Policy { warn_before: Duration::from_days(366), ..Policy::default() };
+        assert!(long_warning.expires_at(now).is_err());
         let far = Policy { expiry: Expiry::After(Duration::from_days(99_999_999)), ..Policy::default() };
         assert!(far.expires_at(now).is_err());
         let never = Policy { expiry: Expiry::Never, ..Policy::default() };
