@@ -9,7 +9,7 @@ use keyturn::{Issued, NewKey, RotateOptions, SelfRotationOptions};
 use keyturn_core::{AuditEvent, Duration, Expiry, Instant, KeyId, KeyRecord, KeyState, Scopes};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::Error;
 
@@ -238,31 +238,9 @@ fn scopes(values: &[String]) -> Result<Scopes, Error> {
     })
 }
 
-/// Renders a key with its state at the instant it was read. The members match the CLI's
-/// `--json` output.
+/// Renders a key with its state at the instant it was read, in the form every front end prints.
 pub(crate) fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
-    json!({
-        "key_id": record.key_id.as_str(),
-        "name": record.name,
-        "owner": record.owner,
-        "scopes": record.scopes,
-        "state": state.outcome.as_str(),
-        "state_deadline": rfc3339(state.deadline),
-        "created_at": rfc3339(Some(record.created_at)),
-        "expires_at": rfc3339(record.expires_at),
-        "grace": record.grace.to_string(),
-        "grace_ends_at": rfc3339(record.grace_ends_at()),
-        "warn_before": record.warn_before.to_string(),
-        "revoked_at": rfc3339(record.revoked_at),
-        "revocation_reason": record.revocation_reason,
-        "rotated_at": rfc3339(record.rotated_at),
-        "overlap_ends_at": rfc3339(record.overlap_ends_at),
-        "successor_id": record.successor_id.as_ref().map(KeyId::as_str),
-        "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
-        "first_used_at": rfc3339(record.first_used_at),
-        "last_used_at": rfc3339(record.last_used_at),
-        "metadata": record.metadata,
-    })
+    keyturn::json::key_json(record, state)
 }
 
 /// Renders a newly issued key with its token, which this response shows once.
@@ -274,19 +252,9 @@ pub(crate) fn issued_json(issued: &Issued, state: &KeyState) -> Value {
     value
 }
 
-/// Renders one audit event.
+/// Renders one audit event, in the form every front end prints.
 pub(crate) fn audit_json(stored: &AuditEvent) -> Value {
-    let event = &stored.event;
-    json!({
-        "seq": stored.seq,
-        "at": event.at.to_rfc3339(),
-        "event": event.event.as_str(),
-        "key_id": event.key_id.as_ref().map(KeyId::as_str),
-        "actor": event.actor.to_stored(),
-        "client_addr": event.client_addr,
-        "reason": event.reason,
-        "details": event.details,
-    })
+    keyturn::json::audit_event_json(stored)
 }
 
 pub(crate) fn rfc3339(instant: Option<Instant>) -> Value {
