@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use keyturn::{ListFilter, MAX_PAGE_SIZE};
@@ -89,11 +90,31 @@ pub(crate) async fn list_keys((State(state), ConnectInfo(peer), uri, headers): R
     Ok(respond(StatusCode::OK, json!({ "keys": keys, "next_cursor": next }), &admin))
 }
 
+/// The `{key_id}` path segment. A segment that is not valid percent-encoded UTF-8 gets a
+/// problem response that does not quote it, instead of axum's plain-text rejection.
+pub(crate) struct KeyIdPath(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyIdPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(key_id)) => Ok(KeyIdPath(key_id)),
+            Err(_) => Err(Error::InvalidParameter {
+                parameter: "key_id",
+                reason: "the path segment is not valid percent-encoded UTF-8; a key id is 12 characters of \
+                         [A-Za-z0-9]"
+                    .to_owned(),
+            }),
+        }
+    }
+}
+
 /// `GET /v1/keys/{key_id}`: shows one key.
 pub(crate) async fn show_key(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(key_id): Path<String>,
+    KeyIdPath(key_id): KeyIdPath,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
@@ -108,7 +129,7 @@ pub(crate) async fn show_key(
 pub(crate) async fn rotate_key(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(key_id): Path<String>,
+    KeyIdPath(key_id): KeyIdPath,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -135,7 +156,7 @@ pub(crate) async fn rotate_key(
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(key_id): Path<String>,
+    KeyIdPath(key_id): KeyIdPath,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
