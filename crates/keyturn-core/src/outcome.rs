@@ -34,6 +34,9 @@ pub struct Decision {
     /// The required scopes the key lacks; non-empty means `insufficient_scope`.
     pub missing_scopes: Vec<Scope>,
     pub required_scopes: Scopes,
+    /// The key holds only reserved `keyturn:` scopes and the route requires none, so it is an
+    /// administration key used as a client key; this also means `insufficient_scope`.
+    pub administration_key: bool,
 }
 
 impl Outcome {
@@ -89,6 +92,7 @@ impl Decision {
             deadline: None,
             missing_scopes: Vec::new(),
             required_scopes: required_scopes.clone(),
+            administration_key: false,
         }
     }
 
@@ -101,16 +105,25 @@ impl Decision {
         } else {
             Vec::new()
         };
-        Decision { outcome, key: Some(key), deadline, missing_scopes, required_scopes: required_scopes.clone() }
+        let administration_only = !key.scopes.is_empty() && key.scopes.iter().all(Scope::is_reserved);
+        let administration_key = outcome.is_allowed() && administration_only && !required_scopes.has_reserved();
+        Decision {
+            outcome,
+            key: Some(key),
+            deadline,
+            missing_scopes,
+            required_scopes: required_scopes.clone(),
+            administration_key,
+        }
     }
 
     pub fn allowed(&self) -> bool {
-        self.outcome.is_allowed() && self.missing_scopes.is_empty()
+        self.outcome.is_allowed() && self.missing_scopes.is_empty() && !self.administration_key
     }
 
     /// Returns the outcome name, or `insufficient_scope` when the key lacks a required scope.
     pub fn code(&self) -> &'static str {
-        if self.outcome.is_allowed() && !self.missing_scopes.is_empty() {
+        if self.outcome.is_allowed() && (!self.missing_scopes.is_empty() || self.administration_key) {
             "insufficient_scope"
         } else {
             self.outcome.as_str()

@@ -158,6 +158,14 @@ impl ResponseConfig {
         let mut extras = Extras { key_id: key_id.clone(), ..Extras::default() };
 
         let Some(code) = ProblemCode::for_outcome(decision.outcome) else {
+            if decision.missing_scopes.is_empty() && decision.administration_key {
+                extras.scope = Some(decision.required_scopes.to_space_separated());
+                let detail = format!(
+                    "API key {id} holds only keyturn administration scopes and cannot call this API; use a key \
+                     issued for the application"
+                );
+                return Some(self.problem(ProblemCode::InsufficientScope, &detail, extras));
+            }
             let required = decision.missing_scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
             extras.scope = Some(required.clone());
             let detail = format!("API key {id} lacks the required scope: {required}");
@@ -347,6 +355,22 @@ mod tests {
             Some("Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"orders:write\"")
         );
         assert_eq!(body(&response)["scope"], "orders:write");
+    }
+
+    #[test]
+    fn administration_key_rejected_on_application_route() {
+        let mut key = record(0, None);
+        key.scopes = Scopes::parse(["keyturn:admin"]).unwrap();
+        let key = Arc::new(key);
+        let decision = Decision::evaluate(Arc::clone(&key), Instant::from_millis(1), &Scopes::default());
+        assert!(!decision.allowed());
+        assert_eq!(decision.code(), "insufficient_scope");
+        let response = ResponseConfig::default().rejection(&decision).unwrap();
+        assert_eq!(response.status, 403);
+        assert!(body(&response)["detail"].as_str().unwrap().contains("administration"));
+
+        let admin_route = Scopes::parse(["keyturn:keys:read"]).unwrap();
+        assert!(Decision::evaluate(key, Instant::from_millis(1), &admin_route).allowed());
     }
 
     #[test]
