@@ -67,6 +67,7 @@ pub async fn serve(
         openapi: document.into(),
     };
     let (stop, stopped) = watch::channel(false);
+    let stopped_for_deadline = stopped.clone();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
@@ -81,12 +82,29 @@ pub async fn serve(
             None => Ok(()),
         }
     };
-    let result = tokio::try_join!(api, gateway);
+    // Connections that never finish a request (idle keep-alive, headers sent slowly) would hold
+    // a graceful shutdown open for ever, so in-flight work gets the request timeout plus a margin.
+    let grace = state.limits.request_timeout + SHUTDOWN_MARGIN;
+    let mut deadline_stopped = stopped_for_deadline;
+    let deadline = async move {
+        let _ = deadline_stopped.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = async { tokio::try_join!(api, gateway) } => result,
+        () = deadline => {
+            tracing::warn!(target: TARGET, grace_secs = grace.as_secs(), "connections still open at the shutdown deadline; closing them");
+            Ok(((), ()))
+        }
+    };
 
     keyring.shutdown().await;
     tracing::info!(target: TARGET, "server stopped");
     result.map(|_| ())
 }
+
+/// How long after the request timeout a shutdown waits for open connections before closing them.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 
 /// Completes on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
