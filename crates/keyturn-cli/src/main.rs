@@ -53,7 +53,7 @@ pub struct GlobalArgs {
     pub token_prefix: String,
 
     /// Log filter for messages written to stderr, such as debug or keyturn=info
-    /// [default: the value of RUST_LOG, else warn]
+    /// [default: the value of RUST_LOG, else warn, or info for `keyturn serve`]
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
 }
