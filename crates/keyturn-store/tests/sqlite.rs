@@ -384,3 +384,28 @@ async fn migration_gives_old_keys_default_self_rotation() {
     assert!(key.self_rotation);
     assert_eq!(key.max_chain_lifetime, keyturn_core::Duration::from_days(365));
 }
+
+#[tokio::test]
+async fn deleted_file_makes_store_unavailable() {
+    use keyturn_core::{Actor, AuditEventType, Instant, KeyId, NewAuditEvent};
+    use keyturn_store::Revocation;
+
+    let (_dir, path, store) = new_store().await;
+    assert_eq!(store.change_seq().await.unwrap(), 0);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+
+    let error = store.change_seq().await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    let key_id = KeyId::parse("abcdefABCDEF").unwrap();
+    let event = NewAuditEvent::new(
+        AuditEventType::AuthnTokenRevoked,
+        Instant::from_millis(1),
+        Some(key_id.clone()),
+        Actor::System,
+    );
+    let revocation = Revocation { key_id, revoked_at: Instant::from_millis(1), reason: None, event };
+    let error = store.revoke_key(&revocation).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+}

@@ -52,6 +52,8 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// The device and inode of the file opened, to notice when it is deleted or replaced.
+    identity: (u64, u64),
 }
 
 impl SqliteStore {
@@ -70,7 +72,11 @@ impl SqliteStore {
         migrate::run(&pool, &path).await?;
 
         tracing::info!(target: TARGET, path = %path.display(), "opened sqlite store");
-        Ok(SqliteStore { pool, path })
+        let identity = file_identity(&path).ok_or_else(|| StoreError::Open {
+            location: path.display().to_string(),
+            reason: "the file disappeared while it was being opened".to_owned(),
+        })?;
+        Ok(SqliteStore { pool, path, identity })
     }
 
     /// Returns the absolute path of the database file.
@@ -86,7 +92,22 @@ impl SqliteStore {
 
     /// Starts a write transaction that holds the database's write lock from its first statement.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.check_file()?;
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)
+    }
+
+    /// Fails when the database file was deleted or replaced since it was opened: this process's
+    /// connections still reach the old file, so a write would be lost to every other process and
+    /// a read would miss their changes.
+    fn check_file(&self) -> Result<(), StoreError> {
+        if file_identity(&self.path) == Some(self.identity) {
+            return Ok(());
+        }
+        tracing::error!(target: TARGET, path = %self.path.display(), "database file was deleted or replaced");
+        Err(StoreError::Unavailable(format!(
+            "database file {} was deleted or replaced after this process opened it; restore it and restart",
+            self.path.display()
+        )))
     }
 }
 
@@ -229,6 +250,7 @@ impl Store for SqliteStore {
     }
 
     async fn change_seq(&self) -> Result<i64, StoreError> {
+        self.check_file()?;
         let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM changes")
             .fetch_one(&self.pool)
             .await
@@ -249,4 +271,11 @@ impl Store for SqliteStore {
     fn location(&self) -> String {
         self.path.display().to_string()
     }
+}
+
+/// Returns the device and inode of `path`, or `None` when it does not exist.
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+
+    std::fs::metadata(path).ok().map(|metadata| (metadata.dev(), metadata.ino()))
 }
