@@ -56,6 +56,11 @@ pub struct GlobalArgs {
     /// [default: the value of RUST_LOG, else warn, or info for `keyturn serve`]
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// Format of log lines on stderr: text for people, or json (one object per line) for a log
+    /// shipper
+    #[arg(long, global = true, value_enum, default_value = "text", env = "KEYTURN_LOG_FORMAT")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,12 +229,19 @@ pub struct ServeArgs {
     pub request_timeout: String,
 }
 
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_));
     // A server logs its starts and stops; a one-shot command only its warnings.
     let default_level = if serving { SERVE_LOG_LEVEL } else { DEFAULT_LOG_LEVEL };
-    if let Err(error) = init_logging(cli.global.log_level.as_deref(), default_level) {
+    if let Err(error) = init_logging(cli.global.log_level.as_deref(), default_level, cli.global.log_format) {
         return report(&error);
     }
 
@@ -268,7 +280,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// Installs the stderr log subscriber. `--log-level` takes precedence over `RUST_LOG`, and
 /// without either `default_level` applies. An invalid `--log-level` is an error, but an invalid
 /// `RUST_LOG` only a warning, since other programs read that variable too.
-fn init_logging(level: Option<&str>, default_level: &str) -> Result<(), CliError> {
+fn init_logging(level: Option<&str>, default_level: &str, format: LogFormat) -> Result<(), CliError> {
     let filter = match (level, std::env::var(EnvFilter::DEFAULT_ENV)) {
         (Some(level), _) => EnvFilter::try_new(level).map_err(|error| {
             CliError::new(format!("invalid --log-level {level:?}: {error}; use a level such as warn or debug"))
@@ -279,11 +291,11 @@ fn init_logging(level: Option<&str>, default_level: &str) -> Result<(), CliError
         }),
         (None, _) => EnvFilter::new(default_level),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
     Ok(())
 }
 
