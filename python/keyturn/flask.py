@@ -106,6 +106,26 @@ _MAX_WRAPPER_DEPTH = 100
 _G_AUTHENTICATION = "_keyturn_authentication"
 
 
+# Every keyring an app was given, so that keyturn.testing can close the ones on a throwaway
+# database before it deletes the database's directory.
+_KEYRINGS: list[Keyring] = []
+
+
+def close_keyrings_under(directory: str | os.PathLike[str]) -> None:
+    """Close every app keyring whose SQLite database lies under ``directory``.
+
+    ``keyturn.testing`` calls this before it deletes a throwaway store, so that the final flush at
+    interpreter exit does not find the database gone. A closed keyring reopens on its next use.
+    """
+    root = os.path.realpath(directory)
+    for keyring in list(_KEYRINGS):
+        path = keyring.database_path
+        if path is not None and os.path.realpath(path).startswith(root + os.sep):
+            keyring.close()
+            _KEYRINGS.remove(keyring)
+            atexit.unregister(keyring.close)
+
+
 class ConfigKey(NamedTuple):
     """A Flask config key that keyturn reads, with its default and the types it accepts."""
 
@@ -308,8 +328,11 @@ class KeyTurn:
         app.extensions[EXTENSION_NAME] = state
         # close() flushes the usage counters that the background writer has not written yet.
         atexit.register(keyring.close)
+        _KEYRINGS.append(keyring)
         if isinstance(previous, _AppState):
             atexit.unregister(previous.keyring.close)
+            if previous.keyring in _KEYRINGS:
+                _KEYRINGS.remove(previous.keyring)
             previous.keyring.close()
             return
 

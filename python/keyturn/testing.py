@@ -34,7 +34,7 @@ from typing import Any, Callable, Union
 from flask import Flask
 
 from keyturn._native import IssuedKey, KeyInfo, Keyring, ManualClock
-from keyturn.flask import KeyTurn
+from keyturn.flask import KeyTurn, close_keyrings_under
 
 __all__ = ["KeyturnTestEnv", "keyturn_clock", "keyturn_env", "make_keyturn_env"]
 
@@ -63,9 +63,6 @@ class KeyturnTestEnv:
         self.database_url = f"sqlite://{self.database_path}"
         self.token_prefix = token_prefix
         self._pepper = "1:" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-        # NOTE: keyturn._native still reads KEYTURN_PEPPER_FILE from the environment when given a
-        # pepper value, so with that variable set this raises ConfigurationError ("both
-        # KEYTURN_PEPPER and KEYTURN_PEPPER_FILE are set"). Unset it in the test environment.
         self.keyring = Keyring(
             database_url=self.database_url,
             pepper=self._pepper,
@@ -146,8 +143,12 @@ class KeyturnTestEnv:
         return {"Authorization": f"Bearer {token}"}
 
     def close(self) -> None:
-        """Stop the env's background work; the database file stays until its directory goes."""
+        """Stop the background work of the env and of every app keyring on its database.
+
+        The database file stays until its directory goes.
+        """
         self.keyring.close()
+        close_keyrings_under(self.database_path.parent)
 
 
 def _key_id(key: KeyRef) -> str:
