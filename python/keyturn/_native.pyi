@@ -31,7 +31,7 @@ class StoreUnavailableError(KeyturnError):
     """The key store could not be reached, and no cached answer was fresh enough."""
 
 class ManualClock:
-    """A clock that stands still until moved; share one between a Keyring and a test."""
+    """A clock that stays still until moved. Share one between a Keyring and a test."""
 
     def __init__(self, start: datetime | None = None) -> None: ...
     def now(self) -> datetime: ...
@@ -39,7 +39,7 @@ class ManualClock:
     def advance(self, duration: timedelta | str) -> None: ...
 
 class KeyInfo:
-    """A key as stored, with its state at the instant it was read. Never holds a token."""
+    """A key as stored, with its state at the instant it was read. It never contains a token."""
 
     key_id: str
     name: str

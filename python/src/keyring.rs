@@ -380,7 +380,7 @@ impl Keyring {
     }
 }
 
-/// Why this process's native state could not be created.
+/// The reason this process's native state could not be created.
 enum OpenError {
     Runtime(std::io::Error),
     Keyring(keyturn::Error),

@@ -11,7 +11,7 @@ use crate::{Error, Token, TokenFormat};
 /// when it is not a well-formed token.
 pub const DEFAULT_QUERY_PARAMETERS: [&str; 5] = ["api_key", "apikey", "key", "token", "access_token"];
 
-/// Which query parameters are checked for a mangled token, besides every well-formed one.
+/// The query parameters checked for a mangled token, besides every well-formed one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialConfig {
     pub query_parameters: Vec<String>,
@@ -21,7 +21,7 @@ pub struct CredentialConfig {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Credential(Token);
 
-/// Why a request's authentication cannot be processed (400 `invalid_request`).
+/// The reason a request's authentication cannot be processed (400 `invalid_request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
@@ -145,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn inner_space_is_kept_for_the_parser_to_reject() {
+    fn inner_space_left_for_parser() {
         assert_eq!(extract(&["Bearer ab cd"], &[]).unwrap().as_deref(), Some("ab cd"));
     }
 

@@ -51,12 +51,12 @@ pub struct KeyState {
 }
 
 impl KeyRecord {
-    /// The instant from which the key is rejected as expired: the end of its grace period.
+    /// Returns the instant from which the key is rejected as expired: the end of its grace period.
     pub fn grace_ends_at(&self) -> Option<Instant> {
         self.expires_at.map(|expires_at| expires_at.saturating_add(self.grace))
     }
 
-    /// The key's lifetime as created, used to give a successor the same lifetime.
+    /// Returns the key's lifetime as created, which a successor receives too.
     pub fn lifetime(&self) -> Option<Duration> {
         self.expires_at.map(|expires_at| expires_at.since(self.created_at))
     }
@@ -91,14 +91,14 @@ impl KeyRecord {
         }
     }
 
-    /// The end of the overlap window for a rotation at `now`: `now + overlap`, never later than
+    /// Returns the end of the overlap window for a rotation at `now`: `now + overlap`, never later than
     /// the key's own end of grace.
     pub fn overlap_end_for(&self, now: Instant, overlap: Duration) -> Instant {
         let requested = now.saturating_add(overlap);
         self.grace_ends_at().map_or(requested, |hard| requested.min(hard))
     }
 
-    /// The expiry of a successor created at `now`: the same lifetime as this key, counted from
+    /// Returns the expiry of a successor created at `now`: the same lifetime as this key, counted from
     /// `now`, or no expiry when this key has none.
     pub fn successor_expires_at(&self, now: Instant) -> Option<Instant> {
         self.lifetime().map(|lifetime| now.saturating_add(lifetime))

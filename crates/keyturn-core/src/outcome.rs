@@ -1,5 +1,5 @@
-//! Verification outcomes and the decision a verification reaches. A decision knows whether the
-//! request is allowed, which lifecycle headers an allowed response carries, and which problem
+//! Verification outcomes and the decision a verification reaches. A decision determines whether
+//! the request is allowed, which lifecycle headers an allowed response carries, and which problem
 //! response a rejected one gets.
 
 use std::fmt;
@@ -20,7 +20,7 @@ pub enum Outcome {
     Expired,
     Rotated,
     Revoked,
-    /// Malformed, bad checksum, unknown key id or wrong secret: never told apart to the client.
+    /// Malformed, bad checksum, unknown key id or wrong secret, which the client cannot tell apart.
     Invalid,
 }
 
@@ -34,8 +34,8 @@ pub struct Decision {
     /// The required scopes the key lacks; non-empty means `insufficient_scope`.
     pub missing_scopes: Vec<Scope>,
     pub required_scopes: Scopes,
-    /// The key holds only reserved `keyturn:` scopes and the route requires none, so it is an
-    /// administration key used as a client key; this also means `insufficient_scope`.
+    /// Whether an administration key (only reserved `keyturn:` scopes) is used on a route that
+    /// requires none of them. Like missing scopes, this means `insufficient_scope`.
     pub administration_key: bool,
 }
 
@@ -84,7 +84,7 @@ impl fmt::Display for Outcome {
 }
 
 impl Decision {
-    /// The decision for a token that identifies no key or whose secret did not match.
+    /// Returns the decision for a token that identifies no key or whose secret did not match.
     pub fn invalid(required_scopes: &Scopes) -> Self {
         Decision {
             outcome: Outcome::Invalid,
@@ -130,8 +130,8 @@ impl Decision {
         }
     }
 
-    /// The `API-Key-Status` and `API-Key-Expires` headers of an allowed response; empty for an
-    /// active key and for every rejection.
+    /// Returns the `API-Key-Status` and `API-Key-Expires` headers of an allowed response, or none
+    /// for an active key and for every rejection.
     pub fn lifecycle_headers(&self) -> Vec<(&'static str, String)> {
         let (Some(status), Some(deadline)) = (self.outcome.status_header(), self.deadline) else {
             return Vec::new();

@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Duration, Error, Instant};
 
-/// The longest grace period a key may have: grace is a safety net for a late rotation, and a
-/// longer one would let a key that looks expired keep working indefinitely.
+/// The maximum grace period. Grace is a safety net for a late rotation, and a longer one would
+/// let a key that looks expired keep working indefinitely.
 pub const MAX_GRACE: Duration = Duration::from_days(90);
-/// The longest warning window a key may have.
+/// The maximum warning window.
 pub const MAX_WARN_BEFORE: Duration = Duration::from_days(365);
 
 /// The latest expiry a key may have: the end of year 9999, the last instant RFC 3339 can write.
@@ -33,7 +33,7 @@ pub struct Policy {
     pub expiry: Expiry,
     pub grace: Duration,
     pub warn_before: Duration,
-    /// How long a rotated key keeps working when the rotation does not say.
+    /// The overlap window of a rotation that does not set its own.
     pub default_overlap: Duration,
     /// Whether a key may rotate itself with its own token.
     #[serde(default = "default_self_rotation")]

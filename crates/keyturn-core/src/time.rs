@@ -32,7 +32,7 @@ pub trait Clock: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
-/// A clock that stands still until it is moved; clones share the same instant.
+/// A clock that stays still until it is moved. Clones share the same instant.
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<AtomicI64>);
 

@@ -19,7 +19,7 @@ pub use crate::error::StoreError;
 pub use crate::sqlite::{SqliteOptions, SqliteStore};
 pub use crate::url::DatabaseUrl;
 
-/// Which keys [`Store::list_keys`] returns, ordered by creation instant then key id.
+/// The filter of [`Store::list_keys`], whose results are ordered by creation instant, then key id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyFilter {
     pub owner: Option<String>,
@@ -29,7 +29,7 @@ pub struct KeyFilter {
     pub limit: Option<u32>,
 }
 
-/// Which audit events [`Store::list_audit`] returns, in sequence order.
+/// The filter of [`Store::list_audit`], whose results are in sequence order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     pub key_id: Option<KeyId>,
@@ -138,6 +138,6 @@ pub trait Store: Send + Sync + 'static {
     /// Returns up to `limit` changes with a sequence number greater than `after`, in order.
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
 
-    /// A description of where the data lives, such as the absolute path of a SQLite file.
+    /// Returns where the data lives, such as the absolute path of a SQLite file.
     fn location(&self) -> String;
 }

@@ -21,7 +21,7 @@ struct Entry {
     loaded_at_ms: i64,
 }
 
-/// What a lookup found.
+/// The result of a cache lookup.
 #[derive(Debug, Clone)]
 pub(crate) enum Cached {
     Known(Arc<KeyRecord>),
@@ -90,7 +90,7 @@ impl Cache {
         self.enabled.store(false, Ordering::SeqCst);
     }
 
-    /// Returns whether cached entries may answer now: caching is on and the follower synced
+    /// Returns whether cached entries may be used now: caching is on and the follower synced
     /// within the maximum staleness.
     pub(crate) fn is_fresh(&self) -> bool {
         let synced = self.synced_at_ms.load(Ordering::Acquire);

@@ -5,7 +5,7 @@ use std::time::Duration as StdDuration;
 
 use keyturn_core::{CredentialConfig, Policy, ResponseConfig, TokenFormat};
 
-/// How quickly changes made elsewhere reach this process's cache.
+/// The bounds on how quickly changes made elsewhere reach this process's cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consistency {
     /// The longest a cached answer is trusted after the follower's last successful sync. A

@@ -40,7 +40,7 @@ pub struct Keyring {
     pub(crate) background: std::sync::Mutex<Option<crate::background::Background>>,
 }
 
-/// Who makes a change, recorded in its audit row.
+/// The actor and client address of a change, recorded in its audit row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub actor: Actor,
@@ -81,7 +81,7 @@ pub struct RotateOptions {
     pub replace_unused_successor: bool,
 }
 
-/// Which keys [`Keyring::list`] returns.
+/// The filter of [`Keyring::list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub owner: Option<String>,

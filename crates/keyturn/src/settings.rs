@@ -20,7 +20,7 @@ pub const PEPPER_VAR: &str = "KEYTURN_PEPPER";
 pub const PEPPER_FILE_VAR: &str = "KEYTURN_PEPPER_FILE";
 pub const DEFAULT_DATABASE: &str = "keyturn.db";
 
-/// Where the pepper ring is read from.
+/// The source of the pepper ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PepperSource {
     /// The value of `KEYTURN_PEPPER` (never printed).
@@ -78,7 +78,7 @@ impl PepperSource {
         }
     }
 
-    /// A description for messages: the file path, or the variable name for a value.
+    /// Returns a description for messages: the file path, or the variable name for a value.
     pub fn describe(&self) -> String {
         match self {
             PepperSource::Value(_) => PEPPER_VAR.to_owned(),
@@ -115,8 +115,8 @@ pub fn resolve_database_url(explicit: Option<&str>) -> Result<DatabaseUrl, Error
 }
 
 /// The pepper file used for an embedded SQLite database when none is configured: the database
-/// path with the extension `.pepper`. A development default only, since a backup of the directory
-/// then holds both the hashes and the pepper.
+/// path with the extension `.pepper`. A development default only, because a backup of the
+/// directory then contains both the hashes and the pepper.
 pub fn default_pepper_file(database: &DatabaseUrl) -> Option<PathBuf> {
     database.sqlite_path().map(|path| absolute(&path.with_extension("pepper")))
 }
@@ -128,8 +128,8 @@ pub enum PepperFileStatus {
     AlreadyExists(PathBuf),
 }
 
-/// Creates a pepper file with one fresh 32-byte pepper and mode 0600, unless one exists; an
-/// existing file is checked but never overwritten, since that would orphan every stored hash.
+/// Creates a pepper file with one fresh 32-byte pepper and mode 0600, unless one exists. An
+/// existing file is checked but never overwritten, because that would orphan every stored hash.
 pub fn create_pepper_file(path: &Path) -> Result<PepperFileStatus, Error> {
     let path = absolute(path);
     if path.exists() {
@@ -154,9 +154,9 @@ pub fn create_pepper_file(path: &Path) -> Result<PepperFileStatus, Error> {
     Ok(PepperFileStatus::Created(path))
 }
 
-/// Rejects creating a pepper file at `pepper_path` when it is missing but the store already holds
-/// keys: their hashes were computed under the lost pepper, so a new one would make every existing
-/// token invalid.
+/// Rejects creating a pepper file at `pepper_path` when it is missing but the store already
+/// contains keys. Their hashes were computed under the lost pepper, so a new one would make every
+/// existing token invalid.
 pub async fn check_pepper_not_lost(store: &dyn Store, pepper_path: &Path) -> Result<(), Error> {
     if pepper_path.exists() {
         return Ok(());
