@@ -36,7 +36,9 @@ test-rust:
 
 test-python: develop
 	$(CARGO) build --bin keyturn
-	KEYTURN_BIN=$(abspath target/debug/keyturn) $(VENV_BIN)/pytest python/tests -q
+	$(CARGO) build -p keyturn-http --example axum
+	KEYTURN_BIN=$(abspath target/debug/keyturn) KEYTURN_AXUM_EXAMPLE=$(abspath target/debug/examples/axum) \
+		$(VENV_BIN)/pytest python/tests -q
 
 test: lint test-rust test-python
 

@@ -41,7 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = protected.merge(public);
 
     let listener = tokio::net::TcpListener::bind(&address).await?;
-    println!("serving on http://{address}");
+    // The bound address, so that a script which asked for port 0 learns the port.
+    println!("serving on http://{}", listener.local_addr()?);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(keyturn_http::shutdown_signal())
         .await?;
