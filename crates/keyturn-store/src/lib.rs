@@ -6,7 +6,9 @@
 //! `keyturn-core` and the service layer; a store only enforces the guards that make concurrent
 //! changes safe (one successor per key, revocation is final).
 
+mod conflicts;
 mod error;
+mod rows;
 mod sqlite;
 mod url;
 

@@ -3,7 +3,8 @@
 //! with `BEGIN IMMEDIATE`. SQLite then takes the write lock up front and waits up to the busy
 //! timeout for it, instead of failing later when a read lock cannot be upgraded. This module owns
 //! the connection pool and the transaction boundaries. The SQL of each mutation lives in
-//! `writes`, row decoding in `rows`, the schema in `migrate`, and path checks in `open`.
+//! `writes`, key reads in `rows`, the schema in `migrate`, and path checks in `open`. Row decoding
+//! and the errors of a failed guard are shared with the other backends.
 
 mod errors;
 mod migrate;
@@ -20,7 +21,7 @@ use sqlx::sqlite::{Sqlite, SqlitePool};
 use sqlx::{QueryBuilder, Row, Transaction};
 
 use self::errors::classify;
-use self::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count, KEY_COLUMNS};
+use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count, KEY_COLUMNS};
 use crate::{
     AuditFilter, Change, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, Store, StoreError, UsageRecord,
 };

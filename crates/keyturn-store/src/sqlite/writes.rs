@@ -9,7 +9,9 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
 
 use super::errors::{classify, is_unique_violation};
-use super::rows::{fetch_key, metadata_json, scopes_json};
+use super::rows::fetch_key;
+use crate::conflicts;
+use crate::rows::{metadata_json, scopes_json};
 use crate::{Rehash, Revocation, Rotation, StoreError, UsageRecord};
 
 /// Inserts a key row. A key id that exists fails with [`StoreError::DuplicateKeyId`].
@@ -160,42 +162,24 @@ pub(super) async fn rotate(conn: &mut SqliteConnection, rotation: &Rotation) -> 
     Ok(())
 }
 
-/// Explains why the old key's guard matched no row: it is missing, revoked, already rotated, or
-/// (when replacing) its successor is not the expected one.
+/// Reads the old key inside the failed transaction and explains why the rotation guard matched
+/// no row.
 async fn rotation_conflict(conn: &mut SqliteConnection, old_id: &KeyId, expected: Option<&KeyId>) -> StoreError {
-    let old = match fetch_key(conn, old_id).await {
-        Ok(Some(old)) => old,
-        Ok(None) => return StoreError::NotFound(old_id.clone()),
-        Err(error) => return error,
-    };
-    if old.revoked_at.is_some() {
-        return StoreError::Revoked(old_id.clone());
-    }
-    match (expected, old.successor_id) {
-        (None, Some(successor_id)) => StoreError::AlreadyRotated { key_id: old_id.clone(), successor_id },
-        (Some(expected), _) => StoreError::SuccessorMismatch { key_id: old_id.clone(), expected: expected.clone() },
-        // Only a concurrent writer could make the guard miss a key that is neither revoked nor
-        // rotated, and the write lock rules that out.
-        (None, None) => StoreError::Internal(format!(
-            "rotation of key {old_id} matched no row although the key is neither revoked nor rotated"
-        )),
+    match fetch_key(conn, old_id).await {
+        Ok(old) => conflicts::rotation_conflict(old_id, expected, old),
+        Err(error) => error,
     }
 }
 
-/// Explains why the successor to replace could not be revoked: it was used or rotated itself, or
-/// it is missing. A successor that is already revoked and has no successor of its own needs no
-/// revocation, so replacing it is not a conflict. Replacing a successor that was rotated would
-/// leave two live keys descending from one.
+/// Reads the successor to replace and explains why it could not be revoked, or accepts it when it
+/// was already revoked.
 async fn replacement_conflict(
     conn: &mut SqliteConnection,
     old_id: &KeyId,
     replaced_id: &KeyId,
 ) -> Result<(), StoreError> {
-    match fetch_key(conn, replaced_id).await? {
-        Some(successor) if successor.revoked_at.is_some() && successor.successor_id.is_none() => Ok(()),
-        Some(_) => Err(StoreError::SuccessorUsed { key_id: old_id.clone(), successor_id: replaced_id.clone() }),
-        None => Err(StoreError::NotFound(replaced_id.clone())),
-    }
+    let successor = fetch_key(conn, replaced_id).await?;
+    conflicts::replacement_conflict(old_id, replaced_id, successor)
 }
 
 /// Revokes a key that is not yet revoked and returns the updated record.
@@ -211,10 +195,8 @@ pub(super) async fn revoke(conn: &mut SqliteConnection, revocation: &Revocation)
             .map_err(classify)?;
 
     if revoked.rows_affected() == 0 {
-        return match fetch_key(conn, key_id).await? {
-            Some(_) => Err(StoreError::Revoked(key_id.clone())),
-            None => Err(StoreError::NotFound(key_id.clone())),
-        };
+        let existing = fetch_key(conn, key_id).await?;
+        return Err(conflicts::revocation_conflict(key_id, existing));
     }
 
     insert_event(conn, &revocation.event).await?;
