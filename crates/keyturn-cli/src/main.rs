@@ -227,6 +227,10 @@ pub struct ServeArgs {
     /// How long one request may take before it is answered with 408, such as 10s
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub request_timeout: String,
+    /// How long a connection may take to send a request's headers, or stay idle between
+    /// requests, before it is closed, such as 10s
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub header_read_timeout: String,
 }
 
 /// The format of log lines.

@@ -17,7 +17,8 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> 
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_header_bytes: args.max_header_bytes,
-        request_timeout: parse_timeout(&args.request_timeout)?,
+        request_timeout: parse_timeout("--request-timeout", &args.request_timeout)?,
+        header_read_timeout: parse_timeout("--header-read-timeout", &args.header_read_timeout)?,
     };
     let keyring = open_keyring(global).await?;
 
@@ -55,11 +56,10 @@ fn local_address(listener: &TcpListener) -> SocketAddr {
     listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
-fn parse_timeout(value: &str) -> Result<std::time::Duration, CliError> {
-    let duration =
-        keyturn_core::Duration::parse(value).map_err(|error| CliError::new(format!("--request-timeout: {error}")))?;
+fn parse_timeout(option: &str, value: &str) -> Result<std::time::Duration, CliError> {
+    let duration = keyturn_core::Duration::parse(value).map_err(|error| CliError::new(format!("{option}: {error}")))?;
     if duration.is_zero() {
-        return Err(CliError::new("--request-timeout: a timeout must be greater than zero, such as 10s"));
+        return Err(CliError::new(format!("{option}: a timeout must be greater than zero, such as 10s")));
     }
     Ok(std::time::Duration::from_millis(duration.as_millis().unsigned_abs()))
 }

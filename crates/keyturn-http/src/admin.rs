@@ -5,12 +5,12 @@
 
 use std::net::SocketAddr;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use keyturn::{ListFilter, MAX_PAGE_SIZE};
 use keyturn_core::{AuditEventType, Outcome};
 use keyturn_store::AuditFilter;
@@ -60,10 +60,10 @@ pub(crate) async fn create_key(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, Error> {
     let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
-    let body: CreateKeyBody = json::parse_body(&headers, &read_body(&state, body)?)?;
+    let body: CreateKeyBody = json::parse_body(&headers, &read_body(&state, body).await?)?;
     let (new, self_rotation) = body.into_new_key()?;
 
     let issued = state.keyring.create_with(new, self_rotation, &admin.caller()).await?;
@@ -132,11 +132,11 @@ pub(crate) async fn rotate_key(
     KeyIdPath(key_id): KeyIdPath,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, Error> {
     let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
     let key_id = json::key_id("key_id", &key_id)?;
-    let body: RotateBody = json::parse_optional_body(&headers, &read_body(&state, body)?)?;
+    let body: RotateBody = json::parse_optional_body(&headers, &read_body(&state, body).await?)?;
     let options = body.into_options()?;
 
     let issued = state.keyring.rotate(&key_id, &options, &admin.caller()).await?;
@@ -159,11 +159,11 @@ pub(crate) async fn revoke_key(
     KeyIdPath(key_id): KeyIdPath,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, Error> {
     let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
     let key_id = json::key_id("key_id", &key_id)?;
-    let body: RevokeBody = json::parse_optional_body(&headers, &read_body(&state, body)?)?;
+    let body: RevokeBody = json::parse_optional_body(&headers, &read_body(&state, body).await?)?;
 
     let record = state.keyring.revoke(&key_id, body.reason.as_deref(), &admin.caller()).await?;
     let view = record.state_at(state.keyring.now());
@@ -200,12 +200,29 @@ fn respond(status: StatusCode, value: Value, admin: &Authenticated) -> Response 
     response
 }
 
-/// Returns the buffered body, or the problem for one that is too large or failed to arrive.
-pub(crate) fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
-    body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Error::BodyTooLarge { limit: state.limits.max_body_bytes },
-        _ => Error::InvalidBody(rejection.body_text()),
+/// Reads the request body, up to the body limit. Handlers call it only after authentication, so
+/// a client without a valid key cannot make the server wait for a body or buffer one.
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Error> {
+    let limit = state.limits.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        if exceeds_limit(&error) {
+            Error::BodyTooLarge { limit }
+        } else {
+            Error::InvalidBody(format!("the request body could not be read: {error}"))
+        }
     })
+}
+
+/// Returns whether a body failed because it was larger than a length limit.
+fn exceeds_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if current.is::<LengthLimitError>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn parse_query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Error> {

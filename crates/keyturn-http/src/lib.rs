@@ -43,11 +43,19 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How long one request may take before it is answered with 408. Default 10 s.
     pub request_timeout: Duration,
+    /// How long a connection may take to send a request's headers, or stay idle between
+    /// requests, before it is closed. Default 10 s.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 64 * 1024, max_header_bytes: 16 * 1024, request_timeout: Duration::from_secs(10) }
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
     }
 }
 

@@ -12,16 +12,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use axum::extract::ConnectInfo;
-use axum::extract::{MatchedPath, Request, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use keyturn::Keyring;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -73,11 +78,13 @@ pub async fn serve(
         let _ = stop.send(true);
     });
 
-    let api = run(listeners.api, with_common(routes_of(api_operations), state.clone()), stopped.clone(), "api");
+    let api_router = with_common(routes_of(api_operations), state.clone());
+    let api = run(listeners.api, api_router, stopped.clone(), "api", &state.limits);
     let gateway = async {
         match listeners.gateway {
             Some(listener) => {
-                run(listener, with_common(routes_of(gateway_operations), state.clone()), stopped, "gateway").await
+                let router = with_common(routes_of(gateway_operations), state.clone());
+                run(listener, router, stopped, "gateway", &state.limits).await
             }
             None => Ok(()),
         }
@@ -121,23 +128,60 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Serves one listener until `stopped` turns true, then stops accepting and waits for open
+/// connections to finish their requests. hyper closes a connection that takes longer than the
+/// header read timeout to send a request's headers, or idles that long between requests, so a
+/// slow client cannot hold a connection open.
 async fn run(
     listener: TcpListener,
     router: Router,
     mut stopped: watch::Receiver<bool>,
-    name: &str,
+    name: &'static str,
+    limits: &Limits,
 ) -> Result<(), Error> {
     let address = listener.local_addr().map(|address| address.to_string()).unwrap_or_default();
     tracing::info!(target: TARGET, listener = name, address = %address, "listening");
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move {
-        let _ = stopped.wait_for(|stopped| *stopped).await;
-    };
-    axum::serve(listener, service)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|error| Error::Listen { address, reason: error.to_string() })
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let connections = GracefulShutdown::new();
+
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|stopped| *stopped) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Running out of file descriptors is the usual cause. The pause lets connections
+                // close, instead of the loop spinning on the same error.
+                tracing::warn!(target: TARGET, listener = name, error = %error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        // Responses are small and sent at once, so waiting to coalesce them only adds latency.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request.map(Body::new))
+        });
+        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(target: TARGET, listener = name, error = %error, "connection closed with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }
+
+/// How long the accept loop pauses after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Mounts the handlers of a route table. This is the only place where routes enter a router,
 /// so the OpenAPI document, built from the same table, lists every route.

@@ -8,8 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Instant as StdInstant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -40,11 +39,11 @@ pub(crate) async fn verify(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, Error> {
     let caller = authenticate(&state, &headers, &uri, peer, VERIFY).await?;
     check_json_content_type(&headers)?;
-    let (token, required) = parse(&read_body(&state, body)?)?;
+    let (token, required) = parse(&read_body(&state, body).await?)?;
 
     let started = StdInstant::now();
     let result = state.keyring.verify(token.expose(), &required, Some(&peer.to_string())).await;

@@ -168,3 +168,66 @@ async fn slow_request_times_out_with_problem() {
     assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
     server.stop().await;
 }
+
+/// Reads from `stream` until the server closes it, and returns what arrived and how long it took.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+    // A reset instead of a clean close also ends the connection.
+    let _ = read.expect("the server closed the connection within 5 s");
+    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn slow_headers_close_connection() {
+    use tokio::io::AsyncWriteExt;
+
+    let limits = Limits { header_read_timeout: Duration::from_millis(300), ..Limits::default() };
+    let server = Server::with_limits(limits).await;
+    let mut stream = tokio::net::TcpStream::connect(server.api).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: keyturn\r\n").await.unwrap();
+
+    let (received, elapsed) = read_until_closed(&mut stream).await;
+    assert!(!received.contains("200 OK"), "{received}");
+    assert!(elapsed >= Duration::from_millis(250), "closed after {elapsed:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connection_closes_after_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+
+    let limits = Limits { header_read_timeout: Duration::from_millis(300), ..Limits::default() };
+    let server = Server::with_limits(limits).await;
+    let mut stream = tokio::net::TcpStream::connect(server.api).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: keyturn\r\n\r\n").await.unwrap();
+
+    let (received, _) = read_until_closed(&mut stream).await;
+    assert!(received.starts_with("HTTP/1.1 200 OK"), "{received}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn body_not_awaited_before_authentication() {
+    use tokio::io::AsyncWriteExt;
+
+    let server = Server::start().await;
+    for path in ["/v1/keys", "/v1/verify"] {
+        let mut stream = tokio::net::TcpStream::connect(server.api).await.unwrap();
+        // The client announces a body and never sends it.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: keyturn\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+
+        let (received, elapsed) = read_until_closed(&mut stream).await;
+        assert!(received.starts_with("HTTP/1.1 401"), "{path}: {received}");
+        assert!(received.contains("\"code\":\"missing_credentials\""), "{path}: {received}");
+        assert!(elapsed < Limits::default().request_timeout, "{path}: answered after {elapsed:?}");
+    }
+    server.stop().await;
+}
