@@ -179,3 +179,31 @@ async fn nginx_example_protects_upstream() {
     drop(nginx);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn nginx_example_sends_503_when_keyturn_is_unreachable() {
+    let Some(binary) = nginx_binary() else {
+        eprintln!("skipping nginx_example_sends_503_when_keyturn_is_unreachable: no nginx binary");
+        return;
+    };
+    let server = Server::start().await;
+    let reader = server.key("reader", &["orders:read"]).await;
+    let upstream = start_upstream().await;
+    // Nothing listens on this port, so every auth subrequest fails to connect.
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let nginx_dir = tempfile::tempdir().unwrap();
+    let (nginx, port) = start_nginx(&binary, nginx_dir.path(), closed, upstream).await;
+
+    let url = format!("http://127.0.0.1:{port}/orders");
+    let response = server.client.get(url).bearer_auth(reader.token.expose()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "store_unavailable");
+    assert_eq!(problem["status"], 503);
+    assert!(problem.get("key_id").is_none(), "{problem}");
+    drop(nginx);
+    server.stop().await;
+}
