@@ -242,3 +242,38 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         # The server runs in its own session, so its process group holds only its workers.
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=SERVER_STOP_TIMEOUT)
+
+
+@contextmanager
+def run_server(
+    command: list[str], environ: Mapping[str, str], log_path: Path, pattern: str
+) -> Iterator[list[str]]:
+    """Run a server whose output announces its addresses, and yield the groups of ``pattern``
+    once its output matches."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=clean_environ(environ),
+            start_new_session=True,
+        )
+    try:
+        yield wait_for_addresses(process, log_path, pattern)
+    finally:
+        stop_server(process)
+
+
+def wait_for_addresses(process: subprocess.Popen[bytes], log_path: Path, pattern: str) -> list[str]:
+    """Return the base URLs that ``pattern`` finds in the log, waiting for all of its groups."""
+    compiled = re.compile(pattern.encode())
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        match = compiled.search(log_path.read_bytes())
+        if match:
+            return [group.decode() for group in match.groups()]
+        if process.poll() is not None:
+            output = log_path.read_text(errors="replace")
+            raise AssertionError(f"{process.args} exited with {process.returncode}:\n{output}")
+        time.sleep(0.05)
+    raise AssertionError(f"{process.args} did not listen within {SERVER_START_TIMEOUT} s")

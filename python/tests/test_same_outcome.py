@@ -14,12 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import secrets
-import subprocess
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,12 +24,10 @@ import pytest
 import requests
 from conftest import (
     REQUEST_TIMEOUT,
-    SERVER_START_TIMEOUT,
-    clean_environ,
     loopback_session,
     run_cli,
     run_gunicorn,
-    stop_server,
+    run_server,
     with_bad_checksum,
     with_unknown_key_id,
     with_wrong_secret,
@@ -86,41 +80,6 @@ def answer(response: requests.Response) -> Answer:
     return Answer(
         response.status_code, decision_headers(response, allowed=allowed), response.content
     )
-
-
-@contextmanager
-def run_server(
-    command: list[str], environ: Mapping[str, str], log_path: Path, pattern: str
-) -> Iterator[list[str]]:
-    """Run a server whose output announces its addresses, and yield the groups of ``pattern``
-    once its output matches."""
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=clean_environ(environ),
-            start_new_session=True,
-        )
-    try:
-        yield wait_for_addresses(process, log_path, pattern)
-    finally:
-        stop_server(process)
-
-
-def wait_for_addresses(process: subprocess.Popen[bytes], log_path: Path, pattern: str) -> list[str]:
-    """Return the base URLs that ``pattern`` finds in the log, waiting for all of its groups."""
-    compiled = re.compile(pattern.encode())
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        match = compiled.search(log_path.read_bytes())
-        if match:
-            return [group.decode() for group in match.groups()]
-        if process.poll() is not None:
-            output = log_path.read_text(errors="replace")
-            raise AssertionError(f"{process.args} exited with {process.returncode}:\n{output}")
-        time.sleep(0.05)
-    raise AssertionError(f"{process.args} did not listen within {SERVER_START_TIMEOUT} s")
 
 
 @pytest.fixture
