@@ -8,6 +8,7 @@
 
 mod conflicts;
 mod error;
+mod queries;
 mod rows;
 mod sqlite;
 mod url;

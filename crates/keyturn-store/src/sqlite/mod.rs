@@ -18,10 +18,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use keyturn_core::{AuditEvent, KeyId, KeyRecord, NewAuditEvent, Outcome};
 use sqlx::sqlite::{Sqlite, SqlitePool};
-use sqlx::{QueryBuilder, Row, Transaction};
+use sqlx::{Row, Transaction};
 
 use self::errors::classify;
-use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count, KEY_COLUMNS};
+use crate::queries;
+use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count};
 use crate::{
     AuditFilter, Change, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, Store, StoreError, UsageRecord,
 };
@@ -136,23 +137,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE 1 = 1"));
-        if let Some(owner) = &filter.owner {
-            query.push(" AND owner = ").push_bind(owner);
-        }
-        if let Some(after) = &filter.after {
-            // A row value compares column by column, so this is the position after the cursor key
-            // in the listing order. An unknown key id makes the subquery NULL, which matches nothing.
-            query
-                .push(" AND (created_at, key_id) > (SELECT created_at, key_id FROM keys WHERE key_id = ")
-                .push_bind(after.as_str())
-                .push(")");
-        }
-        query.push(" ORDER BY created_at, key_id");
-        if let Some(limit) = filter.limit {
-            query.push(" LIMIT ").push_bind(i64::from(limit));
-        }
-
+        let mut query = queries::list_keys::<Sqlite>(filter);
         let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
         rows.iter().map(decode_key).collect()
     }
@@ -213,30 +198,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT seq, at, event, key_id, actor, client_addr, reason, details, canonical, mac \
-             FROM audit_events WHERE 1 = 1",
-        );
-        if let Some(key_id) = &filter.key_id {
-            query.push(" AND key_id = ").push_bind(key_id.as_str());
-        }
-        if let Some(event) = filter.event {
-            query.push(" AND event = ").push_bind(event.as_str());
-        }
-        if let Some(since) = filter.since {
-            query.push(" AND at >= ").push_bind(since.as_millis());
-        }
-        if let Some(until) = filter.until {
-            query.push(" AND at < ").push_bind(until.as_millis());
-        }
-        if let Some(after_seq) = filter.after_seq {
-            query.push(" AND seq > ").push_bind(after_seq);
-        }
-        query.push(" ORDER BY seq");
-        if let Some(limit) = filter.limit {
-            query.push(" LIMIT ").push_bind(i64::from(limit));
-        }
-
+        let mut query = queries::list_audit::<Sqlite>(filter);
         let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
         rows.iter().map(decode_audit_event).collect()
     }
