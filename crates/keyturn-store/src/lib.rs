@@ -141,6 +141,26 @@ pub trait Store: Send + Sync + 'static {
     /// Returns up to `limit` changes with a sequence number greater than `after`, in order.
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
 
+    /// Waits until the change feed may hold a change with a sequence number greater than
+    /// `after_seq`, or until `timeout` has passed, whichever comes first. A cache follower calls
+    /// it between reads of [`Store::changes_since`] and reads the feed after it returns either
+    /// way, so an early return is a hint and never replaces that read.
+    ///
+    /// The default implementation sleeps for `timeout` and returns `Ok(())`, which makes the
+    /// follower poll; [`SqliteStore`] uses it, because SQLite has no notifications.
+    /// `PostgresStore` listens for the notification that every transaction adding change rows
+    /// sends on commit, and returns as soon as one names a sequence number greater than
+    /// `after_seq`, or when it finds such a change right after (re)connecting its listener. A
+    /// listener that cannot connect, or loses its connection, makes the call sleep out the rest of
+    /// `timeout` instead of failing, and the next call connects it again, so a lost listener only
+    /// degrades to polling. Neither implementation returns an error.
+    async fn wait_for_change(&self, after_seq: i64, timeout: std::time::Duration) -> Result<(), StoreError> {
+        // The argument matters only to stores that are notified of changes.
+        let _ = after_seq;
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
+
     /// Returns where the data lives, such as the absolute path of a SQLite file.
     fn location(&self) -> String;
 }
