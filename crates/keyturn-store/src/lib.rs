@@ -1,13 +1,29 @@
-//! Storage for keyturn: the [`Store`] trait and its SQLite implementation.
+//! Storage for keyturn: the [`Store`] trait and its SQLite and PostgreSQL implementations.
 //!
 //! A store keeps key records (never a secret: only the keyed hash and its pepper id), the audit
 //! events written in the same transaction as each change, the change feed that keeps verifier
 //! caches coherent, and usage counters written behind the verify path. Lifecycle rules live in
 //! `keyturn-core` and the service layer; a store only enforces the guards that make concurrent
 //! changes safe (one successor per key, revocation is final).
+//!
+//! A [`DatabaseUrl`] selects the backend:
+//!
+//! - `sqlite:///var/lib/app/keyturn.db` (absolute), `sqlite:keyturn.db` or a plain path (relative
+//!   to the working directory) open a [`SqliteStore`], for one machine.
+//! - `postgres://user:password@host:port/database` (or `postgresql://`) opens a
+//!   [`PostgresStore`], which instances on several hosts share. The query parameters `sslmode`,
+//!   `sslrootcert`, `sslcert`, `sslkey`, `application_name`, `options`, `host`, `hostaddr`,
+//!   `port`, `dbname`, `user` and `password` mean what they mean to libpq, and any other is
+//!   rejected. The libpq environment variables (`PGHOST`, `PGUSER`, `PGPASSWORD`, ...) and
+//!   `~/.pgpass` fill in what the URL leaves out, so the password can stay out of the URL. TLS
+//!   uses rustls with the operating system's root certificates.
+//!
+//! No log line, error or `Debug` output of this crate contains a database password, a token or
+//! hash bytes: URLs are shown with the password replaced by `***`.
 
 mod conflicts;
 mod error;
+mod postgres;
 mod queries;
 mod rows;
 mod sqlite;
@@ -19,6 +35,7 @@ use keyturn_core::{
 };
 
 pub use crate::error::StoreError;
+pub use crate::postgres::{PostgresOptions, PostgresStore};
 pub use crate::sqlite::{SqliteOptions, SqliteStore};
 pub use crate::url::DatabaseUrl;
 
@@ -148,7 +165,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// The default implementation sleeps for `timeout` and returns `Ok(())`, which makes the
     /// follower poll; [`SqliteStore`] uses it, because SQLite has no notifications.
-    /// `PostgresStore` listens for the notification that every transaction adding change rows
+    /// [`PostgresStore`] listens for the notification that every transaction adding change rows
     /// sends on commit, and returns as soon as one names a sequence number greater than
     /// `after_seq`, or when it finds such a change right after (re)connecting its listener. A
     /// listener that cannot connect, or loses its connection, makes the call sleep out the rest of
@@ -161,6 +178,7 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Returns where the data lives, such as the absolute path of a SQLite file.
+    /// Returns where the data lives: the absolute path of a SQLite file, or the URL of a
+    /// PostgreSQL database with its password replaced by `***`.
     fn location(&self) -> String;
 }

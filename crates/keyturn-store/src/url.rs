@@ -1,6 +1,9 @@
-//! Parsing of the database URL that selects a store, such as `sqlite:///var/lib/app/keyturn.db`.
-//! This module decides which backend a URL names and where its data lives. It does not touch the
-//! file system, so the store that opens the URL resolves a relative path and checks its directory.
+//! Parsing of the database URL that selects a store, such as `sqlite:///var/lib/app/keyturn.db` or
+//! `postgres://app@db.internal:5432/keyturn`. This module decides which backend a URL names and
+//! where its data lives. It does not touch the file system or the network, so the store that opens
+//! the URL resolves a relative path, checks its directory, or connects to the server. A PostgreSQL
+//! URL may contain a password, so it is kept only for connecting: `Display`, `Debug` and every
+//! error show it as `***`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -9,30 +12,63 @@ use std::str::FromStr;
 use crate::StoreError;
 
 /// The accepted forms, quoted by every rejection so the fix is in the message.
-const ACCEPTED_FORMS: &str =
-    "sqlite:///absolute/path.db, sqlite:relative/path.db or a plain file path such as keyturn.db";
+const ACCEPTED_FORMS: &str = "sqlite:///absolute/path.db, sqlite:relative/path.db, a plain file path such as \
+     keyturn.db, or postgres://user:password@host:port/database";
 
-/// A parsed database URL. Only SQLite is accepted in this build.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The form of a PostgreSQL URL, quoted when one does not parse.
+const POSTGRES_FORM: &str = "postgres://user:password@host:port/database?sslmode=require";
+
+/// The query parameters a PostgreSQL URL may carry. They have the meaning libpq gives them.
+/// Anything else is rejected, because the driver would ignore it and log its value, which may be
+/// a secret.
+const POSTGRES_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "application_name",
+    "options",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+];
+
+/// The values of the `sslmode` parameter.
+const SSL_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/// A parsed database URL: a SQLite file or a PostgreSQL server.
+///
+/// `Display` and `Debug` never show a PostgreSQL password, so a `DatabaseUrl` may be logged.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl {
     backend: Backend,
 }
 
-/// The backend a URL names. Kept private so a PostgreSQL variant can be added without breaking
-/// callers; its `Display` must then print the URL with the password redacted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The backend a URL names. Kept private so that callers match on accessors, and new backends
+/// break no caller.
+#[derive(Clone, PartialEq, Eq)]
 enum Backend {
     /// A SQLite file, as written: absolute, or relative to the working directory.
     Sqlite(PathBuf),
+    /// A PostgreSQL server, as the whole URL including any password. Only the code that connects
+    /// reads it; everything shown to people goes through [`redact_password`].
+    Postgres(String),
 }
 
 impl DatabaseUrl {
     /// Parses a database URL or a plain SQLite file path.
     ///
     /// `sqlite:///abs/path.db` is absolute, `sqlite:rel/path.db` and a plain path are relative to
-    /// the working directory. A host part (`sqlite://name`), an empty path, `:memory:`, a query
-    /// string and any scheme other than `sqlite` are rejected with a message that shows the
-    /// accepted forms.
+    /// the working directory. A host part (`sqlite://name`), an empty path, `:memory:` and a query
+    /// string are rejected for SQLite.
+    ///
+    /// `postgres://` and `postgresql://` URLs name a PostgreSQL server, with the libpq query
+    /// parameters listed in the crate documentation. A URL that does not parse, has a fragment
+    /// (usually an unencoded `#` in the password), or carries another query parameter is
+    /// rejected. Every other scheme is rejected too, and each message shows the accepted forms.
     pub fn parse(url: &str) -> Result<DatabaseUrl, StoreError> {
         let text = url.trim();
         if text.is_empty() {
@@ -43,10 +79,8 @@ impl DatabaseUrl {
             None => text,
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sqlite") => sqlite_path_of(url, rest)?,
             Some((scheme, _)) if is_postgres(scheme) => {
-                return Err(invalid(
-                    url,
-                    format!("PostgreSQL support is not available in this build; use {ACCEPTED_FORMS}"),
-                ));
+                check_postgres_url(url, text)?;
+                return Ok(DatabaseUrl { backend: Backend::Postgres(text.to_owned()) });
             }
             Some((scheme, _)) => {
                 return Err(invalid(url, format!("unsupported scheme {scheme:?}; use {ACCEPTED_FORMS}")));
@@ -57,11 +91,51 @@ impl DatabaseUrl {
         Ok(DatabaseUrl { backend: Backend::Sqlite(PathBuf::from(path)) })
     }
 
-    /// Returns the SQLite file path as written, which may be relative to the working directory.
+    /// Returns the SQLite file path as written, which may be relative to the working directory,
+    /// or `None` for a PostgreSQL URL.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &self.backend {
             Backend::Sqlite(path) => Some(path),
+            Backend::Postgres(_) => None,
         }
+    }
+
+    /// Returns whether the URL names a PostgreSQL server.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Returns the whole PostgreSQL URL, password included, for connecting. Never log it.
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Postgres(url) => Some(url),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Replaces every password of this URL that occurs in `message` with `***`, as written and
+    /// percent-decoded. The driver's messages are not known to quote the URL; this keeps a
+    /// password out of an error even if one does.
+    pub(crate) fn redact_secrets(&self, message: &str) -> String {
+        let Some(parsed) = self.postgres_url().and_then(|text| url::Url::parse(text).ok()) else {
+            return message.to_owned();
+        };
+        let mut secrets: Vec<String> = Vec::new();
+        if let Some(password) = parsed.password() {
+            secrets.push(password.to_owned());
+            secrets.push(percent_encoding::percent_decode_str(password).decode_utf8_lossy().into_owned());
+        }
+        for (name, value) in parsed.query_pairs() {
+            if name.to_ascii_lowercase().ends_with("password") {
+                secrets.push(value.into_owned());
+            }
+        }
+
+        let mut redacted = message.to_owned();
+        for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+            redacted = redacted.replace(secret.as_str(), "***");
+        }
+        redacted
     }
 }
 
@@ -75,12 +149,21 @@ impl FromStr for DatabaseUrl {
 
 impl fmt::Display for DatabaseUrl {
     /// Writes the URL in its canonical form: `sqlite:///abs.db` for an absolute path and
-    /// `sqlite:rel.db` for a relative one. No SQLite URL contains a secret.
+    /// `sqlite:rel.db` for a relative one. No SQLite URL contains a secret. A PostgreSQL URL is
+    /// written as given, with its password replaced by `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.backend {
             Backend::Sqlite(path) if path.is_absolute() => write!(f, "sqlite://{}", path.display()),
             Backend::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Backend::Postgres(url) => f.write_str(&redact_password(url)),
         }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    /// Writes `DatabaseUrl("...")` with the `Display` form, so the password stays hidden.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseUrl").field(&format_args!("{self}")).finish()
     }
 }
 
@@ -123,6 +206,45 @@ fn sqlite_path_of<'a>(url: &str, rest: &'a str) -> Result<&'a str, StoreError> {
     ))
 }
 
+/// Checks a PostgreSQL URL the way the driver will read it, so that a mistake fails here with a
+/// fix instead of at the first connection. Nothing is resolved and no file is read: the libpq
+/// environment variables and `~/.pgpass` are applied when the store connects.
+fn check_postgres_url(url: &str, text: &str) -> Result<(), StoreError> {
+    let parsed = url::Url::parse(text).map_err(|error| {
+        invalid(
+            url,
+            format!(
+                "it is not a valid PostgreSQL URL ({error}); write {POSTGRES_FORM}, and percent-encode \
+                 '@', ':', '/', '?' and '#' in the user name and password (for example %40 for '@')"
+            ),
+        )
+    })?;
+
+    if parsed.fragment().is_some() {
+        return Err(invalid(
+            url,
+            "the URL has a '#' fragment, which a PostgreSQL URL never has; percent-encode '#' in the \
+             password as %23"
+                .to_owned(),
+        ));
+    }
+    for (name, value) in parsed.query_pairs() {
+        if !POSTGRES_PARAMETERS.contains(&name.as_ref()) {
+            return Err(invalid(
+                url,
+                format!(
+                    "unsupported query parameter {name:?}; a PostgreSQL URL may carry {}",
+                    POSTGRES_PARAMETERS.join(", ")
+                ),
+            ));
+        }
+        if name == "sslmode" && !SSL_MODES.contains(&value.as_ref()) {
+            return Err(invalid(url, format!("invalid sslmode {value:?}; use one of {}", SSL_MODES.join(", "))));
+        }
+    }
+    Ok(())
+}
+
 fn check_sqlite_path(url: &str, path: &str) -> Result<(), StoreError> {
     if path.is_empty() {
         return Err(invalid(url, format!("the SQLite URL has no file path; use {ACCEPTED_FORMS}")));
@@ -155,10 +277,11 @@ fn invalid(url: &str, reason: String) -> StoreError {
 }
 
 /// Replaces the password of `scheme://user:password@host` (or `scheme:user:password@host`) and
-/// any `password=` query parameter with `***`, so an error that quotes a rejected URL never shows
-/// it. Everything up to the last `@` counts as user information, because pasted passwords often
-/// contain unescaped `@`, `/`, `?` or `#`; over-redacting a URL is harmless.
-fn redact_password(url: &str) -> String {
+/// the value of every query parameter whose name ends in `password` (`password`, `sslpassword`)
+/// with `***`, so an error that quotes a rejected URL never shows it. Everything up to the last
+/// `@` counts as user information, because pasted passwords often contain unescaped `@`, `/`,
+/// `?` or `#`. Over-redacting a URL is harmless.
+pub(crate) fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once(':') else {
         return url.to_owned();
     };
@@ -175,7 +298,7 @@ fn redact_password(url: &str) -> String {
         let parameters: Vec<String> = query
             .split('&')
             .map(|parameter| match parameter.split_once('=') {
-                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => format!("{name}=***"),
                 _ => parameter.to_owned(),
             })
             .collect();
@@ -208,6 +331,48 @@ mod tests {
             assert!(redacted.contains(":***@"), "{redacted}");
         }
         assert_eq!(redact_password("postgres://db/k?user=a&password=x1"), "postgres://db/k?user=a&password=***");
+        assert_eq!(redact_password("postgres://db/k?sslpassword=x1"), "postgres://db/k?sslpassword=***");
+    }
+
+    #[test]
+    fn postgres_url_hides_password_in_display_and_debug() {
+        for text in [
+            "postgres://app:hunter2@db:5432/keyturn",
+            "postgresql://app:hunter2@db/keyturn?sslmode=require",
+            "postgres://db/keyturn?user=app&password=hunter2",
+            "postgres://app:hunter2%40x@db/keyturn",
+        ] {
+            let url = DatabaseUrl::parse(text).unwrap();
+
+            assert!(url.is_postgres(), "{text}");
+            assert_eq!(url.postgres_url(), Some(text), "the connecting code needs the whole URL");
+            let display = url.to_string();
+            let debug = format!("{url:?}");
+            assert!(!display.contains("hunter2"), "{display}");
+            assert!(!debug.contains("hunter2"), "{debug}");
+            assert!(display.contains("***"), "{display}");
+            assert!(debug.contains("***"), "{debug}");
+        }
+    }
+
+    #[test]
+    fn postgres_rejection_hides_password() {
+        for text in [
+            "postgres://app:hunter2@db/keyturn?sslpassword=hunter2",
+            "postgres://app:hunter2@db/keyturn?connect_timeout=3",
+            "postgres://app:hunter2@db/keyturn?sslmode=sometimes",
+            "postgres://app:hun#ter2@db/keyturn",
+            "postgres://app:hunter2@db:port/keyturn",
+            "postgres://app:hunter2@db/keyturn#x",
+        ] {
+            let error = DatabaseUrl::parse(text).unwrap_err();
+
+            let message = error.to_string();
+            let debug = format!("{error:?}");
+            assert!(matches!(error, StoreError::InvalidUrl { .. }), "{text}: {debug}");
+            assert!(!message.contains("ter2"), "{message}");
+            assert!(!debug.contains("ter2"), "{debug}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Database URL parsing: the accepted SQLite forms, and a rejection with a fixable message for
-//! every other input.
+//! Database URL parsing: the accepted SQLite and PostgreSQL forms, and a rejection with a fixable
+//! message for every other input.
 
 use std::path::Path;
 
@@ -91,18 +91,66 @@ fn url_memory_rejected() {
 }
 
 #[test]
-fn url_postgres_not_available() {
-    for url in ["postgres://app@db/keyturn", "postgresql://app@db/keyturn", "POSTGRES://db/keyturn"] {
-        let (_, reason) = rejection(url);
-        assert!(reason.contains("PostgreSQL support is not available in this build"), "{url}: {reason}");
+fn url_postgres_accepted() {
+    for url in [
+        "postgres://app@db/keyturn",
+        "postgresql://app@db/keyturn",
+        "POSTGRES://db/keyturn",
+        "postgres://app:s3cret@db.internal:6432/keyturn?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        "postgres:///keyturn?host=/var/run/postgresql",
+        "postgres://db/keyturn?application_name=api&options=-c%20search_path%3Dkeyturn",
+    ] {
+        let parsed = DatabaseUrl::parse(url).unwrap_or_else(|error| panic!("{url:?} should parse: {error}"));
+        assert!(parsed.is_postgres(), "{url}");
+        assert_eq!(parsed.sqlite_path(), None, "{url}");
     }
+    assert!(!DatabaseUrl::parse("keyturn.db").unwrap().is_postgres());
+}
+
+#[test]
+fn url_postgres_display_redacts_password() {
+    let parsed = DatabaseUrl::parse("postgres://app:s3cret@db:5432/keyturn?sslmode=require").unwrap();
+
+    assert_eq!(parsed.to_string(), "postgres://app:***@db:5432/keyturn?sslmode=require");
+    assert_eq!(format!("{parsed:?}"), "DatabaseUrl(postgres://app:***@db:5432/keyturn?sslmode=require)");
+    let without_password = DatabaseUrl::parse("postgres://app@db/keyturn").unwrap();
+    assert_eq!(without_password.to_string(), "postgres://app@db/keyturn");
+}
+
+#[test]
+fn url_postgres_unparseable_shows_form() {
+    let (url, reason) = rejection("postgres://app:s3cret@db:port/keyturn");
+
+    assert_eq!(url, "postgres://app:***@db:port/keyturn");
+    assert!(reason.contains("not a valid PostgreSQL URL"), "{reason}");
+    assert!(reason.contains("postgres://user:password@host:port/database"), "{reason}");
+    assert!(reason.contains("percent-encode"), "{reason}");
+}
+
+#[test]
+fn url_postgres_fragment_rejected() {
+    let (url, reason) = rejection("postgres://db/keyturn#replica");
+
+    assert_eq!(url, "postgres://db/keyturn#replica");
+    assert!(reason.contains("%23"), "{reason}");
+}
+
+#[test]
+fn url_postgres_unknown_parameter_named() {
+    let (_, reason) = rejection("postgres://db/keyturn?connect_timeout=3");
+    assert!(reason.contains("\"connect_timeout\""), "{reason}");
+    assert!(reason.contains("sslmode"), "{reason}");
+
+    let (_, reason) = rejection("postgres://db/keyturn?sslmode=always");
+    assert!(reason.contains("\"always\""), "{reason}");
+    assert!(reason.contains("verify-full"), "{reason}");
 }
 
 #[test]
 fn url_rejection_redacts_password() {
-    let (url, _) = rejection("postgres://app:hunter2@db:5432/keyturn");
+    let (url, _) = rejection("postgres://app:hunter2@db:5432/keyturn?sslmode=sometimes");
     assert!(!url.contains("hunter2"), "{url}");
-    assert_eq!(url, "postgres://app:***@db:5432/keyturn");
+    assert_eq!(url, "postgres://app:***@db:5432/keyturn?sslmode=sometimes");
 
     let message = DatabaseUrl::parse("mysql://root:hunter2@db/keyturn").unwrap_err().to_string();
     assert!(!message.contains("hunter2"), "{message}");

@@ -1,0 +1,271 @@
+//! The PostgreSQL implementation of [`Store`]. Instances on several hosts share one database, so
+//! every mutation that appends audit events or change rows first takes one transaction-scoped
+//! advisory lock ([`WRITE_LOCK_KEY`]). Writers therefore allocate audit and change sequence
+//! numbers one at a time and commit them in increasing order. A verifier cache that reads changes
+//! with a sequence number greater than the last one it saw never skips one, and the audit chain
+//! has no gap or fork. Usage counters take no such lock. This module owns the pool, the options
+//! and the transaction boundaries. The SQL of each mutation lives in `writes`, connection
+//! settings in `connect`, the schema in `migrate`, error classification in `errors`, and change
+//! notifications in `notify`.
+
+mod connect;
+mod errors;
+mod migrate;
+mod notify;
+mod writes;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyturn_core::{AuditEvent, KeyId, KeyRecord, NewAuditEvent, Outcome};
+use sqlx::postgres::{PgConnection, PgPool, Postgres};
+use sqlx::{Connection, Row, Transaction};
+
+use self::errors::classify;
+use self::notify::ChangeListener;
+use crate::queries;
+use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count, KEY_COLUMNS};
+use crate::{
+    AuditFilter, Change, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, Store, StoreError, UsageRecord,
+};
+
+/// The tracing target of every store log line.
+const TARGET: &str = "keyturn::store";
+
+/// The advisory lock key that every transaction appending audit events or change rows holds
+/// until it ends. The eight bytes spell "keyturn" in ASCII followed by 2, so the key is unlikely
+/// to collide with another application's advisory locks in the same database.
+const WRITE_LOCK_KEY: i64 = 0x6b65_7974_7572_6e02;
+
+/// The channel of change notifications. Each carries the sequence number of one change row.
+const CHANGES_CHANNEL: &str = "keyturn_changes";
+
+/// Connection settings of a [`PostgresStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The maximum number of connections in this process's pool; at least 1. The change listener
+    /// uses one more connection of its own once something waits for changes.
+    pub max_connections: u32,
+    /// How long opening the store, and connecting the change listener, wait for the server
+    /// before they fail. Pool connections opened later are bounded by `acquire_timeout`.
+    pub connect_timeout: Duration,
+    /// The `statement_timeout` of every pooled connection: a statement running longer is
+    /// cancelled and fails with [`StoreError::Unavailable`]. Waiting for another instance's write
+    /// lock counts, so this also bounds how long a write queues. Zero disables the limit.
+    pub statement_timeout: Duration,
+    /// How long an operation waits for a free pooled connection, including opening a new one,
+    /// before it fails with [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A [`Store`] backed by a PostgreSQL database. Clones share the pool and the change listener.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// The URL with its password replaced by `***`.
+    location: String,
+    listener: Arc<ChangeListener>,
+}
+
+impl PostgresStore {
+    /// Connects to the PostgreSQL database that `url` names and applies the schema migrations it
+    /// lacks, holding an advisory lock so that instances starting together migrate it once.
+    ///
+    /// Fails with [`StoreError::Unavailable`] when the server cannot be reached within
+    /// `options.connect_timeout`, and with [`StoreError::Open`] when it rejects the login, the
+    /// database does not exist, or a newer keyturn wrote its schema. No error shows the password.
+    pub async fn open(url: &DatabaseUrl, options: &PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let target = connect::target(url, options)?;
+
+        let mut conn = connect::connect_once(url, &target, options).await?;
+        let migrated = migrate::run(&mut conn, &target.location).await;
+        // Closing ends the session, which also releases the migration lock if unlocking failed.
+        let _ = conn.close().await;
+        migrated?;
+
+        let pool = connect::pool(&target, options);
+        let listener = Arc::new(ChangeListener::new(connect::listener_pool(&target, options)));
+        tracing::info!(target: TARGET, location = %target.location, "opened postgres store");
+        Ok(PostgresStore { pool, location: target.location, listener })
+    }
+
+    /// Closes every connection, including the change listener's, and waits until they are
+    /// closed. Later calls fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.listener.close().await;
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that holds the write lock, for a mutation that appends audit events
+    /// or change rows. The lock waits for the writer before it, within the statement timeout.
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        Ok(tx)
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+/// Reads one key by id.
+async fn fetch_key(conn: &mut PgConnection, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = $1"))
+        .bind(key_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?;
+    row.as_ref().map(decode_key).transpose()
+}
+
+/// Commits `tx`, classifying a failure like any other database error.
+async fn commit(tx: Transaction<'static, Postgres>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(classify)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        writes::insert_key(&mut tx, key).await?;
+        writes::insert_event(&mut tx, event).await?;
+        writes::insert_change(&mut tx, &key.key_id, key.created_at).await?;
+        commit(tx).await?;
+
+        tracing::debug!(target: TARGET, key_id = %key.key_id, "inserted key");
+        Ok(())
+    }
+
+    async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        fetch_key(&mut conn, key_id).await
+    }
+
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut query = queries::list_keys::<Postgres>(filter);
+        let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(decode_key).collect()
+    }
+
+    async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        writes::rotate(&mut tx, rotation).await?;
+        commit(tx).await?;
+
+        tracing::debug!(
+            target: TARGET,
+            key_id = %rotation.old_key_id,
+            successor_id = %rotation.successor.key_id,
+            replaced_id = rotation.replace_unused_successor.as_ref().map(tracing::field::display),
+            "rotated key"
+        );
+        Ok(())
+    }
+
+    async fn revoke_key(&self, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let record = writes::revoke(&mut tx, revocation).await?;
+        commit(tx).await?;
+
+        tracing::debug!(target: TARGET, key_id = %revocation.key_id, "revoked key");
+        Ok(record)
+    }
+
+    async fn rehash_key(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = writes::rehash(&mut tx, rehash).await?;
+        if !changed {
+            // Dropping the transaction rolls it back; nothing was written.
+            return Ok(false);
+        }
+        commit(tx).await?;
+
+        tracing::debug!(target: TARGET, key_id = %rehash.key_id, from = %rehash.from, to = %rehash.to, "rehashed key");
+        Ok(true)
+    }
+
+    async fn record_usage(&self, usage: &[UsageRecord]) -> Result<(), StoreError> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        // Row locks are taken in key id order, so two flushes that touch the same keys cannot
+        // deadlock each other.
+        let mut ordered: Vec<&UsageRecord> = usage.iter().collect();
+        ordered.sort_by(|a, b| a.key_id.as_str().cmp(b.key_id.as_str()));
+
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for record in ordered {
+            writes::record_usage(&mut tx, record).await?;
+        }
+        commit(tx).await
+    }
+
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let seq = writes::insert_event(&mut tx, event).await?;
+        commit(tx).await?;
+        Ok(seq)
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut query = queries::list_audit::<Postgres>(filter);
+        let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(decode_audit_event).collect()
+    }
+
+    async fn usage_counts(&self, key_id: &KeyId) -> Result<Vec<(Outcome, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT key_id, outcome, count FROM key_usage WHERE key_id = $1 ORDER BY outcome")
+            .bind(key_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(decode_usage_count).collect()
+    }
+
+    async fn change_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM changes")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.try_get::<i64, _>("seq").map_err(classify)
+    }
+
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let rows = sqlx::query("SELECT seq, key_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(decode_change).collect()
+    }
+
+    async fn wait_for_change(&self, after_seq: i64, timeout: Duration) -> Result<(), StoreError> {
+        self.listener.wait(&self.pool, after_seq, timeout).await;
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
