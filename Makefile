@@ -31,8 +31,10 @@ lint-python: venv
 	$(VENV_BIN)/ruff check python examples
 	$(VENV_BIN)/ruff format --check python examples
 
+# The PostgreSQL store tests need a server: scripts/with-postgres starts a throwaway one unless
+# KEYTURN_TEST_POSTGRES_URL names one, and stops it afterwards even when the tests fail.
 test-rust:
-	$(CARGO) test --workspace --exclude keyturn-python
+	scripts/with-postgres $(CARGO) test --workspace --exclude keyturn-python
 
 test-python: develop
 	$(CARGO) build --bin keyturn
