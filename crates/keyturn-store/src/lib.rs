@@ -120,6 +120,10 @@ pub struct Change {
 pub trait Store: Send + Sync + 'static {
     /// Inserts a new key with its creation event. Fails with [`StoreError::DuplicateKeyId`] when
     /// the key id exists.
+    ///
+    /// PostgreSQL cannot store the character U+0000 in text, so on [`PostgresStore`] a name,
+    /// owner, reason or client address containing it fails with [`StoreError::Internal`], while
+    /// SQLite stores it. The service layer rejects control characters before they get here.
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError>;
 
     async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
@@ -142,6 +146,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds usage counters and advances `first_used_at` and `last_used_at`. Usage is not a
     /// lifecycle change, so it writes no audit event and no change-feed entry.
+    ///
+    /// On [`PostgresStore`] it takes no write lock, so it never waits for a lifecycle change to
+    /// commit, but it may wait for the row lock of a key that a change is updating. When the
+    /// server breaks a deadlock with a concurrent rotation, it fails with
+    /// [`StoreError::Unavailable`] and can be retried. On SQLite it waits for the write lock
+    /// like every write.
     async fn record_usage(&self, usage: &[UsageRecord]) -> Result<(), StoreError>;
 
     /// Appends an audit event that accompanies no key change, such as a token exposed in a URL.
@@ -156,6 +166,11 @@ pub trait Store: Send + Sync + 'static {
     async fn change_seq(&self) -> Result<i64, StoreError>;
 
     /// Returns up to `limit` changes with a sequence number greater than `after`, in order.
+    ///
+    /// Sequence numbers are committed in increasing order on both backends, so reading past the
+    /// last one seen never skips a change. On PostgreSQL they may skip values, because a
+    /// transaction that rolls back after adding a change row still consumes its number. On
+    /// SQLite a rolled-back transaction leaves no gap.
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
 
     /// Waits until the change feed may hold a change with a sequence number greater than

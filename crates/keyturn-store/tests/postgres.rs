@@ -414,6 +414,17 @@ async fn open_zero_max_connections_fails() {
 }
 
 #[tokio::test]
+async fn open_huge_statement_timeout_fails() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let options = PostgresOptions { statement_timeout: Duration::from_secs(30 * 86_400), ..options() };
+
+    let error = PostgresStore::open(&database.database_url(), &options).await.unwrap_err();
+
+    assert!(matches!(&error, StoreError::Open { reason, .. } if reason.contains("statement_timeout")), "{error:?}");
+    database.drop_database().await;
+}
+
+#[tokio::test]
 async fn open_missing_database_fails() {
     let Some(server) = server_url() else { return };
     let url = DatabaseUrl::parse(&with_database(&server, &unique_name("kt_missing"))).unwrap();
@@ -611,6 +622,25 @@ async fn corrupt_row_never_quotes_hash() {
 
     let message = format!("{error} {error:?}").to_lowercase();
     assert!(!message.contains("deadbeef"), "{message}");
+}
+
+/// PostgreSQL cannot store U+0000 in text: the insert fails as an internal error that quotes
+/// nothing of the key, and writes nothing.
+#[tokio::test]
+async fn text_with_nul_fails_internal() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let store = database.open().await;
+    let mut key = suite::key(1, None, 1_000);
+    key.name = "before\0after".to_owned();
+
+    let error = store.insert_key(&key, &suite::created_event(&key)).await.unwrap_err();
+
+    assert!(matches!(error, StoreError::Internal(_)), "{error:?}");
+    assert!(!error.to_string().contains("before"), "{error}");
+    assert_eq!(store.get_key(&key.key_id).await.unwrap(), None);
+    assert_eq!(store.change_seq().await.unwrap(), 0);
+    store.close().await;
+    database.drop_database().await;
 }
 
 /// Key ids that differ only in case list in byte order, as on SQLite, also in a database whose

@@ -17,6 +17,10 @@ use crate::{DatabaseUrl, StoreError};
 /// one.
 const APPLICATION_NAME: &str = "keyturn";
 
+/// The largest `statement_timeout` PostgreSQL accepts, in milliseconds (`i32::MAX`, about 24.8
+/// days).
+const MAX_STATEMENT_TIMEOUT_MS: u128 = 2_147_483_647;
+
 /// Connection options and the text that names the database in logs and errors.
 pub(super) struct Target {
     pub(super) options: PgConnectOptions,
@@ -34,6 +38,16 @@ pub(super) fn target(url: &DatabaseUrl, options: &PostgresOptions) -> Result<Tar
     };
     if options.max_connections == 0 {
         return Err(StoreError::Open { location, reason: "max_connections is 0; set it to at least 1".to_owned() });
+    }
+    if options.statement_timeout.as_millis() > MAX_STATEMENT_TIMEOUT_MS {
+        return Err(StoreError::Open {
+            location,
+            reason: format!(
+                "statement_timeout is {} ms, above PostgreSQL's maximum of {MAX_STATEMENT_TIMEOUT_MS} ms; set a \
+                 shorter one, or zero for no limit",
+                options.statement_timeout.as_millis()
+            ),
+        });
     }
 
     let mut connect_options = PgConnectOptions::from_str(text).map_err(|error| StoreError::Open {

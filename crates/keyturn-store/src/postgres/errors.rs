@@ -1,7 +1,8 @@
 //! Classification of sqlx errors into [`StoreError`] by kind and SQLSTATE, never by message text.
 //! The insert maps a unique violation to [`StoreError::DuplicateKeyId`], because only it has the
-//! key id that collided. Values are bound as parameters and the server's message is used without
-//! its detail, so no error text contains a stored value, a hash or the connection password.
+//! key id that collided. Every value is a bound parameter, and PostgreSQL reports the values of
+//! a row in an error's detail, which sqlx's message leaves out. So an error text is not expected
+//! to contain a stored value or a hash; the tests check this for the errors they provoke.
 
 use sqlx::error::DatabaseError;
 
@@ -34,9 +35,10 @@ pub(super) fn classify(error: sqlx::Error) -> StoreError {
         }
         sqlx::Error::Io(_) => StoreError::Unavailable(format!("the connection to PostgreSQL failed: {error}")),
         sqlx::Error::Tls(_) => StoreError::Unavailable(format!("TLS with PostgreSQL failed: {error}")),
-        sqlx::Error::PoolTimedOut => {
-            StoreError::Unavailable("timed out waiting for a free PostgreSQL connection".to_owned())
-        }
+        sqlx::Error::PoolTimedOut => StoreError::Unavailable(
+            "timed out waiting for a PostgreSQL connection; the server may be down or every pooled connection busy"
+                .to_owned(),
+        ),
         sqlx::Error::PoolClosed => StoreError::Unavailable("the PostgreSQL connection pool is closed".to_owned()),
         _ => StoreError::Internal(error.to_string()),
     }
