@@ -88,7 +88,9 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
         }
     };
     let location = store.location();
-    if database_existed {
+    if database.is_postgres() {
+        emit(&format!("using database {location}; its keyturn tables are up to date\n"))?;
+    } else if database_existed {
         emit(&format!("database {location} already exists; left unchanged\n"))?;
     } else {
         emit(&format!("created database {location}\n"))?;

@@ -274,9 +274,13 @@ async fn run_follower(keyring: Weak<Keyring>, mut stopped: watch::Receiver<bool>
                 }
             }
         }
+        let store = Arc::clone(&strong.store);
+        let applied = strong.cache.synced_seq();
         drop(strong);
+        // PostgreSQL wakes the follower as soon as another instance commits a change; every store
+        // also returns after the poll interval, so a lost notification costs at most one interval.
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = store.wait_for_change(applied, interval) => {}
             _ = stopped.changed() => return,
         }
     }

@@ -33,6 +33,10 @@ pub struct Config {
     pub cache_capacity: usize,
     /// Maximum number of concurrent store reads for cache misses. Default 16.
     pub max_concurrent_lookups: usize,
+    /// How long a verification waits for a store read, including the wait for a lookup slot,
+    /// before it fails as unavailable (503). Default 500 ms, so an unreachable store ties up no
+    /// web worker for the store's own connect and acquire timeouts.
+    pub lookup_timeout: StdDuration,
     /// How often usage counters, rehashes and exposure reports are written. Default 1 s.
     pub flush_interval: StdDuration,
 }
@@ -58,6 +62,7 @@ impl Default for Config {
             unknown_key_ttl: StdDuration::from_secs(1),
             cache_capacity: 100_000,
             max_concurrent_lookups: 16,
+            lookup_timeout: StdDuration::from_millis(500),
             flush_interval: StdDuration::from_secs(1),
         }
     }

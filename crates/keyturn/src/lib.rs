@@ -30,7 +30,7 @@ pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};
 pub use crate::verify::{AuthRequest, Authentication};
 
 use keyturn_core::Clock;
-use keyturn_store::{DatabaseUrl, SqliteOptions, SqliteStore, Store};
+use keyturn_store::{DatabaseUrl, PostgresStore, SqliteOptions, SqliteStore, Store};
 
 use crate::settings::PepperSource;
 
@@ -52,8 +52,15 @@ pub async fn open(options: OpenOptions, clock: Arc<dyn Clock>) -> Result<Arc<Key
     Ok(Keyring::new(store, peppers, clock, options.config))
 }
 
-/// Opens the store named by a database URL.
+/// Opens the store named by a database URL: a SQLite file, or a PostgreSQL database with the
+/// connection settings of [`settings::postgres_options_from_env`]. `create_if_missing` applies to
+/// SQLite only, because a PostgreSQL database is created by its administrator; keyturn creates
+/// only its tables there.
 pub async fn open_store(database: &DatabaseUrl, create_if_missing: bool) -> Result<Arc<dyn Store>, Error> {
+    if database.is_postgres() {
+        let options = settings::postgres_options_from_env()?;
+        return Ok(Arc::new(PostgresStore::open(database, &options).await?));
+    }
     let sqlite = SqliteOptions { create_if_missing, ..SqliteOptions::default() };
     let store = SqliteStore::open(database, &sqlite).await?;
     Ok(Arc::new(store))

@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use keyturn_core::{PepperId, PepperRing};
-use keyturn_store::{DatabaseUrl, KeyFilter, Store};
+use keyturn_store::{DatabaseUrl, KeyFilter, PostgresOptions, Store};
 use rand_core::OsRng;
 
 use crate::Error;
@@ -19,6 +19,14 @@ pub const DATABASE_URL_VAR: &str = "KEYTURN_DATABASE_URL";
 pub const PEPPER_VAR: &str = "KEYTURN_PEPPER";
 pub const PEPPER_FILE_VAR: &str = "KEYTURN_PEPPER_FILE";
 pub const DEFAULT_DATABASE: &str = "keyturn.db";
+pub const POSTGRES_MAX_CONNECTIONS_VAR: &str = "KEYTURN_POSTGRES_MAX_CONNECTIONS";
+pub const POSTGRES_CONNECT_TIMEOUT_VAR: &str = "KEYTURN_POSTGRES_CONNECT_TIMEOUT";
+pub const POSTGRES_STATEMENT_TIMEOUT_VAR: &str = "KEYTURN_POSTGRES_STATEMENT_TIMEOUT";
+pub const POSTGRES_ACQUIRE_TIMEOUT_VAR: &str = "KEYTURN_POSTGRES_ACQUIRE_TIMEOUT";
+
+/// The largest PostgreSQL pool a process may ask for. Every gunicorn worker and every instance
+/// opens its own pool, so far smaller values are the norm.
+const MAX_POSTGRES_CONNECTIONS: u32 = 1_000;
 
 /// The source of the pepper ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +60,10 @@ impl PepperSource {
             (Some(value), None) => Ok(PepperSource::Value(ValueSource(value))),
             (None, Some(file)) => Ok(PepperSource::File(file)),
             (None, None) => default_pepper_file(database).map(PepperSource::File).ok_or_else(|| {
-                Error::Pepper(format!("no pepper is configured; set {PEPPER_VAR} or {PEPPER_FILE_VAR}"))
+                Error::Pepper(format!(
+                    "no pepper is configured, and a PostgreSQL database has no default pepper file; set \
+                     {PEPPER_VAR} or {PEPPER_FILE_VAR} to the same pepper on every instance"
+                ))
             }),
         }
     }
@@ -112,6 +123,49 @@ pub fn resolve_database_url(explicit: Option<&str>) -> Result<DatabaseUrl, Error
     let from_env = std::env::var(DATABASE_URL_VAR).ok().filter(|v| !v.trim().is_empty());
     let text = explicit.map(str::to_owned).or(from_env).unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
     DatabaseUrl::parse(&text).map_err(Error::from)
+}
+
+/// Reads the PostgreSQL connection settings from `KEYTURN_POSTGRES_MAX_CONNECTIONS` (default 10),
+/// `KEYTURN_POSTGRES_CONNECT_TIMEOUT` (5s), `KEYTURN_POSTGRES_STATEMENT_TIMEOUT` (5s, `0s` turns
+/// the limit off) and `KEYTURN_POSTGRES_ACQUIRE_TIMEOUT` (5s). Durations are written like `500ms`
+/// or `5s`. A variable that is set but invalid is an error that names it and its value.
+pub fn postgres_options_from_env() -> Result<PostgresOptions, Error> {
+    postgres_options(|name| std::env::var(name).ok())
+}
+
+fn postgres_options(read: impl Fn(&str) -> Option<String>) -> Result<PostgresOptions, Error> {
+    let defaults = PostgresOptions::default();
+    let duration = |name: &'static str, default: std::time::Duration, zero_allowed: bool| {
+        let Some(text) = read(name) else { return Ok(default) };
+        let parsed = keyturn_core::Duration::parse(text.trim())
+            .map_err(|error| Error::InvalidInput { field: name, reason: format!("{text:?}: {error}") })?;
+        if parsed.is_zero() && !zero_allowed {
+            return Err(Error::InvalidInput {
+                field: name,
+                reason: format!("{text:?}: a timeout must be greater than zero, such as 5s"),
+            });
+        }
+        Ok(std::time::Duration::from_millis(parsed.as_millis().unsigned_abs()))
+    };
+
+    let max_connections = match read(POSTGRES_MAX_CONNECTIONS_VAR) {
+        None => defaults.max_connections,
+        Some(text) => match text.trim().parse::<u32>() {
+            Ok(count @ 1..=MAX_POSTGRES_CONNECTIONS) => count,
+            _ => {
+                return Err(Error::InvalidInput {
+                    field: POSTGRES_MAX_CONNECTIONS_VAR,
+                    reason: format!("{text:?} is not a whole number from 1 to {MAX_POSTGRES_CONNECTIONS}"),
+                })
+            }
+        },
+    };
+    Ok(PostgresOptions {
+        max_connections,
+        connect_timeout: duration(POSTGRES_CONNECT_TIMEOUT_VAR, defaults.connect_timeout, false)?,
+        statement_timeout: duration(POSTGRES_STATEMENT_TIMEOUT_VAR, defaults.statement_timeout, true)?,
+        acquire_timeout: duration(POSTGRES_ACQUIRE_TIMEOUT_VAR, defaults.acquire_timeout, false)?,
+    })
 }
 
 /// The pepper file used for an embedded SQLite database when none is configured: the database
@@ -213,6 +267,44 @@ pub(crate) fn absolute(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options_from(pairs: &[(&str, &str)]) -> Result<PostgresOptions, Error> {
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+        postgres_options(|name| pairs.iter().find(|(n, _)| n == name).map(|(_, value)| value.clone()))
+    }
+
+    #[test]
+    fn postgres_options_default_and_parse() {
+        assert_eq!(options_from(&[]).unwrap(), PostgresOptions::default());
+        let options = options_from(&[
+            (POSTGRES_MAX_CONNECTIONS_VAR, "3"),
+            (POSTGRES_CONNECT_TIMEOUT_VAR, "2s"),
+            (POSTGRES_STATEMENT_TIMEOUT_VAR, "0s"),
+            (POSTGRES_ACQUIRE_TIMEOUT_VAR, "750ms"),
+        ])
+        .unwrap();
+        assert_eq!(options.max_connections, 3);
+        assert_eq!(options.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(options.statement_timeout, std::time::Duration::ZERO);
+        assert_eq!(options.acquire_timeout, std::time::Duration::from_millis(750));
+    }
+
+    #[test]
+    fn postgres_options_reject_bad_values() {
+        for (name, value) in [
+            (POSTGRES_MAX_CONNECTIONS_VAR, "0"),
+            (POSTGRES_MAX_CONNECTIONS_VAR, "1001"),
+            (POSTGRES_MAX_CONNECTIONS_VAR, "ten"),
+            (POSTGRES_CONNECT_TIMEOUT_VAR, "0s"),
+            (POSTGRES_CONNECT_TIMEOUT_VAR, "soon"),
+            (POSTGRES_ACQUIRE_TIMEOUT_VAR, "-1s"),
+        ] {
+            let message = options_from(&[(name, value)]).unwrap_err().to_string();
+            assert!(message.contains(name), "{message}");
+            assert!(message.contains(value), "{message}");
+        }
+    }
 
     fn sqlite(path: &Path) -> DatabaseUrl {
         DatabaseUrl::parse(path.to_str().unwrap()).unwrap()

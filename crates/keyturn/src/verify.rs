@@ -137,6 +137,14 @@ impl Keyring {
             }
             Cached::Miss => {}
         }
+        let timeout = self.config.lookup_timeout;
+        tokio::time::timeout(timeout, self.read_through(key_id)).await.unwrap_or_else(|_| {
+            Err(Error::StoreUnavailable(format!("reading key {key_id} took longer than {}ms", timeout.as_millis())))
+        })
+    }
+
+    /// Reads a key record from the store and caches the answer.
+    async fn read_through(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, Error> {
         let _permit = self.lookups.acquire().await.map_err(|_| Error::StoreUnavailable("keyring closed".into()))?;
         // Another verification may have loaded the record while this one waited for the permit.
         if let Cached::Known(record) = self.cache.lookup(key_id) {
