@@ -1,7 +1,8 @@
 //! The `keys` commands that manage keys (create, list, show, rotate, revoke) and `audit list`.
 //! Each command parses its arguments into service-layer types before it opens the database, and
 //! the service layer checks the rest before writing, so an invalid value changes nothing.
-//! `keys verify` lives in `verify.rs`.
+//! `keys verify` lives in `verify.rs`. `store copy` copies a whole store and needs no pepper,
+//! because it copies hashes as they are.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use keyturn_store::AuditFilter;
 use crate::error::CliError;
 use crate::output::{self, emit};
 use crate::setup::open_keyring;
-use crate::{AuditListArgs, CreateArgs, GlobalArgs, ListArgs, RevokeArgs, RotateArgs, ShowArgs};
+use crate::{AuditListArgs, CreateArgs, GlobalArgs, ListArgs, RevokeArgs, RotateArgs, ShowArgs, StoreCopyArgs};
 
 /// Opens the keyring, runs `command` on it and shuts the keyring down, so queued writes are
 /// flushed whether the command succeeded or not.
@@ -208,4 +209,27 @@ fn parse_state(value: &str) -> Result<Outcome, CliError> {
         let names: Vec<&str> = states.map(Outcome::as_str).collect();
         CliError::new(format!("invalid --state {value:?}: use one of {}", names.join(", ")))
     })
+}
+
+/// Copies every key, usage counter and audit event from `--from` to `--to` and prints what was
+/// copied. Neither URL's password is ever printed.
+pub async fn store_copy(args: &StoreCopyArgs) -> Result<(), CliError> {
+    let from =
+        keyturn_store::DatabaseUrl::parse(&args.from).map_err(|error| CliError::new(format!("--from: {error}")))?;
+    let to = keyturn_store::DatabaseUrl::parse(&args.to).map_err(|error| CliError::new(format!("--to: {error}")))?;
+    if from.to_string() == to.to_string() {
+        return Err(CliError::new(format!("--from and --to both name {from}; copy to another database")));
+    }
+    let source = keyturn::open_store(&from, false).await?;
+    let target = keyturn::open_store(&to, true).await?;
+    let report = keyturn::copy_store(source.as_ref(), target.as_ref(), args.allow_non_empty).await?;
+    emit(&format!(
+        "copied {} keys, {} usage counters and {} audit events from {} to {}; row counts, keys and audit rows \
+         match\n",
+        report.copied.keys,
+        report.copied.usage_counters,
+        report.copied.audit_events,
+        source.location(),
+        target.location()
+    ))
 }

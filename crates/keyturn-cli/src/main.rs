@@ -77,6 +77,31 @@ enum Command {
     /// Serve the admin API, the verify endpoints, health checks and metrics over HTTP until
     /// SIGTERM or SIGINT
     Serve(ServeArgs),
+    /// Copy a whole store to another database
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every key, usage counter and audit event to another database, such as from SQLite to
+    /// PostgreSQL, then check the copy. Stop every writer of the source first
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreCopyArgs {
+    /// Database URL to copy from, such as sqlite:///var/lib/app/keyturn.db
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// Database URL to copy to, such as postgres://keyturn@db/keyturn; a SQLite file is created
+    /// when missing
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Copy into a target that already holds keys or audit events; a key id or audit sequence
+    /// number that exists in both stores then stops the copy
+    #[arg(long)]
+    pub allow_non_empty: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +302,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::Verify(args)) => return verify::run(global, &args).await,
         Command::Audit(AuditCommand::List(args)) => commands::audit_list(global, &args).await,
         Command::Serve(args) => serve::run(global, &args).await,
+        Command::Store(StoreCommand::Copy(args)) => commands::store_copy(&args).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

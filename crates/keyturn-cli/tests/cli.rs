@@ -788,3 +788,33 @@ fn revoke_in_store(database: &Path, key_id: &str, at: &str, reason: &str, user: 
         store.revoke_key(&revocation).await.unwrap();
     });
 }
+
+#[test]
+fn store_copy_moves_keys_and_refuses_non_empty_target() {
+    let deployment = Deployment::new();
+    let created = deployment.run(&["keys", "create", "--name", "copied", "--scope", "orders:read", "--json"]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let token = serde_json::from_str::<Value>(&created.stdout).unwrap()["token"].as_str().unwrap().to_owned();
+    deployment.tokens.borrow_mut().push(token.clone());
+    let target = deployment.dir.path().join("copy.db");
+    let target_url = format!("sqlite://{}", target.display());
+    let source_url = format!("sqlite://{}", deployment.database.display());
+
+    let copy = deployment.run(&["store", "copy", "--from", &source_url, "--to", &target_url]);
+    assert_eq!(copy.code, 0, "{}", copy.stderr);
+    assert!(copy.stdout.starts_with("copied 2 keys, 0 usage counters and 2 audit events"), "{}", copy.stdout);
+
+    // The copy verifies the same token with the same pepper file.
+    let mut verify = deployment.command(&["keys", "verify"]);
+    verify.env("KEYTURN_DATABASE_URL", &target).env("KEYTURN_PEPPER_FILE", deployment.pepper_file());
+    let verified = deployment.run_command_with_bytes(verify, token.as_bytes());
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+
+    let again = deployment.run(&["store", "copy", "--from", &source_url, "--to", &target_url]);
+    assert_one_line_error(&again, "already holds 2 keys");
+    let same = deployment.run(&["store", "copy", "--from", &source_url, "--to", &source_url]);
+    assert_one_line_error(&same, "copy to another database");
+    let bad = deployment.run(&["store", "copy", "--from", &source_url, "--to", "postgres://app:hunter2@/"]);
+    assert_one_line_error(&bad, "--to: invalid database URL");
+    assert!(!bad.stderr.contains("hunter2"), "{}", bad.stderr);
+}

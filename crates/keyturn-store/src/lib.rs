@@ -114,6 +114,31 @@ pub struct Change {
     pub key_id: KeyId,
 }
 
+/// One key with its usage, copied unchanged from another store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopiedKey {
+    pub record: KeyRecord,
+    /// The client address of the key's latest use that a usage flush recorded.
+    pub last_client_addr: Option<String>,
+    /// The key's usage counters, per outcome.
+    pub usage: Vec<(Outcome, u64)>,
+}
+
+/// How many rows of each kind a store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub keys: u64,
+    pub audit_events: u64,
+    /// Rows of usage counters, one per key and outcome.
+    pub usage_counters: u64,
+}
+
+impl RowCounts {
+    pub fn is_empty(&self) -> bool {
+        *self == RowCounts::default()
+    }
+}
+
 /// The persistence interface of keyturn. Every mutation writes its audit events and change-feed
 /// entries in the same transaction, so a reader never sees a change without its audit row.
 #[async_trait]
@@ -161,6 +186,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns usage counts per outcome for one key.
     async fn usage_counts(&self, key_id: &KeyId) -> Result<Vec<(Outcome, u64)>, StoreError>;
+
+    /// Returns the client address of the key's latest use that a usage flush recorded, `None`
+    /// when the key was never used from a known address or does not exist.
+    async fn last_client_addr(&self, key_id: &KeyId) -> Result<Option<String>, StoreError>;
+
+    /// Counts the keys, audit events and usage counter rows.
+    async fn row_counts(&self) -> Result<RowCounts, StoreError>;
+
+    /// Writes keys and audit events copied from another store exactly as they were: every key
+    /// column, the usage counters, and each audit event with its sequence number, canonical text
+    /// and MAC, so the audit chain stays verifiable. Everything is written in one transaction
+    /// that appends no audit event and no change row. A key id that exists fails with
+    /// [`StoreError::DuplicateKeyId`], an audit sequence number that exists with
+    /// [`StoreError::Internal`], and nothing is written then.
+    async fn import(&self, keys: &[CopiedKey], events: &[AuditEvent]) -> Result<(), StoreError>;
 
     /// Returns the newest change sequence number, 0 when nothing has changed yet.
     async fn change_seq(&self) -> Result<i64, StoreError>;

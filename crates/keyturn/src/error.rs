@@ -46,6 +46,9 @@ pub enum Error {
 
     #[error("the key store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// A store copy failed its check or stopped part-way; the message says what the target holds.
+    #[error("store copy failed: {0}")]
+    CopyCheck(String),
     #[error(transparent)]
     Store(StoreError),
 }

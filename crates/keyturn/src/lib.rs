@@ -9,6 +9,7 @@
 mod background;
 mod cache;
 mod config;
+mod copy;
 mod error;
 pub mod json;
 mod keyring;
@@ -24,6 +25,7 @@ pub use keyturn_store as store;
 
 pub use crate::cache::CacheStats;
 pub use crate::config::{Config, Consistency};
+pub use crate::copy::{copy_store, CopyReport};
 pub use crate::error::Error;
 pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, RotateOptions, SelfRotationOptions};
 pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};

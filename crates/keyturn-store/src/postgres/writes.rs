@@ -5,7 +5,7 @@
 //! Every lifecycle change also appends one `changes` row per key it touched, and each such row
 //! sends a notification that PostgreSQL delivers when the transaction commits.
 
-use keyturn_core::{Instant, KeyId, KeyRecord, NewAuditEvent};
+use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, NewAuditEvent};
 use sqlx::postgres::PgConnection;
 use sqlx::Row;
 
@@ -13,7 +13,7 @@ use super::errors::{classify, is_unique_violation};
 use super::{fetch_key, CHANGES_CHANNEL};
 use crate::conflicts;
 use crate::rows::{metadata_json, scopes_json};
-use crate::{Rehash, Revocation, Rotation, StoreError, UsageRecord};
+use crate::{CopiedKey, Rehash, Revocation, Rotation, StoreError, UsageRecord};
 
 /// Inserts a key row. A key id that exists fails with [`StoreError::DuplicateKeyId`].
 pub(super) async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), StoreError> {
@@ -83,6 +83,61 @@ pub(super) async fn insert_event(conn: &mut PgConnection, event: &NewAuditEvent)
     .await
     .map_err(classify)?;
     Ok(seq)
+}
+
+/// Writes a key copied from another store with its last client address and usage counters.
+pub(super) async fn import_key(conn: &mut PgConnection, key: &CopiedKey) -> Result<(), StoreError> {
+    insert_key(conn, &key.record).await?;
+    sqlx::query("UPDATE keys SET last_client_addr = $1 WHERE key_id = $2")
+        .bind(key.last_client_addr.as_deref())
+        .bind(key.record.key_id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    for (outcome, count) in &key.usage {
+        let count = i64::try_from(*count).map_err(|_| StoreError::CorruptRow {
+            key_id: key.record.key_id.to_string(),
+            reason: format!("usage count {count} does not fit in a 64-bit integer"),
+        })?;
+        sqlx::query("INSERT INTO key_usage (key_id, outcome, count) VALUES ($1, $2, $3)")
+            .bind(key.record.key_id.as_str())
+            .bind(outcome.as_str())
+            .bind(count)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Writes an audit event copied from another store with its sequence number, canonical text
+/// and MAC unchanged.
+pub(super) async fn import_event(conn: &mut PgConnection, event: &AuditEvent) -> Result<(), StoreError> {
+    let row = &event.event;
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, event, key_id, actor, client_addr, reason, details, canonical, mac) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(event.seq)
+    .bind(row.at.as_millis())
+    .bind(row.event.as_str())
+    .bind(row.key_id.as_ref().map(KeyId::as_str))
+    .bind(row.actor.to_stored())
+    .bind(row.client_addr.as_deref())
+    .bind(row.reason.as_deref())
+    .bind(row.details.to_string())
+    .bind(&event.canonical)
+    .bind(event.mac.as_deref())
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| {
+        if is_unique_violation(&error) {
+            StoreError::Internal(format!("audit event {} already exists in the target store", event.seq))
+        } else {
+            classify(error)
+        }
+    })?;
+    Ok(())
 }
 
 /// Appends one entry to the change feed and queues a notification carrying its sequence number,

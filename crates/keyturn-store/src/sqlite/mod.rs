@@ -24,7 +24,8 @@ use self::errors::classify;
 use crate::queries;
 use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count};
 use crate::{
-    AuditFilter, Change, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, Store, StoreError, UsageRecord,
+    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, RowCounts, Store, StoreError,
+    UsageRecord,
 };
 
 /// The tracing target of every store log line.
@@ -210,6 +211,43 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         rows.iter().map(decode_usage_count).collect()
+    }
+
+    async fn last_client_addr(&self, key_id: &KeyId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT last_client_addr FROM keys WHERE key_id = ?")
+            .bind(key_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.map(|row| row.try_get::<Option<String>, _>(0)).transpose().map_err(classify).map(Option::flatten)
+    }
+
+    async fn row_counts(&self) -> Result<RowCounts, StoreError> {
+        self.check_file()?;
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM keys), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM key_usage)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        let count = |index: usize| -> Result<u64, StoreError> {
+            let value: i64 = row.try_get(index).map_err(classify)?;
+            Ok(value.unsigned_abs())
+        };
+        Ok(RowCounts { keys: count(0)?, audit_events: count(1)?, usage_counters: count(2)? })
+    }
+
+    async fn import(&self, keys: &[CopiedKey], events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for key in keys {
+            writes::import_key(&mut tx, key).await?;
+        }
+        for event in events {
+            writes::import_event(&mut tx, event).await?;
+        }
+        commit(tx).await?;
+        tracing::debug!(target: TARGET, keys = keys.len(), events = events.len(), "imported copied rows");
+        Ok(())
     }
 
     async fn change_seq(&self) -> Result<i64, StoreError> {

@@ -4,7 +4,7 @@
 //! transaction, which rolls everything back. Every lifecycle change also appends one `changes`
 //! row per key it touched.
 
-use keyturn_core::{Instant, KeyId, KeyRecord, NewAuditEvent};
+use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, NewAuditEvent};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
 
@@ -12,7 +12,7 @@ use super::errors::{classify, is_unique_violation};
 use super::rows::fetch_key;
 use crate::conflicts;
 use crate::rows::{metadata_json, scopes_json};
-use crate::{Rehash, Revocation, Rotation, StoreError, UsageRecord};
+use crate::{CopiedKey, Rehash, Revocation, Rotation, StoreError, UsageRecord};
 
 /// Inserts a key row. A key id that exists fails with [`StoreError::DuplicateKeyId`].
 pub(super) async fn insert_key(conn: &mut SqliteConnection, key: &KeyRecord) -> Result<(), StoreError> {
@@ -82,6 +82,61 @@ pub(super) async fn insert_event(conn: &mut SqliteConnection, event: &NewAuditEv
     .await
     .map_err(classify)?;
     Ok(seq)
+}
+
+/// Writes a key copied from another store with its last client address and usage counters.
+pub(super) async fn import_key(conn: &mut SqliteConnection, key: &CopiedKey) -> Result<(), StoreError> {
+    insert_key(conn, &key.record).await?;
+    sqlx::query("UPDATE keys SET last_client_addr = ? WHERE key_id = ?")
+        .bind(key.last_client_addr.as_deref())
+        .bind(key.record.key_id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    for (outcome, count) in &key.usage {
+        let count = i64::try_from(*count).map_err(|_| StoreError::CorruptRow {
+            key_id: key.record.key_id.to_string(),
+            reason: format!("usage count {count} does not fit in a 64-bit integer"),
+        })?;
+        sqlx::query("INSERT INTO key_usage (key_id, outcome, count) VALUES (?, ?, ?)")
+            .bind(key.record.key_id.as_str())
+            .bind(outcome.as_str())
+            .bind(count)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Writes an audit event copied from another store with its sequence number, canonical text
+/// and MAC unchanged.
+pub(super) async fn import_event(conn: &mut SqliteConnection, event: &AuditEvent) -> Result<(), StoreError> {
+    let row = &event.event;
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, event, key_id, actor, client_addr, reason, details, canonical, mac) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(event.seq)
+    .bind(row.at.as_millis())
+    .bind(row.event.as_str())
+    .bind(row.key_id.as_ref().map(KeyId::as_str))
+    .bind(row.actor.to_stored())
+    .bind(row.client_addr.as_deref())
+    .bind(row.reason.as_deref())
+    .bind(row.details.to_string())
+    .bind(&event.canonical)
+    .bind(event.mac.as_deref())
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| {
+        if is_unique_violation(&error) {
+            StoreError::Internal(format!("audit event {} already exists in the target store", event.seq))
+        } else {
+            classify(error)
+        }
+    })?;
+    Ok(())
 }
 
 /// Appends one entry to the change feed.

@@ -13,8 +13,8 @@ use keyturn::core::{
 };
 use keyturn::settings::PepperSource;
 use keyturn::store::{
-    AuditFilter, Change, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, SqliteOptions, SqliteStore, Store,
-    StoreError, UsageRecord,
+    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, RowCounts, SqliteOptions,
+    SqliteStore, Store, StoreError, UsageRecord,
 };
 use keyturn::{Caller, Config, Keyring, NewKey};
 use rand_core::OsRng;
@@ -153,6 +153,18 @@ impl Store for SwitchableStore {
     async fn usage_counts(&self, key_id: &KeyId) -> Result<Vec<(Outcome, u64)>, StoreError> {
         self.check()?;
         self.inner.usage_counts(key_id).await
+    }
+    async fn last_client_addr(&self, key_id: &KeyId) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.last_client_addr(key_id).await
+    }
+    async fn row_counts(&self) -> Result<RowCounts, StoreError> {
+        self.check()?;
+        self.inner.row_counts().await
+    }
+    async fn import(&self, keys: &[CopiedKey], events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.import(keys, events).await
     }
     async fn change_seq(&self) -> Result<i64, StoreError> {
         self.check()?;

@@ -1,0 +1,182 @@
+//! Copying every key, usage counter and audit event from one store to another, the way a team
+//! moves from the embedded SQLite store to PostgreSQL. Rows are copied unchanged, hashes and
+//! audit MACs included, so tokens keep verifying under the same pepper and the audit chain stays
+//! verifiable. The copy is checked afterwards: row counts, every key record, and every audit row's
+//! sequence number, canonical text and MAC.
+
+use keyturn_store::{AuditFilter, CopiedKey, KeyFilter, RowCounts, Store};
+
+use crate::Error;
+
+/// How many keys or audit events are read and written per transaction.
+const BATCH: u32 = 1_000;
+
+/// The rows [`copy_store`] copied, and the target's row counts afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyReport {
+    pub copied: RowCounts,
+    /// The target's row counts after the copy, which include rows it held before.
+    pub target: RowCounts,
+}
+
+/// Copies every key with its usage counters, then every audit event, from `source` to `target`,
+/// and checks the result. A target that contains rows is rejected unless `allow_non_empty` is
+/// set. Then a key id or audit sequence number that exists in both stores fails the batch that
+/// contains it.
+///
+/// Each batch is written in one transaction, so a failure leaves whole batches behind: the error
+/// says so, and the remedy is a new, empty target. The source must not change during the copy:
+/// stop its writers first, because a change made meanwhile fails the final check.
+pub async fn copy_store(source: &dyn Store, target: &dyn Store, allow_non_empty: bool) -> Result<CopyReport, Error> {
+    let before = target.row_counts().await?;
+    if !before.is_empty() && !allow_non_empty {
+        return Err(Error::InvalidInput {
+            field: "target",
+            reason: format!(
+                "{} already holds {} keys, {} audit events and {} usage counters; copy into an empty database, \
+                 or allow a non-empty target if its key ids and audit sequence numbers cannot collide",
+                target.location(),
+                before.keys,
+                before.audit_events,
+                before.usage_counters
+            ),
+        });
+    }
+    let expected = source.row_counts().await?;
+
+    let mut copied = RowCounts::default();
+    let result = copy_rows(source, target, &mut copied).await;
+    if let Err(error) = result {
+        return Err(partial_copy(target, &copied, error));
+    }
+
+    let after = target.row_counts().await?;
+    let sum = RowCounts {
+        keys: before.keys + expected.keys,
+        audit_events: before.audit_events + expected.audit_events,
+        usage_counters: before.usage_counters + expected.usage_counters,
+    };
+    if copied != expected || after != sum {
+        return Err(Error::CopyCheck(format!(
+            "the source held {expected:?} when the copy started and {copied:?} were copied, so the target should \
+             hold {sum:?}, but it holds {after:?}; stop every writer of the source and copy into a new, empty target"
+        )));
+    }
+    check_keys(source, target).await?;
+    check_audit(source, target).await?;
+    Ok(CopyReport { copied, target: after })
+}
+
+async fn copy_rows(source: &dyn Store, target: &dyn Store, copied: &mut RowCounts) -> Result<(), Error> {
+    let mut after = None;
+    loop {
+        let filter = KeyFilter { after, limit: Some(BATCH), ..KeyFilter::default() };
+        let records = source.list_keys(&filter).await?;
+        let Some(last) = records.last() else { break };
+        after = Some(last.key_id.clone());
+
+        let mut keys = Vec::with_capacity(records.len());
+        for record in records {
+            let usage = source.usage_counts(&record.key_id).await?;
+            let last_client_addr = source.last_client_addr(&record.key_id).await?;
+            keys.push(CopiedKey { record, last_client_addr, usage });
+        }
+        target.import(&keys, &[]).await?;
+        copied.keys += keys.len() as u64;
+        copied.usage_counters += keys.iter().map(|key| key.usage.len() as u64).sum::<u64>();
+    }
+
+    let mut after_seq = None;
+    loop {
+        let filter = AuditFilter { after_seq, limit: Some(BATCH), ..AuditFilter::default() };
+        let events = source.list_audit(&filter).await?;
+        let Some(last) = events.last() else { break };
+        after_seq = Some(last.seq);
+        target.import(&[], &events).await?;
+        copied.audit_events += events.len() as u64;
+    }
+    Ok(())
+}
+
+/// Wraps an error that stopped the copy with what the target now holds.
+fn partial_copy(target: &dyn Store, copied: &RowCounts, error: Error) -> Error {
+    if copied.is_empty() {
+        return error;
+    }
+    Error::CopyCheck(format!(
+        "{error}; {} keys, {} usage counters and {} audit events were already written to {}, so drop its keyturn \
+         tables or use a new, empty database before copying again",
+        copied.keys,
+        copied.usage_counters,
+        copied.audit_events,
+        target.location()
+    ))
+}
+
+/// Checks that every source key reads back from the target unchanged, with the same usage.
+async fn check_keys(source: &dyn Store, target: &dyn Store) -> Result<(), Error> {
+    let mut after = None;
+    loop {
+        let filter = KeyFilter { after, limit: Some(BATCH), ..KeyFilter::default() };
+        let records = source.list_keys(&filter).await?;
+        let Some(last) = records.last() else { return Ok(()) };
+        after = Some(last.key_id.clone());
+        for record in records {
+            let copy = target.get_key(&record.key_id).await?;
+            let usage_matches =
+                target.usage_counts(&record.key_id).await? == source.usage_counts(&record.key_id).await?;
+            if copy.as_ref() != Some(&record) || !usage_matches {
+                return Err(Error::CopyCheck(format!(
+                    "key {} differs between the source and the target after the copy; stop every writer of the \
+                     source and copy into a new, empty target",
+                    record.key_id
+                )));
+            }
+        }
+    }
+}
+
+/// Checks that every source audit row exists in the target with the same sequence number,
+/// canonical text and MAC, so a chain that verified in the source verifies in the target.
+async fn check_audit(source: &dyn Store, target: &dyn Store) -> Result<(), Error> {
+    let mut after_seq = None;
+    loop {
+        let filter = AuditFilter { after_seq, limit: Some(BATCH), ..AuditFilter::default() };
+        let events = source.list_audit(&filter).await?;
+        let Some(last) = events.last() else { return Ok(()) };
+        let copies = target_audit_through(target, after_seq, last.seq).await?;
+        after_seq = Some(last.seq);
+        for event in &events {
+            let copy = copies.iter().find(|copy| copy.seq == event.seq);
+            let same = copy.is_some_and(|copy| copy.canonical == event.canonical && copy.mac == event.mac);
+            if !same {
+                return Err(Error::CopyCheck(format!(
+                    "audit event {} differs between the source and the target after the copy; copy into a new, \
+                     empty target",
+                    event.seq
+                )));
+            }
+        }
+    }
+}
+
+/// Reads the target's audit rows after `after_seq` up to and including `last_seq`. A target that
+/// held rows before the copy may interleave its own, so this reads as many pages as that takes.
+async fn target_audit_through(
+    target: &dyn Store,
+    mut after_seq: Option<i64>,
+    last_seq: i64,
+) -> Result<Vec<keyturn_core::AuditEvent>, Error> {
+    let mut rows = Vec::new();
+    loop {
+        let filter = AuditFilter { after_seq, limit: Some(BATCH), ..AuditFilter::default() };
+        let page = target.list_audit(&filter).await?;
+        let Some(last) = page.last() else { return Ok(rows) };
+        after_seq = Some(last.seq);
+        let done = last.seq >= last_seq;
+        rows.extend(page.into_iter().filter(|row| row.seq <= last_seq));
+        if done {
+            return Ok(rows);
+        }
+    }
+}
