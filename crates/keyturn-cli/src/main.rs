@@ -3,6 +3,7 @@
 //! same decisions as the HTTP server and the Flask extension. Exit codes: 0 on success, 2 on a
 //! usage or store error, and 1 when `keys verify` rejects a token.
 
+mod audit;
 mod commands;
 mod error;
 mod output;
@@ -124,6 +125,29 @@ pub enum KeysCommand {
 pub enum AuditCommand {
     /// List audit events in sequence order
     List(AuditListArgs),
+    /// Check the audit chain with the audit key; exits 0 when it holds, 1 naming the first row
+    /// that was edited, removed, inserted or reordered, 2 on an error
+    Verify(AuditVerifyArgs),
+    /// Write audit events as JSON Lines for a SIEM, ending with a checkpoint of the newest row
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// A file that `keyturn audit export` wrote (or `-` for stdin): its checkpoint must still be
+    /// in the chain, which detects rows removed from the end
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// Only events at or after this instant, in RFC 3339 such as 2026-12-01T00:00:00Z
+    #[arg(long, value_name = "RFC3339", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Only events before this instant, in RFC 3339
+    #[arg(long, value_name = "RFC3339", allow_hyphen_values = true)]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +325,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::Revoke(args)) => commands::revoke(global, &args).await,
         Command::Keys(KeysCommand::Verify(args)) => return verify::run(global, &args).await,
         Command::Audit(AuditCommand::List(args)) => commands::audit_list(global, &args).await,
+        Command::Audit(AuditCommand::Verify(args)) => return audit::verify(global, &args).await,
+        Command::Audit(AuditCommand::Export(args)) => audit::export(global, &args).await,
         Command::Serve(args) => serve::run(global, &args).await,
         Command::Store(StoreCommand::Copy(args)) => commands::store_copy(&args).await,
     };

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keyturn::settings::{self, PepperFileStatus, PepperSource, PEPPER_VAR};
+use keyturn::settings::{self, PepperFileStatus, PepperSource, AUDIT_KEY_FILE_VAR, AUDIT_KEY_VAR, PEPPER_VAR};
 use keyturn::{Caller, Config, Keyring, NewKey, OpenOptions};
 use keyturn_core::{SystemClock, TokenFormat};
-use keyturn_store::{DatabaseUrl, KeyFilter, Store};
+use keyturn_store::{AuditFilter, DatabaseUrl, KeyFilter, Store};
 
 use crate::commands::{parse_scopes, show_token, with_keyring};
 use crate::error::CliError;
@@ -107,6 +107,8 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
         warn_if_beside_database(database_path.as_deref(), pepper_path);
     }
 
+    init_audit_key(&database, store.as_ref()).await?;
+
     let empty = store
         .list_keys(&KeyFilter { limit: Some(1), ..KeyFilter::default() })
         .await
@@ -117,6 +119,45 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
         create_bootstrap_admin(global).await?;
     }
     Ok(())
+}
+
+/// Creates the audit key file unless it exists or `KEYTURN_AUDIT_KEY` is set, and says which key
+/// will sign the audit chain. A missing file is not recreated for a database whose audit rows
+/// were signed, because a new key could not verify them.
+async fn init_audit_key(database: &DatabaseUrl, store: &dyn Store) -> Result<(), CliError> {
+    let Some(path) = settings::audit_key_file_to_create(database)? else {
+        if settings::audit_key_from_env(database)?.is_some() {
+            emit(&format!("{AUDIT_KEY_VAR} is set, so no audit key file was created\n"))?;
+        } else {
+            eprintln!(
+                "warning: no audit key is configured, so audit rows are written without a MAC and `keyturn audit \
+                 verify` cannot vouch for them; set {AUDIT_KEY_VAR} or {AUDIT_KEY_FILE_VAR} on every instance"
+            );
+        }
+        return Ok(());
+    };
+    if !path.exists() {
+        let signed = store
+            .list_audit(&AuditFilter::default())
+            .await
+            .map_err(keyturn::Error::from)?
+            .iter()
+            .filter(|row| row.mac.is_some())
+            .count();
+        if signed > 0 {
+            return Err(CliError::new(format!(
+                "audit key file {} is missing, but database {} already contains {signed} signed audit rows; restore \
+                 the file from a backup or set {AUDIT_KEY_VAR}, because a new key could not verify them",
+                path.display(),
+                store.location()
+            )));
+        }
+    }
+    if settings::create_audit_key_file(&path)? {
+        emit(&format!("created audit key file {} (mode 0600)\n", path.display()))
+    } else {
+        emit(&format!("audit key file {} already exists; left unchanged\n", path.display()))
+    }
 }
 
 /// Creates the pepper file unless it exists, and checks that it loads. For an existing database

@@ -232,13 +232,25 @@ fn init_creates_database_and_private_pepper() {
     assert!(first.stdout.contains(&format!("created database {}", deployment.database.display())), "{first:?}");
     assert!(first.stdout.contains(&deployment.pepper_file().display().to_string()), "{first:?}");
     assert!(first.stderr.contains("development default"), "{first:?}");
+    let audit_key_file = deployment.dir.path().join("keyturn.audit-key");
+    assert!(first.stdout.contains(&format!("created audit key file {}", audit_key_file.display())), "{first:?}");
+    assert_eq!(mode(&audit_key_file), 0o600);
 
     let (key_id, _) = deployment.create(&[]);
     let pepper = fs::read(deployment.pepper_file()).unwrap();
+    let audit_key = fs::read(&audit_key_file).unwrap();
     let second = deployment.run(&["init"]);
     assert_eq!(second.code, 0, "{second:?}");
-    assert_eq!(second.stdout.matches("already exists").count(), 2, "{second:?}");
+    assert_eq!(second.stdout.matches("already exists").count(), 3, "{second:?}");
     assert_eq!(fs::read(deployment.pepper_file()).unwrap(), pepper);
+    assert_eq!(fs::read(&audit_key_file).unwrap(), audit_key);
+
+    // A lost audit key file is not replaced once the chain holds signed rows.
+    fs::remove_file(&audit_key_file).unwrap();
+    let third = deployment.run(&["init"]);
+    assert_eq!(third.code, 2, "{third:?}");
+    assert!(third.stderr.contains("already contains 2 signed audit rows"), "{third:?}");
+    assert!(!audit_key_file.exists());
     assert_eq!(mode(&deployment.pepper_file()), 0o600);
     assert_eq!(deployment.json(&["keys", "show", &key_id])["key_id"], key_id.as_str());
 }
@@ -817,4 +829,167 @@ fn store_copy_moves_keys_and_refuses_non_empty_target() {
     let bad = deployment.run(&["store", "copy", "--from", &source_url, "--to", "postgres://app:hunter2@/"]);
     assert_one_line_error(&bad, "--to: invalid database URL");
     assert!(!bad.stderr.contains("hunter2"), "{}", bad.stderr);
+}
+
+/// Runs raw SQL on a deployment's database behind keyturn's back, as an attacker with write
+/// access to the database could.
+fn tamper(database: &Path, sql: &str) {
+    use sqlx::{ConnectOptions, Connection};
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(database).connect().await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
+/// A deployment whose audit log holds seven signed rows: the bootstrap admin key, three keys, a
+/// rotation (two rows) and a revocation.
+fn audited_deployment() -> Deployment {
+    let deployment = Deployment::new();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        let run = deployment.run(&["keys", "create", "--name", name, "--json"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let created: Value = serde_json::from_str(&run.stdout).unwrap();
+        deployment.tokens.borrow_mut().push(created["token"].as_str().unwrap().to_owned());
+        ids.push(created["key_id"].as_str().unwrap().to_owned());
+    }
+    let rotated = deployment.run(&["keys", "rotate", &ids[0], "--json"]);
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let revoked = deployment.run(&["keys", "revoke", &ids[1], "--reason", "leaked"]);
+    assert_eq!(revoked.code, 0, "{}", revoked.stderr);
+    deployment
+}
+
+fn assert_chain_broken(run: &Run, needle: &str) {
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.starts_with("audit chain broken: "), "{run:?}");
+    assert!(run.stderr.contains(needle), "expected {needle:?} in {run:?}");
+}
+
+#[test]
+fn audit_verify_accepts_intact_chain() {
+    let deployment = audited_deployment();
+    assert!(deployment.dir.path().join("keyturn.audit-key").exists());
+    let run = deployment.run(&["audit", "verify"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("audit chain intact: 7 rows, newest row 7 with MAC "), "{}", run.stdout);
+}
+
+#[test]
+fn audit_verify_finds_each_kind_of_tampering() {
+    let cases = [
+        ("UPDATE audit_events SET reason = 'routine' WHERE seq = 7", "audit row 7 was edited"),
+        (
+            "UPDATE audit_events SET actor = 'cli:nobody', \
+             canonical = replace(canonical, '\"actor\":\"cli:tester\"', '\"actor\":\"cli:nobody\"') WHERE seq = 3",
+            "the MAC of audit row 3 does not match",
+        ),
+        ("DELETE FROM audit_events WHERE seq = 4", "audit row 4 was removed"),
+        (
+            "UPDATE audit_events SET seq = -3 WHERE seq = 3; UPDATE audit_events SET seq = 3 WHERE seq = 2; \
+             UPDATE audit_events SET seq = 2 WHERE seq = -3",
+            "audit row 2 holds the canonical text of row 3",
+        ),
+        (
+            "INSERT INTO audit_events (seq, at, event, key_id, actor, client_addr, reason, details, canonical, mac) \
+             SELECT 8, at, event, key_id, actor, client_addr, reason, details, replace(canonical, '\"seq\":7', \
+             '\"seq\":8'), mac FROM audit_events WHERE seq = 7",
+            "the MAC of audit row 8 does not match",
+        ),
+        ("UPDATE audit_events SET mac = NULL WHERE seq = 5", "audit row 5 has no MAC"),
+    ];
+    for (sql, needle) in cases {
+        let deployment = audited_deployment();
+        tamper(&deployment.database, sql);
+        assert_chain_broken(&deployment.run(&["audit", "verify"]), needle);
+    }
+}
+
+#[test]
+fn audit_verify_checkpoint_detects_truncated_tail() {
+    let deployment = audited_deployment();
+    let export = deployment.run(&["audit", "export"]);
+    assert_eq!(export.code, 0, "{export:?}");
+    let lines: Vec<&str> = export.stdout.lines().collect();
+    assert_eq!(lines.len(), 8, "seven rows and a checkpoint: {}", export.stdout);
+    let checkpoint: Value = serde_json::from_str(lines[7]).unwrap();
+    assert_eq!(checkpoint["checkpoint"]["seq"], 7);
+    let exported = deployment.dir.path().join("audit.jsonl");
+    fs::write(&exported, &export.stdout).unwrap();
+    let exported = exported.to_str().unwrap();
+
+    assert_eq!(deployment.run(&["audit", "verify", "--checkpoint", exported]).code, 0);
+    tamper(&deployment.database, "DELETE FROM audit_events WHERE seq >= 5");
+    // Without the checkpoint, a chain cut at its end still verifies.
+    assert_eq!(deployment.run(&["audit", "verify"]).code, 0);
+    let run = deployment.run(&["audit", "verify", "--checkpoint", exported]);
+    assert_chain_broken(&run, "the audit chain ends at row 4, but the checkpoint names row 7");
+
+    let bad = deployment.dir.path().join("bad.jsonl");
+    fs::write(&bad, "{\"checkpoint\":{\"seq\":7}}\n").unwrap();
+    assert_one_line_error(&deployment.run(&["audit", "verify", "--checkpoint", bad.to_str().unwrap()]), "has no MAC");
+}
+
+#[test]
+fn audit_verify_needs_the_right_key() {
+    let deployment = audited_deployment();
+    let key_file = deployment.dir.path().join("keyturn.audit-key");
+    let other = deployment.dir.path().join("other.audit-key");
+    fs::copy(&key_file, &other).unwrap();
+    fs::remove_file(&key_file).unwrap();
+    assert_one_line_error(&deployment.run(&["audit", "verify"]), "no audit key is configured");
+
+    // A different key cannot verify the chain.
+    let text = fs::read_to_string(&other).unwrap();
+    let last = text.lines().last().unwrap().to_owned();
+    let (first, rest) = last.split_at(1);
+    let flipped = format!("{}{rest}", if first == "A" { "B" } else { "A" });
+    fs::write(&other, format!("{flipped}\n")).unwrap();
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut command = deployment.command(&["audit", "verify"]);
+    command.env("KEYTURN_AUDIT_KEY_FILE", &other);
+    let run = deployment.run_command(command, None);
+    assert_chain_broken(&run, "the MAC of audit row 1 does not match");
+}
+
+#[test]
+fn audit_export_filters_by_time() {
+    let deployment = audited_deployment();
+    let all = deployment.run(&["audit", "export"]);
+    let first: Value = serde_json::from_str(all.stdout.lines().next().unwrap()).unwrap();
+    let at = first["at"].as_str().unwrap();
+    let none = deployment.run(&["audit", "export", "--until", at]);
+    assert_eq!(none.code, 0, "{none:?}");
+    let lines: Vec<&str> = none.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the checkpoint: {}", none.stdout);
+    assert!(lines[0].contains("\"seq\":7"), "{}", lines[0]);
+    let reversed = deployment.run(&["audit", "export", "--since", "2030-01-01T00:00:00Z", "--until", at]);
+    assert_one_line_error(&reversed, "is not before --until");
+}
+
+#[test]
+fn audit_events_reach_the_audit_log_target() {
+    let deployment = Deployment::new();
+    let mut command = deployment.command(&["--log-format", "json", "keys", "create", "--name", "shipped", "--json"]);
+    command.env("RUST_LOG", "keyturn::audit=info");
+    let run = deployment.run_command(command, None);
+    assert_eq!(run.code, 0, "{run:?}");
+    let created: Value = serde_json::from_str(&run.stdout).unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    deployment.tokens.borrow_mut().push(token.clone());
+
+    let record = run
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["target"] == "keyturn::audit")
+        .unwrap_or_else(|| panic!("no keyturn::audit record: {}", run.stderr));
+    assert_eq!(record["fields"]["event"], "authn_token_created", "{record}");
+    assert_eq!(record["fields"]["key_id"], created["key_id"], "{record}");
+    assert_eq!(record["fields"]["seq"], 2, "{record}");
+    assert_eq!(record["fields"]["signed"], true, "{record}");
+    assert!(!run.stderr.contains(&token), "{}", run.stderr);
 }

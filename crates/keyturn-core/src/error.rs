@@ -29,6 +29,8 @@ pub enum Error {
     InvalidPepper { entry: String, reason: String },
     #[error("no pepper is configured: {hint}")]
     MissingPepper { hint: String },
+    #[error("invalid audit key in {origin}: {reason}")]
+    InvalidAuditKey { origin: String, reason: String },
 
     #[error(
         "invalid duration {value}: write whole amounts with units in the order d, h, m, s, ms, \

@@ -9,6 +9,7 @@
 //! no error message contains one: errors name the key id or the rule that was broken instead.
 
 pub mod audit;
+pub mod chain;
 pub mod credentials;
 mod error;
 pub mod key;
@@ -23,6 +24,7 @@ pub mod time;
 pub mod token;
 
 pub use crate::audit::{Actor, AuditEvent, AuditEventType, NewAuditEvent};
+pub use crate::chain::{AuditKey, ChainBreak, ChainSummary, ChainVerifier, Checkpoint};
 pub use crate::credentials::{extract_credential, Credential, CredentialConfig, RequestError};
 pub use crate::error::{quote_value, Error};
 pub use crate::key::{KeyRecord, KeyState};

@@ -21,6 +21,7 @@
 //! No log line, error or `Debug` output of this crate contains a database password, a token or
 //! hash bytes: URLs are shown with the password replaced by `***`.
 
+mod audit_log;
 mod conflicts;
 mod error;
 mod postgres;
@@ -34,6 +35,7 @@ use keyturn_core::{
     AuditEvent, AuditEventType, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId, TokenHash,
 };
 
+pub use crate::audit_log::AUDIT_TARGET;
 pub use crate::error::StoreError;
 pub use crate::postgres::{PostgresOptions, PostgresStore};
 pub use crate::sqlite::{SqliteOptions, SqliteStore};

@@ -193,7 +193,7 @@ impl Keyring {
         }
         for exposure in exposures {
             if let Err(error) = self.report_exposure(&exposure).await {
-                tracing::warn!(target: "keyturn::audit", error = %error, "recording an exposed token failed");
+                tracing::warn!(target: "keyturn::store", error = %error, "recording an exposed token failed");
             }
         }
         result
@@ -250,7 +250,7 @@ impl Keyring {
         .with_details(json!({ "query_parameter": exposure.parameter }));
         event.client_addr = exposure.client_addr.clone();
         self.store.append_audit(&event).await?;
-        tracing::warn!(target: "keyturn::audit", key_id = %record.key_id, parameter = %exposure.parameter, "token exposed in url query; rotate the key");
+        tracing::warn!(target: "keyturn::verify", key_id = %record.key_id, parameter = %exposure.parameter, "token exposed in url query; rotate the key");
         Ok(())
     }
 }

@@ -43,6 +43,10 @@ pub enum Error {
     Pepper(String),
     #[error("cannot read pepper file {path}: {reason}")]
     PepperFile { path: PathBuf, reason: String },
+    #[error("{0}")]
+    AuditKey(String),
+    #[error("cannot read audit key file {path}: {reason}")]
+    AuditKeyFile { path: PathBuf, reason: String },
 
     #[error("the key store is unavailable: {0}")]
     StoreUnavailable(String),

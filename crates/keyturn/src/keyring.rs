@@ -225,7 +225,7 @@ impl Keyring {
             match self.store.insert_key(&record, &event).await {
                 Ok(()) => {
                     self.cache.evict([&key_id]);
-                    tracing::info!(target: "keyturn::audit", key_id = %key_id, actor = %caller.actor.to_stored(), "key created");
+                    tracing::info!(target: "keyturn::keyring", key_id = %key_id, actor = %caller.actor.to_stored(), "key created");
                     return Ok(Issued { record, token });
                 }
                 Err(StoreError::DuplicateKeyId(_)) => continue,
@@ -308,7 +308,7 @@ impl Keyring {
         };
         self.store.rotate_key(&rotation).await?;
         self.cache.evict([key_id, &successor_id].into_iter().chain(replace.as_ref()));
-        tracing::info!(target: "keyturn::audit", key_id = %key_id, successor_id = %successor_id, actor = %caller.actor.to_stored(), "key rotated");
+        tracing::info!(target: "keyturn::keyring", key_id = %key_id, successor_id = %successor_id, actor = %caller.actor.to_stored(), "key rotated");
         Ok(Issued { record: successor, token })
     }
 
@@ -322,7 +322,7 @@ impl Keyring {
         self.cache.evict([key_id]);
         match result {
             Ok(record) => {
-                tracing::info!(target: "keyturn::audit", key_id = %key_id, actor = %caller.actor.to_stored(), "key revoked");
+                tracing::info!(target: "keyturn::keyring", key_id = %key_id, actor = %caller.actor.to_stored(), "key revoked");
                 Ok(record)
             }
             Err(StoreError::Revoked(_)) => {

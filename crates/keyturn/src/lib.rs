@@ -55,15 +55,18 @@ pub async fn open(options: OpenOptions, clock: Arc<dyn Clock>) -> Result<Arc<Key
 }
 
 /// Opens the store named by a database URL: a SQLite file, or a PostgreSQL database with the
-/// connection settings of [`settings::postgres_options_from_env`]. `create_if_missing` applies to
+/// connection settings of [`settings::postgres_options_from_env`]. The store signs audit rows
+/// with the key of [`settings::audit_key_from_env`] when there is one. `create_if_missing` applies to
 /// SQLite only, because a PostgreSQL database is created by its administrator; keyturn creates
 /// only its tables there.
 pub async fn open_store(database: &DatabaseUrl, create_if_missing: bool) -> Result<Arc<dyn Store>, Error> {
+    let audit_key = settings::audit_key_from_env(database)?;
     if database.is_postgres() {
         let options = settings::postgres_options_from_env()?;
-        return Ok(Arc::new(PostgresStore::open(database, &options).await?));
+        let store = PostgresStore::open(database, &options).await?.with_audit_key(audit_key);
+        return Ok(Arc::new(store));
     }
     let sqlite = SqliteOptions { create_if_missing, ..SqliteOptions::default() };
-    let store = SqliteStore::open(database, &sqlite).await?;
+    let store = SqliteStore::open(database, &sqlite).await?.with_audit_key(audit_key);
     Ok(Arc::new(store))
 }

@@ -77,7 +77,7 @@ impl Keyring {
         result?;
 
         tracing::info!(
-            target: "keyturn::audit", key_id = %old.key_id, successor_id = %successor_id,
+            target: "keyturn::keyring", key_id = %old.key_id, successor_id = %successor_id,
             replaced_successor_id = replace.as_ref().map(KeyId::as_str), "key rotated itself"
         );
         Ok(Issued { record: successor, token: new_token })

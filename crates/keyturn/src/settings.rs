@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use keyturn_core::{PepperId, PepperRing};
+use keyturn_core::{AuditKey, PepperId, PepperRing};
 use keyturn_store::{DatabaseUrl, KeyFilter, PostgresOptions, Store};
 use rand_core::OsRng;
 
@@ -19,6 +19,8 @@ pub const DATABASE_URL_VAR: &str = "KEYTURN_DATABASE_URL";
 pub const PEPPER_VAR: &str = "KEYTURN_PEPPER";
 pub const PEPPER_FILE_VAR: &str = "KEYTURN_PEPPER_FILE";
 pub const DEFAULT_DATABASE: &str = "keyturn.db";
+pub const AUDIT_KEY_VAR: &str = "KEYTURN_AUDIT_KEY";
+pub const AUDIT_KEY_FILE_VAR: &str = "KEYTURN_AUDIT_KEY_FILE";
 pub const POSTGRES_MAX_CONNECTIONS_VAR: &str = "KEYTURN_POSTGRES_MAX_CONNECTIONS";
 pub const POSTGRES_CONNECT_TIMEOUT_VAR: &str = "KEYTURN_POSTGRES_CONNECT_TIMEOUT";
 pub const POSTGRES_STATEMENT_TIMEOUT_VAR: &str = "KEYTURN_POSTGRES_STATEMENT_TIMEOUT";
@@ -175,6 +177,90 @@ pub fn default_pepper_file(database: &DatabaseUrl) -> Option<PathBuf> {
     database.sqlite_path().map(|path| absolute(&path.with_extension("pepper")))
 }
 
+/// The audit key file used for an embedded SQLite database when none is configured: the
+/// database path with the extension `.audit-key`. Like the pepper file next to the database, a
+/// development default only.
+pub fn default_audit_key_file(database: &DatabaseUrl) -> Option<PathBuf> {
+    database.sqlite_path().map(|path| absolute(&path.with_extension("audit-key")))
+}
+
+/// Where the audit key comes from: `KEYTURN_AUDIT_KEY` (base64), the file named by
+/// `KEYTURN_AUDIT_KEY_FILE`, or, for a SQLite database, the file next to it when that file
+/// exists. `None` means no key: audit rows are then written without a MAC.
+pub fn audit_key_from_env(database: &DatabaseUrl) -> Result<Option<AuditKey>, Error> {
+    let value = env_text(AUDIT_KEY_VAR)?;
+    let file = env_text(AUDIT_KEY_FILE_VAR)?.map(PathBuf::from);
+    match (value, file) {
+        (Some(_), Some(_)) => {
+            Err(Error::AuditKey(format!("both {AUDIT_KEY_VAR} and {AUDIT_KEY_FILE_VAR} are set; set only one of them")))
+        }
+        (Some(value), None) => Ok(Some(AuditKey::parse(&value, AUDIT_KEY_VAR)?)),
+        (None, Some(path)) => read_audit_key_file(&path).map(Some),
+        (None, None) => match default_audit_key_file(database) {
+            Some(path) if path.exists() => read_audit_key_file(&path).map(Some),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// Returns the audit key file that `keyturn init` creates: `KEYTURN_AUDIT_KEY_FILE`, else the
+/// default next to a SQLite database. `None` when `KEYTURN_AUDIT_KEY` is set or there is no
+/// default (PostgreSQL without a configured file).
+pub fn audit_key_file_to_create(database: &DatabaseUrl) -> Result<Option<PathBuf>, Error> {
+    if env_text(AUDIT_KEY_VAR)?.is_some() {
+        return Ok(None);
+    }
+    Ok(env_text(AUDIT_KEY_FILE_VAR)?.map(PathBuf::from).or_else(|| default_audit_key_file(database)))
+}
+
+/// Reads an audit key file, which must be readable by its owner only.
+pub fn read_audit_key_file(path: &Path) -> Result<AuditKey, Error> {
+    let text = read_secret_file(path, |path, reason| Error::AuditKeyFile { path, reason })?;
+    let line = text.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#')).unwrap_or("");
+    AuditKey::parse(line, &absolute(path).display().to_string()).map_err(Error::from)
+}
+
+/// Creates an audit key file with a fresh 32-byte key and mode 0600, unless one exists; an
+/// existing file is checked but never overwritten, because a new key would break the chain.
+/// Returns whether the file was created now.
+pub fn create_audit_key_file(path: &Path) -> Result<bool, Error> {
+    let path = absolute(path);
+    if path.exists() {
+        read_audit_key_file(&path)?;
+        return Ok(false);
+    }
+    let content = format!(
+        "# keyturn audit key: signs the audit chain. Keep this file secret (mode 0600) and out of the\n\
+         # database backups; give it to whoever verifies the audit log.\n{}\n",
+        AuditKey::generate(&mut OsRng)
+    );
+    let fail = |reason: String| Error::AuditKeyFile { path: path.clone(), reason };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|error| fail(io_reason(&error, &path)))?;
+    file.write_all(content.as_bytes()).and_then(|()| file.sync_all()).map_err(|error| fail(error.to_string()))?;
+    Ok(true)
+}
+
+/// Reads a variable that must be valid UTF-8 and not blank when set.
+fn env_text(name: &str) -> Result<Option<String>, Error> {
+    match std::env::var(name) {
+        Ok(value) if value.trim().is_empty() => Err(Error::InvalidInput {
+            field: "environment",
+            reason: format!("{name} is set but empty; unset it or give it a value"),
+        }),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::InvalidInput {
+            field: "environment",
+            reason: format!("{name} is not valid UTF-8; set it to ASCII text or unset it"),
+        }),
+    }
+}
+
 /// Outcome of [`create_pepper_file`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PepperFileStatus {
@@ -229,7 +315,13 @@ pub async fn check_pepper_not_lost(store: &dyn Store, pepper_path: &Path) -> Res
 }
 
 fn read_private_file(path: &Path) -> Result<String, Error> {
-    let fail = |reason: String| Error::PepperFile { path: absolute(path), reason };
+    read_secret_file(path, |path, reason| Error::PepperFile { path, reason })
+}
+
+/// Reads a file that holds a secret, after checking that only its owner can read it. `fail`
+/// builds the error from the absolute path and the reason.
+fn read_secret_file(path: &Path, fail: impl Fn(PathBuf, String) -> Error) -> Result<String, Error> {
+    let fail = |reason: String| fail(absolute(path), reason);
     let metadata = fs::metadata(path).map_err(|error| fail(io_reason(&error, path)))?;
     if !metadata.is_file() {
         return Err(fail("it is not a regular file".to_owned()));

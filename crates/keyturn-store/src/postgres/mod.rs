@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyturn_core::{AuditEvent, KeyId, KeyRecord, NewAuditEvent, Outcome};
+use keyturn_core::{AuditEvent, AuditKey, KeyId, KeyRecord, NewAuditEvent, Outcome};
 use sqlx::postgres::{PgConnection, PgPool, Postgres};
 use sqlx::{Connection, Row, Transaction};
 
 use self::errors::classify;
 use self::notify::ChangeListener;
+use crate::audit_log::AuditWrites;
 use crate::queries;
 use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count, KEY_COLUMNS};
 use crate::{
@@ -79,9 +80,22 @@ pub struct PostgresStore {
     /// The URL with its password replaced by `***`.
     location: String,
     listener: Arc<ChangeListener>,
+    /// The key that signs appended audit rows into the chain.
+    audit_key: Option<Arc<AuditKey>>,
 }
 
 impl PostgresStore {
+    /// Signs every audit row this store appends into the audit chain with `key`. Without a key,
+    /// rows are written without a MAC, and `keyturn audit verify` reports them.
+    pub fn with_audit_key(mut self, key: Option<AuditKey>) -> Self {
+        self.audit_key = key.map(Arc::new);
+        self
+    }
+
+    fn audit_writes(&self) -> AuditWrites {
+        AuditWrites::new(self.audit_key.clone())
+    }
+
     /// Connects to the PostgreSQL database that `url` names and applies the schema migrations it
     /// lacks, holding an advisory lock so that instances starting together migrate it once.
     ///
@@ -100,7 +114,7 @@ impl PostgresStore {
         let pool = connect::pool(&target, options);
         let listener = Arc::new(ChangeListener::new(connect::listener_pool(&target, options)));
         tracing::info!(target: TARGET, location = %target.location, "opened postgres store");
-        Ok(PostgresStore { pool, location: target.location, listener })
+        Ok(PostgresStore { pool, location: target.location, listener, audit_key: None })
     }
 
     /// Closes every connection, including the change listener's, and waits until they are
@@ -149,9 +163,11 @@ impl Store for PostgresStore {
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         writes::insert_key(&mut tx, key).await?;
-        writes::insert_event(&mut tx, event).await?;
+        let mut audit = self.audit_writes();
+        writes::insert_event(&mut tx, event, &mut audit).await?;
         writes::insert_change(&mut tx, &key.key_id, key.created_at).await?;
         commit(tx).await?;
+        audit.announce();
 
         tracing::debug!(target: TARGET, key_id = %key.key_id, "inserted key");
         Ok(())
@@ -170,8 +186,10 @@ impl Store for PostgresStore {
 
     async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        writes::rotate(&mut tx, rotation).await?;
+        let mut audit = self.audit_writes();
+        writes::rotate(&mut tx, rotation, &mut audit).await?;
         commit(tx).await?;
+        audit.announce();
 
         tracing::debug!(
             target: TARGET,
@@ -185,8 +203,10 @@ impl Store for PostgresStore {
 
     async fn revoke_key(&self, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let record = writes::revoke(&mut tx, revocation).await?;
+        let mut audit = self.audit_writes();
+        let record = writes::revoke(&mut tx, revocation, &mut audit).await?;
         commit(tx).await?;
+        audit.announce();
 
         tracing::debug!(target: TARGET, key_id = %revocation.key_id, "revoked key");
         Ok(record)
@@ -194,12 +214,14 @@ impl Store for PostgresStore {
 
     async fn rehash_key(&self, rehash: &Rehash) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let changed = writes::rehash(&mut tx, rehash).await?;
+        let mut audit = self.audit_writes();
+        let changed = writes::rehash(&mut tx, rehash, &mut audit).await?;
         if !changed {
             // Dropping the transaction rolls it back; nothing was written.
             return Ok(false);
         }
         commit(tx).await?;
+        audit.announce();
 
         tracing::debug!(target: TARGET, key_id = %rehash.key_id, from = %rehash.from, to = %rehash.to, "rehashed key");
         Ok(true)
@@ -223,8 +245,10 @@ impl Store for PostgresStore {
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let seq = writes::insert_event(&mut tx, event).await?;
+        let mut audit = self.audit_writes();
+        let seq = writes::insert_event(&mut tx, event, &mut audit).await?;
         commit(tx).await?;
+        audit.announce();
         Ok(seq)
     }
 

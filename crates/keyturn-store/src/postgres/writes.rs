@@ -11,6 +11,7 @@ use sqlx::Row;
 
 use super::errors::{classify, is_unique_violation};
 use super::{fetch_key, CHANGES_CHANNEL};
+use crate::audit_log::AuditWrites;
 use crate::conflicts;
 use crate::rows::{metadata_json, scopes_json};
 use crate::{CopiedKey, Rehash, Revocation, Rotation, StoreError, UsageRecord};
@@ -59,16 +60,35 @@ pub(super) async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Resu
 
 /// Appends an audit event and returns its sequence number. The caller holds the write lock, so
 /// `MAX(seq) + 1` is unique and sequence numbers follow commit order.
-pub(super) async fn insert_event(conn: &mut PgConnection, event: &NewAuditEvent) -> Result<i64, StoreError> {
+pub(super) async fn insert_event(
+    conn: &mut PgConnection,
+    event: &NewAuditEvent,
+    audit: &mut AuditWrites,
+) -> Result<i64, StoreError> {
     let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM audit_events")
         .fetch_one(&mut *conn)
         .await
         .map_err(classify)?;
     let seq: i64 = row.try_get("seq").map_err(classify)?;
+    let canonical = event.canonical(seq);
+    let mac = if audit.is_signing() {
+        let previous: Option<Vec<u8>> = sqlx::query("SELECT mac FROM audit_events WHERE seq = $1")
+            .bind(seq - 1)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(classify)?
+            .map(|row| row.try_get::<Option<Vec<u8>>, _>(0))
+            .transpose()
+            .map_err(classify)?
+            .flatten();
+        audit.sign(previous.as_deref(), &canonical)
+    } else {
+        None
+    };
 
     sqlx::query(
         "INSERT INTO audit_events (seq, at, event, key_id, actor, client_addr, reason, details, canonical, mac) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(seq)
     .bind(event.at.as_millis())
@@ -78,10 +98,12 @@ pub(super) async fn insert_event(conn: &mut PgConnection, event: &NewAuditEvent)
     .bind(event.client_addr.as_deref())
     .bind(event.reason.as_deref())
     .bind(event.details.to_string())
-    .bind(event.canonical(seq))
+    .bind(&canonical)
+    .bind(mac.as_deref())
     .execute(&mut *conn)
     .await
     .map_err(classify)?;
+    audit.record(seq, event);
     Ok(seq)
 }
 
@@ -160,7 +182,11 @@ pub(super) async fn insert_change(conn: &mut PgConnection, key_id: &KeyId, at: I
 /// rows. With `replace_unused_successor`, the current successor is revoked (unless it already is)
 /// and the old key keeps its original `rotated_at` and `overlap_ends_at`, so a replacement never
 /// extends the overlap.
-pub(super) async fn rotate(conn: &mut PgConnection, rotation: &Rotation) -> Result<(), StoreError> {
+pub(super) async fn rotate(
+    conn: &mut PgConnection,
+    rotation: &Rotation,
+    audit: &mut AuditWrites,
+) -> Result<(), StoreError> {
     let old_id = &rotation.old_key_id;
     let new_id = &rotation.successor.key_id;
 
@@ -214,7 +240,7 @@ pub(super) async fn rotate(conn: &mut PgConnection, rotation: &Rotation) -> Resu
 
     insert_key(conn, &rotation.successor).await?;
     for event in &rotation.events {
-        insert_event(conn, event).await?;
+        insert_event(conn, event, audit).await?;
     }
     insert_change(conn, old_id, rotation.rotated_at).await?;
     insert_change(conn, new_id, rotation.rotated_at).await?;
@@ -234,7 +260,11 @@ async fn rotation_conflict(conn: &mut PgConnection, old_id: &KeyId, expected: Op
 }
 
 /// Revokes a key that is not yet revoked and returns the updated record.
-pub(super) async fn revoke(conn: &mut PgConnection, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
+pub(super) async fn revoke(
+    conn: &mut PgConnection,
+    revocation: &Revocation,
+    audit: &mut AuditWrites,
+) -> Result<KeyRecord, StoreError> {
     let key_id = &revocation.key_id;
     let revoked =
         sqlx::query("UPDATE keys SET revoked_at = $1, revocation_reason = $2 WHERE key_id = $3 AND revoked_at IS NULL")
@@ -250,14 +280,18 @@ pub(super) async fn revoke(conn: &mut PgConnection, revocation: &Revocation) -> 
         return Err(conflicts::revocation_conflict(key_id, existing));
     }
 
-    insert_event(conn, &revocation.event).await?;
+    insert_event(conn, &revocation.event, audit).await?;
     insert_change(conn, key_id, revocation.revoked_at).await?;
     // The UPDATE above matched the row inside this transaction, so it is still there.
     fetch_key(conn, key_id).await?.ok_or_else(|| StoreError::NotFound(key_id.clone()))
 }
 
 /// Replaces the hash when the key is still under `rehash.from`; returns whether it did.
-pub(super) async fn rehash(conn: &mut PgConnection, rehash: &Rehash) -> Result<bool, StoreError> {
+pub(super) async fn rehash(
+    conn: &mut PgConnection,
+    rehash: &Rehash,
+    audit: &mut AuditWrites,
+) -> Result<bool, StoreError> {
     let updated = sqlx::query("UPDATE keys SET hash = $1, pepper_id = $2 WHERE key_id = $3 AND pepper_id = $4")
         .bind(rehash.hash.as_bytes().as_slice())
         .bind(rehash.to.as_str())
@@ -270,7 +304,7 @@ pub(super) async fn rehash(conn: &mut PgConnection, rehash: &Rehash) -> Result<b
         return Ok(false);
     }
 
-    insert_event(conn, &rehash.event).await?;
+    insert_event(conn, &rehash.event, audit).await?;
     insert_change(conn, &rehash.key_id, rehash.event.at).await?;
     Ok(true)
 }

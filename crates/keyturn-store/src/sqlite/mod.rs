@@ -13,14 +13,16 @@ mod rows;
 mod writes;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyturn_core::{AuditEvent, KeyId, KeyRecord, NewAuditEvent, Outcome};
+use keyturn_core::{AuditEvent, AuditKey, KeyId, KeyRecord, NewAuditEvent, Outcome};
 use sqlx::sqlite::{Sqlite, SqlitePool};
 use sqlx::{Row, Transaction};
 
 use self::errors::classify;
+use crate::audit_log::AuditWrites;
 use crate::queries;
 use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count};
 use crate::{
@@ -57,9 +59,22 @@ pub struct SqliteStore {
     path: PathBuf,
     /// The device and inode of the file opened, to notice when it is deleted or replaced.
     identity: (u64, u64),
+    /// The key that signs appended audit rows into the chain.
+    audit_key: Option<Arc<AuditKey>>,
 }
 
 impl SqliteStore {
+    /// Signs every audit row this store appends into the audit chain with `key`. Without a key,
+    /// rows are written without a MAC, and `keyturn audit verify` reports them.
+    pub fn with_audit_key(mut self, key: Option<AuditKey>) -> Self {
+        self.audit_key = key.map(Arc::new);
+        self
+    }
+
+    fn audit_writes(&self) -> AuditWrites {
+        AuditWrites::new(self.audit_key.clone())
+    }
+
     /// Opens the SQLite database that `url` names, creating the file only when
     /// `options.create_if_missing` is set, and applies the schema migrations it lacks.
     ///
@@ -79,7 +94,7 @@ impl SqliteStore {
             location: path.display().to_string(),
             reason: "the file disappeared while it was being opened".to_owned(),
         })?;
-        Ok(SqliteStore { pool, path, identity })
+        Ok(SqliteStore { pool, path, identity, audit_key: None })
     }
 
     /// Returns the absolute path of the database file.
@@ -124,9 +139,11 @@ impl Store for SqliteStore {
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         writes::insert_key(&mut tx, key).await?;
-        writes::insert_event(&mut tx, event).await?;
+        let mut audit = self.audit_writes();
+        writes::insert_event(&mut tx, event, &mut audit).await?;
         writes::insert_change(&mut tx, &key.key_id, key.created_at).await?;
         commit(tx).await?;
+        audit.announce();
 
         tracing::debug!(target: TARGET, key_id = %key.key_id, "inserted key");
         Ok(())
@@ -145,8 +162,10 @@ impl Store for SqliteStore {
 
     async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        writes::rotate(&mut tx, rotation).await?;
+        let mut audit = self.audit_writes();
+        writes::rotate(&mut tx, rotation, &mut audit).await?;
         commit(tx).await?;
+        audit.announce();
 
         tracing::debug!(
             target: TARGET,
@@ -160,8 +179,10 @@ impl Store for SqliteStore {
 
     async fn revoke_key(&self, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let record = writes::revoke(&mut tx, revocation).await?;
+        let mut audit = self.audit_writes();
+        let record = writes::revoke(&mut tx, revocation, &mut audit).await?;
         commit(tx).await?;
+        audit.announce();
 
         tracing::debug!(target: TARGET, key_id = %revocation.key_id, "revoked key");
         Ok(record)
@@ -169,12 +190,14 @@ impl Store for SqliteStore {
 
     async fn rehash_key(&self, rehash: &Rehash) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let changed = writes::rehash(&mut tx, rehash).await?;
+        let mut audit = self.audit_writes();
+        let changed = writes::rehash(&mut tx, rehash, &mut audit).await?;
         if !changed {
             // Dropping the transaction rolls it back; nothing was written.
             return Ok(false);
         }
         commit(tx).await?;
+        audit.announce();
 
         tracing::debug!(target: TARGET, key_id = %rehash.key_id, from = %rehash.from, to = %rehash.to, "rehashed key");
         Ok(true)
@@ -193,8 +216,10 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let seq = writes::insert_event(&mut tx, event).await?;
+        let mut audit = self.audit_writes();
+        let seq = writes::insert_event(&mut tx, event, &mut audit).await?;
         commit(tx).await?;
+        audit.announce();
         Ok(seq)
     }
 

@@ -10,6 +10,7 @@ use sqlx::Row;
 
 use super::errors::{classify, is_unique_violation};
 use super::rows::fetch_key;
+use crate::audit_log::AuditWrites;
 use crate::conflicts;
 use crate::rows::{metadata_json, scopes_json};
 use crate::{CopiedKey, Rehash, Revocation, Rotation, StoreError, UsageRecord};
@@ -58,16 +59,35 @@ pub(super) async fn insert_key(conn: &mut SqliteConnection, key: &KeyRecord) -> 
 
 /// Appends an audit event and returns its sequence number. The caller holds the write lock, so
 /// `MAX(seq) + 1` is unique and sequence numbers follow commit order.
-pub(super) async fn insert_event(conn: &mut SqliteConnection, event: &NewAuditEvent) -> Result<i64, StoreError> {
+pub(super) async fn insert_event(
+    conn: &mut SqliteConnection,
+    event: &NewAuditEvent,
+    audit: &mut AuditWrites,
+) -> Result<i64, StoreError> {
     let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_events")
         .fetch_one(&mut *conn)
         .await
         .map_err(classify)?;
     let seq: i64 = row.try_get(0).map_err(classify)?;
+    let canonical = event.canonical(seq);
+    let mac = if audit.is_signing() {
+        let previous: Option<Vec<u8>> = sqlx::query("SELECT mac FROM audit_events WHERE seq = ?")
+            .bind(seq - 1)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(classify)?
+            .map(|row| row.try_get::<Option<Vec<u8>>, _>(0))
+            .transpose()
+            .map_err(classify)?
+            .flatten();
+        audit.sign(previous.as_deref(), &canonical)
+    } else {
+        None
+    };
 
     sqlx::query(
         "INSERT INTO audit_events (seq, at, event, key_id, actor, client_addr, reason, details, canonical, mac) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(seq)
     .bind(event.at.as_millis())
@@ -77,10 +97,12 @@ pub(super) async fn insert_event(conn: &mut SqliteConnection, event: &NewAuditEv
     .bind(event.client_addr.as_deref())
     .bind(event.reason.as_deref())
     .bind(event.details.to_string())
-    .bind(event.canonical(seq))
+    .bind(&canonical)
+    .bind(mac.as_deref())
     .execute(&mut *conn)
     .await
     .map_err(classify)?;
+    audit.record(seq, event);
     Ok(seq)
 }
 
@@ -154,7 +176,11 @@ pub(super) async fn insert_change(conn: &mut SqliteConnection, key_id: &KeyId, a
 /// rows. With `replace_unused_successor`, the current successor is revoked (unless it already is)
 /// and the old key keeps its original `rotated_at` and `overlap_ends_at`, so a replacement never extends the
 /// overlap.
-pub(super) async fn rotate(conn: &mut SqliteConnection, rotation: &Rotation) -> Result<(), StoreError> {
+pub(super) async fn rotate(
+    conn: &mut SqliteConnection,
+    rotation: &Rotation,
+    audit: &mut AuditWrites,
+) -> Result<(), StoreError> {
     let old_id = &rotation.old_key_id;
     let new_id = &rotation.successor.key_id;
 
@@ -207,7 +233,7 @@ pub(super) async fn rotate(conn: &mut SqliteConnection, rotation: &Rotation) -> 
 
     insert_key(conn, &rotation.successor).await?;
     for event in &rotation.events {
-        insert_event(conn, event).await?;
+        insert_event(conn, event, audit).await?;
     }
     insert_change(conn, old_id, rotation.rotated_at).await?;
     insert_change(conn, new_id, rotation.rotated_at).await?;
@@ -238,7 +264,11 @@ async fn replacement_conflict(
 }
 
 /// Revokes a key that is not yet revoked and returns the updated record.
-pub(super) async fn revoke(conn: &mut SqliteConnection, revocation: &Revocation) -> Result<KeyRecord, StoreError> {
+pub(super) async fn revoke(
+    conn: &mut SqliteConnection,
+    revocation: &Revocation,
+    audit: &mut AuditWrites,
+) -> Result<KeyRecord, StoreError> {
     let key_id = &revocation.key_id;
     let revoked =
         sqlx::query("UPDATE keys SET revoked_at = ?, revocation_reason = ? WHERE key_id = ? AND revoked_at IS NULL")
@@ -254,14 +284,18 @@ pub(super) async fn revoke(conn: &mut SqliteConnection, revocation: &Revocation)
         return Err(conflicts::revocation_conflict(key_id, existing));
     }
 
-    insert_event(conn, &revocation.event).await?;
+    insert_event(conn, &revocation.event, audit).await?;
     insert_change(conn, key_id, revocation.revoked_at).await?;
     // The UPDATE above matched the row inside this transaction, so it is still there.
     fetch_key(conn, key_id).await?.ok_or_else(|| StoreError::NotFound(key_id.clone()))
 }
 
 /// Replaces the hash when the key is still under `rehash.from`; returns whether it did.
-pub(super) async fn rehash(conn: &mut SqliteConnection, rehash: &Rehash) -> Result<bool, StoreError> {
+pub(super) async fn rehash(
+    conn: &mut SqliteConnection,
+    rehash: &Rehash,
+    audit: &mut AuditWrites,
+) -> Result<bool, StoreError> {
     let updated = sqlx::query("UPDATE keys SET hash = ?, pepper_id = ? WHERE key_id = ? AND pepper_id = ?")
         .bind(rehash.hash.as_bytes().as_slice())
         .bind(rehash.to.as_str())
@@ -274,7 +308,7 @@ pub(super) async fn rehash(conn: &mut SqliteConnection, rehash: &Rehash) -> Resu
         return Ok(false);
     }
 
-    insert_event(conn, &rehash.event).await?;
+    insert_event(conn, &rehash.event, audit).await?;
     insert_change(conn, &rehash.key_id, rehash.event.at).await?;
     Ok(true)
 }
