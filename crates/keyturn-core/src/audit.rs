@@ -1,4 +1,4 @@
-//! Audit event types and rows. Names follow the OWASP logging vocabulary (`authn_token_*`). A
+//! Audit event types and rows. Names follow the OWASP logging vocabulary (`authn_*`, `authz_*`). A
 //! row's canonical serialisation is computed here so that every store writes the same text, and a
 //! later chain MAC covers exactly that text.
 
@@ -23,6 +23,17 @@ pub enum AuditEventType {
     AuthnTokenRehashed,
     /// A key rotated itself, authenticated with its own token.
     AuthnTokenSelfRotated,
+    /// A verification first found the key in its grace period: expired, still accepted.
+    AuthnTokenGraceEntered,
+    /// A verification first found the key expired past its grace period, and rejected it.
+    AuthnTokenExpired,
+    /// A rotated key was first used during its overlap window, so its client has not moved yet.
+    AuthnTokenSupersededUsed,
+    /// A process first hashed new keys under a pepper that no earlier row names as current.
+    AuthnPepperRotated,
+    /// An admin key read keys or audit events through the admin API. Admin changes have rows
+    /// of their own, with the admin key as the actor.
+    AuthzAdmin,
 }
 
 /// Who caused an event.
@@ -70,6 +81,11 @@ impl AuditEventType {
             AuditEventType::AuthnTokenExposed => "authn_token_exposed",
             AuditEventType::AuthnTokenRehashed => "authn_token_rehashed",
             AuditEventType::AuthnTokenSelfRotated => "authn_token_self_rotated",
+            AuditEventType::AuthnTokenGraceEntered => "authn_token_grace_entered",
+            AuditEventType::AuthnTokenExpired => "authn_token_expired",
+            AuditEventType::AuthnTokenSupersededUsed => "authn_token_superseded_used",
+            AuditEventType::AuthnPepperRotated => "authn_pepper_rotated",
+            AuditEventType::AuthzAdmin => "authz_admin",
         }
     }
 
@@ -81,6 +97,11 @@ impl AuditEventType {
             AuditEventType::AuthnTokenExposed,
             AuditEventType::AuthnTokenRehashed,
             AuditEventType::AuthnTokenSelfRotated,
+            AuditEventType::AuthnTokenGraceEntered,
+            AuditEventType::AuthnTokenExpired,
+            AuditEventType::AuthnTokenSupersededUsed,
+            AuditEventType::AuthnPepperRotated,
+            AuditEventType::AuthzAdmin,
         ]
         .into_iter()
         .find(|event| event.as_str() == value)

@@ -85,6 +85,8 @@ pub(crate) async fn list_keys((State(state), ConnectInfo(peer), uri, headers): R
     let limit = page_size(query.limit)?;
 
     let page = state.keyring.list_page(&filter, after, limit).await?;
+    let parameters = json!({ "owner": filter.owner, "state": query.state, "limit": limit });
+    state.keyring.record_admin_read(&admin.caller(), "list_keys", None, parameters).await?;
     let keys: Vec<Value> = page.keys.iter().map(|view| json::key_json(&view.record, &view.state)).collect();
     let next = page.next_after.as_ref().map(|key_id| key_id.as_str());
     Ok(respond(StatusCode::OK, json!({ "keys": keys, "next_cursor": next }), &admin))
@@ -122,6 +124,7 @@ pub(crate) async fn show_key(
     let key_id = json::key_id("key_id", &key_id)?;
 
     let view = state.keyring.get(&key_id).await?;
+    state.keyring.record_admin_read(&admin.caller(), "show_key", Some(&key_id), json!({})).await?;
     Ok(respond(StatusCode::OK, json::key_json(&view.record, &view.state), &admin))
 }
 
@@ -186,6 +189,14 @@ pub(crate) async fn list_audit((State(state), ConnectInfo(peer), uri, headers): 
     };
 
     let mut events = state.keyring.audit(&filter).await?;
+    let parameters = json!({
+        "key_id": filter.key_id.as_ref().map(|key_id| key_id.as_str()),
+        "event": filter.event.map(|event| event.as_str()),
+        "since": query.since,
+        "until": query.until,
+        "cursor": query.cursor,
+    });
+    state.keyring.record_admin_read(&admin.caller(), "list_audit", None, parameters).await?;
     let more = events.len() > limit as usize;
     events.truncate(limit as usize);
     let next = if more { events.last().map(|event| event.seq) } else { None };

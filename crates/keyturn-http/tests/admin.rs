@@ -367,3 +367,36 @@ async fn oversize_body_and_headers_rejected() {
     assert_eq!(snapshot(&server).await, before);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn admin_reads_audited_as_authz_admin() {
+    let server = Server::start().await;
+    let admin = server.key("admin", &["keyturn:keys:read", "keyturn:audit:read"]).await;
+    let token = admin.token.expose();
+    let (status, _, _) = call(&server, Method::GET, "/v1/keys?owner=team-a", Some(token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/v1/keys/{}", admin.record.key_id);
+    assert_eq!(call(&server, Method::GET, &path, Some(token), None).await.0, StatusCode::OK);
+
+    let (_, _, page) = call(&server, Method::GET, "/v1/audit?event=authz_admin", Some(token), None).await;
+    let events = page["events"].as_array().unwrap();
+    let operations: Vec<&str> = events.iter().map(|event| event["details"]["operation"].as_str().unwrap()).collect();
+    assert_eq!(operations, ["list_keys", "show_key"], "{page}");
+    assert_eq!(events[0]["details"]["parameters"]["owner"], "team-a");
+    assert_eq!(events[1]["key_id"], admin.record.key_id.as_str());
+    for event in events {
+        assert_eq!(event["actor"], format!("key:{}", admin.record.key_id));
+        assert!(event["client_addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{event}");
+    }
+
+    // The read of the audit log above is itself audited.
+    let (_, _, page) = call(&server, Method::GET, "/v1/audit?event=authz_admin", Some(token), None).await;
+    let operations: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["details"]["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations, ["list_keys", "show_key", "list_audit"], "{page}");
+    server.stop().await;
+}

@@ -184,6 +184,12 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an audit event that accompanies no key change, such as a token exposed in a URL.
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError>;
 
+    /// Appends an audit event unless a row of the same event type and key id exists (and, with
+    /// `same_details`, the same details), and returns its sequence number, or `None` when such a
+    /// row exists. The check and the insert hold the write lock together, so concurrent processes
+    /// that observe the same event record it once.
+    async fn append_audit_once(&self, event: &NewAuditEvent, same_details: bool) -> Result<Option<i64>, StoreError>;
+
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Returns usage counts per outcome for one key.

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
-use keyturn_core::{Actor, AuditEventType, Instant, KeyId, NewAuditEvent, Outcome, PepperId, Token};
+use keyturn_core::{Actor, AuditEventType, Decision, Instant, KeyId, NewAuditEvent, Outcome, PepperId, Token};
 use keyturn_store::{Rehash, UsageRecord};
 use serde_json::json;
 use tokio::sync::{watch, Notify};
@@ -20,6 +20,8 @@ use crate::{Error, Keyring};
 const MAX_QUEUED_REHASHES: usize = 10_000;
 const MAX_QUEUED_EXPOSURES: usize = 1_000;
 const MAX_TRACKED_FIRST_USES: usize = 100_000;
+const MAX_QUEUED_OBSERVATIONS: usize = 10_000;
+const MAX_TRACKED_OBSERVATIONS: usize = 100_000;
 const CHANGES_PER_READ: u32 = 1_000;
 
 /// Usage, rehash and exposure work queued by verifications.
@@ -36,10 +38,24 @@ struct PendingInner {
     reported_exposures: HashSet<KeyId>,
     /// Keys whose first use this process has already flushed ahead of the interval.
     first_uses: HashSet<KeyId>,
+    /// Lifecycle events that verifications observed, to be recorded once per key and event.
+    observations: Vec<NewAuditEvent>,
+    /// The observations this process has already queued or recorded.
+    observed: HashSet<(KeyId, AuditEventType)>,
+    /// Whether this process has recorded the current pepper of a ring with several.
+    pepper_recorded: bool,
 }
 
 /// A key queued for rehashing under the current pepper, with the pepper it is hashed under now.
 type RehashJob = (KeyId, PepperId, Token);
+
+/// Everything one flush writes.
+struct Queued {
+    usage: Vec<UsageRecord>,
+    rehash: Vec<RehashJob>,
+    exposures: Vec<Exposure>,
+    observations: Vec<NewAuditEvent>,
+}
 
 struct Exposure {
     parameter: String,
@@ -88,6 +104,44 @@ impl Pending {
         inner.first_uses.insert(key_id.clone())
     }
 
+    /// Queues an event that a verification observed, such as a key found in its grace period,
+    /// unless this process queued the same event for the key before. The writer records it in
+    /// the store once per key and event, whichever process observes it first.
+    pub(crate) fn note_observation(
+        &self,
+        key_id: &KeyId,
+        decision: &Decision,
+        now: Instant,
+        client_addr: Option<&str>,
+    ) {
+        let event_type = match decision.outcome {
+            Outcome::Grace => AuditEventType::AuthnTokenGraceEntered,
+            Outcome::Expired => AuditEventType::AuthnTokenExpired,
+            Outcome::Superseded => AuditEventType::AuthnTokenSupersededUsed,
+            _ => return,
+        };
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.observed.len() >= MAX_TRACKED_OBSERVATIONS {
+            inner.observed.clear();
+        }
+        if inner.observations.len() >= MAX_QUEUED_OBSERVATIONS || !inner.observed.insert((key_id.clone(), event_type)) {
+            return;
+        }
+        let deadline = decision.deadline.map(|deadline| deadline.to_rfc3339());
+        let mut event = NewAuditEvent::new(event_type, now, Some(key_id.clone()), Actor::System)
+            .with_details(json!({ "state_deadline": deadline }));
+        event.client_addr = client_addr.map(str::to_owned);
+        inner.observations.push(event);
+    }
+
+    /// Forgets an observation whose write failed, so the next verification queues it again.
+    fn forget_observation(&self, event: &NewAuditEvent) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(key_id) = &event.key_id {
+            inner.observed.remove(&(key_id.clone(), event.event));
+        }
+    }
+
     pub(crate) fn queue_rehash(&self, key_id: &KeyId, from: &PepperId, token: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if inner.rehash.len() < MAX_QUEUED_REHASHES && !inner.rehash.contains_key(key_id) {
@@ -106,12 +160,24 @@ impl Pending {
         }
     }
 
-    fn take(&self) -> (Vec<UsageRecord>, Vec<RehashJob>, Vec<Exposure>) {
+    fn take(&self) -> Queued {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let usage = inner.usage.drain().map(|(_, record)| record).collect();
-        let rehash = inner.rehash.drain().map(|(key_id, (from, token))| (key_id, from, token)).collect();
-        let exposures = std::mem::take(&mut inner.exposures);
-        (usage, rehash, exposures)
+        Queued {
+            usage: inner.usage.drain().map(|(_, record)| record).collect(),
+            rehash: inner.rehash.drain().map(|(key_id, (from, token))| (key_id, from, token)).collect(),
+            exposures: std::mem::take(&mut inner.exposures),
+            observations: std::mem::take(&mut inner.observations),
+        }
+    }
+
+    /// Returns `true` once, the first time this process should record its current pepper.
+    fn take_pepper_record(&self) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        !std::mem::replace(&mut inner.pepper_recorded, true)
+    }
+
+    fn retry_pepper_record(&self) {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pepper_recorded = false;
     }
 
     /// Puts usage back after a failed write, merging with what arrived meanwhile.
@@ -178,7 +244,7 @@ impl Keyring {
     /// Writes queued usage counters, rehashes and exposure reports now.
     pub async fn flush(&self) -> Result<(), Error> {
         let _flushing = self.flush_lock.lock().await;
-        let (usage, rehash, exposures) = self.pending.take();
+        let Queued { usage, rehash, exposures, observations } = self.pending.take();
         let mut result = Ok(());
         if !usage.is_empty() {
             if let Err(error) = self.store.record_usage(&usage).await {
@@ -196,7 +262,31 @@ impl Keyring {
                 tracing::warn!(target: "keyturn::store", error = %error, "recording an exposed token failed");
             }
         }
+        for event in observations {
+            if let Err(error) = self.store.append_audit_once(&event, false).await {
+                self.pending.forget_observation(&event);
+                tracing::warn!(target: "keyturn::store", event = event.event.as_str(), error = %error, "recording an observed event failed; retried at next verification");
+            }
+        }
+        if self.peppers.ids().count() > 1 && self.pending.take_pepper_record() {
+            if let Err(error) = self.record_current_pepper().await {
+                self.pending.retry_pepper_record();
+                tracing::warn!(target: "keyturn::store", error = %error, "recording the current pepper failed; retried at next flush");
+            }
+        }
         result
+    }
+
+    /// Records once per pepper id that new keys are hashed under the ring's current pepper, when
+    /// the ring holds older ones too: the trace of a pepper rotation.
+    async fn record_current_pepper(&self) -> Result<(), Error> {
+        let current = self.peppers.current_id();
+        let older: Vec<&str> = self.peppers.ids().skip(1).map(PepperId::as_str).collect();
+        let event = NewAuditEvent::new(AuditEventType::AuthnPepperRotated, self.clock.now(), None, Actor::System)
+            .with_details(json!({ "pepper_id": current.as_str() }))
+            .with_reason(Some(format!("older peppers still accepted: {}", older.join(", "))));
+        self.store.append_audit_once(&event, true).await?;
+        Ok(())
     }
 
     /// Applies the store's changes since the last sync to the cache. The follower calls this on

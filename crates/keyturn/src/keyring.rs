@@ -395,6 +395,24 @@ impl Keyring {
         }
     }
 
+    /// Records that an admin key read keys or audit events, as `authz_admin` with the operation
+    /// and its parameters. Changes made through the admin API have rows of their own. The row is
+    /// written before the response is sent, so a read that cannot be audited fails.
+    pub async fn record_admin_read(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        key_id: Option<&KeyId>,
+        parameters: Value,
+    ) -> Result<(), Error> {
+        let mut event =
+            NewAuditEvent::new(AuditEventType::AuthzAdmin, self.clock.now(), key_id.cloned(), caller.actor.clone())
+                .with_details(serde_json::json!({ "operation": operation, "parameters": parameters }));
+        event.client_addr = caller.client_addr.clone();
+        self.store.append_audit(&event).await?;
+        Ok(())
+    }
+
     pub(crate) fn event(&self, event: AuditEventType, at: Instant, key_id: &KeyId, caller: &Caller) -> NewAuditEvent {
         let mut event = NewAuditEvent::new(event, at, Some(key_id.clone()), caller.actor.clone());
         event.client_addr = caller.client_addr.clone();

@@ -192,6 +192,10 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.usage_counts(key_id).await
     }
+    async fn append_audit_once(&self, event: &NewAuditEvent, same_details: bool) -> Result<Option<i64>, StoreError> {
+        self.check()?;
+        self.inner.append_audit_once(event, same_details).await
+    }
     async fn last_client_addr(&self, key_id: &KeyId) -> Result<Option<String>, StoreError> {
         self.check()?;
         self.inner.last_client_addr(key_id).await

@@ -223,6 +223,28 @@ impl Store for SqliteStore {
         Ok(seq)
     }
 
+    async fn append_audit_once(&self, event: &NewAuditEvent, same_details: bool) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query(
+            "SELECT 1 FROM audit_events WHERE event = ? AND key_id IS ? AND (? = 0 OR details = ?) LIMIT 1",
+        )
+        .bind(event.event.as_str())
+        .bind(event.key_id.as_ref().map(KeyId::as_str))
+        .bind(i64::from(same_details))
+        .bind(event.details.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if existing.is_some() {
+            return Ok(None);
+        }
+        let mut audit = self.audit_writes();
+        let seq = writes::insert_event(&mut tx, event, &mut audit).await?;
+        commit(tx).await?;
+        audit.announce();
+        Ok(Some(seq))
+    }
+
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let mut query = queries::list_audit::<Sqlite>(filter);
         let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
