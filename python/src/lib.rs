@@ -33,8 +33,11 @@ fn install_log_subscriber() {
     let filter = std::env::var("KEYTURN_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "warn,keyturn::store=info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    // A constant directive always parses.
+    let filter = filter.add_directive(keyturn::store::SILENCE_PGPASS_WARNING.parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true)

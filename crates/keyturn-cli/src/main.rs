@@ -43,8 +43,9 @@ struct Cli {
 /// Options that every command accepts.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Database URL (sqlite:///absolute/path.db, sqlite:relative/path.db) or a SQLite file path
-    /// [default: keyturn.db in the working directory]
+    /// Database URL (sqlite:///absolute/path.db, sqlite:relative/path.db,
+    /// postgres://user@host/database) or a SQLite file path [default: keyturn.db in the working
+    /// directory]
     #[arg(long, global = true, env = DATABASE_URL_VAR, hide_env_values = true, value_name = "URL")]
     pub database: Option<String>,
 
@@ -347,6 +348,8 @@ fn init_logging(level: Option<&str>, default_level: &str, format: LogFormat) -> 
         }),
         (None, _) => EnvFilter::new(default_level),
     };
+    // A constant directive always parses.
+    let filter = filter.add_directive(keyturn_store::SILENCE_PGPASS_WARNING.parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

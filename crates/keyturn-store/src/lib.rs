@@ -36,6 +36,10 @@ use keyturn_core::{
 };
 
 pub use crate::audit_log::AUDIT_TARGET;
+
+/// A log filter directive that every keyturn log subscriber adds: sqlx warns about a malformed
+/// `~/.pgpass` line by quoting the whole line, password included.
+pub const SILENCE_PGPASS_WARNING: &str = "sqlx_postgres::options::pgpass=off";
 pub use crate::error::StoreError;
 pub use crate::postgres::{PostgresOptions, PostgresStore};
 pub use crate::sqlite::{SqliteOptions, SqliteStore};

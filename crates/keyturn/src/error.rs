@@ -72,7 +72,22 @@ impl From<StoreError> for Error {
             StoreError::NotFound(key_id) => Error::NotFound(key_id),
             StoreError::AlreadyRotated { key_id, successor_id } => Error::AlreadyRotated { key_id, successor_id },
             StoreError::SuccessorUsed { key_id, successor_id } => Error::SuccessorUsed { key_id, successor_id },
+            // A rotation that lost a race with a revocation: the key is revoked now, which is a
+            // conflict for the caller, not a store failure.
+            StoreError::Revoked(key_id) => Error::NotRotatable { key_id, outcome: Outcome::Revoked },
             other => Error::Store(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_during_rotation_is_a_conflict() {
+        let key_id = KeyId::parse("key000000001").unwrap();
+        let error = Error::from(StoreError::Revoked(key_id.clone()));
+        assert!(matches!(error, Error::NotRotatable { key_id: id, outcome: Outcome::Revoked } if id == key_id));
     }
 }
