@@ -70,7 +70,9 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
 
     let pepper_status = match &pepper {
         PepperSource::File(pepper_path) => {
-            Some(init_pepper_file(&database, database_existed, &pepper, pepper_path).await?)
+            // A PostgreSQL database may hold keys whatever this host's files say.
+            let may_hold_keys = database_existed || database.is_postgres();
+            Some(init_pepper_file(&database, may_hold_keys, &pepper, pepper_path).await?)
         }
         PepperSource::Value(_) => {
             pepper.load()?;
@@ -164,11 +166,11 @@ async fn init_audit_key(database: &DatabaseUrl, store: &dyn Store) -> Result<(),
 /// without its pepper file it first checks that the database contains no keys.
 async fn init_pepper_file(
     database: &DatabaseUrl,
-    database_existed: bool,
+    may_hold_keys: bool,
     pepper: &PepperSource,
     pepper_path: &Path,
 ) -> Result<PepperFileStatus, CliError> {
-    if database_existed && !pepper_path.exists() {
+    if may_hold_keys && !pepper_path.exists() {
         let store = keyturn::open_store(database, false).await?;
         check_no_keys_without_pepper(store.as_ref(), &store.location(), pepper_path).await?;
     }

@@ -993,3 +993,64 @@ fn audit_events_reach_the_audit_log_target() {
     assert_eq!(record["fields"]["signed"], true, "{record}");
     assert!(!run.stderr.contains(&token), "{}", run.stderr);
 }
+
+/// Creates a database of its own on the PostgreSQL test server and returns its URL, or `None`
+/// (a notice, or a failure under CI) when `KEYTURN_TEST_POSTGRES_URL` is not set.
+fn postgres_database() -> Option<String> {
+    use sqlx::Connection;
+
+    let Ok(server) = std::env::var("KEYTURN_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "CI must set KEYTURN_TEST_POSTGRES_URL");
+        eprintln!("skipping: KEYTURN_TEST_POSTGRES_URL is not set; run `scripts/with-postgres cargo test`");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let name = format!("kt_cli_{}_{nanos}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
+        admin.close().await.unwrap();
+    });
+    let (base, _) = server.rsplit_once('/').expect("the server URL names a database");
+    Some(format!("{base}/{name}"))
+}
+
+#[test]
+fn init_on_postgres_rejects_new_pepper_for_existing_keys() {
+    let Some(url) = postgres_database() else { return };
+    let deployment = Deployment::uninitialised();
+    let init = |pepper_file: &str| {
+        let mut command = deployment.command(&["init"]);
+        command.env("KEYTURN_DATABASE_URL", &url).env("KEYTURN_PEPPER_FILE", deployment.dir.path().join(pepper_file));
+        deployment.run_command(command, None)
+    };
+    let first = init("first.pepper");
+    assert_eq!(first.code, 0, "{first:?}");
+    deployment.tokens.borrow_mut().push(printed_token(&first).unwrap());
+
+    let second = init("second.pepper");
+    assert_eq!(second.code, 2, "{second:?}");
+    assert!(second.stderr.contains("already contains 1 key"), "{second:?}");
+    assert!(!deployment.dir.path().join("second.pepper").exists());
+}
+
+#[test]
+fn malformed_pgpass_line_is_not_logged() {
+    let deployment = Deployment::uninitialised();
+    let pgpass = deployment.dir.path().join("pgpass");
+    fs::write(&pgpass, "127.0.0.1:1:keyturn:Pgpass-Secret-4417\n").unwrap();
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o600)).unwrap();
+    let pepper = format!("1:{}", "A".repeat(43) + "=");
+    let mut command = deployment.command(&["keys", "list"]);
+    command
+        .env("KEYTURN_DATABASE_URL", "postgres://keyturn@127.0.0.1:1/keyturn")
+        .env("KEYTURN_PEPPER", pepper)
+        .env("KEYTURN_POSTGRES_CONNECT_TIMEOUT", "1s")
+        .env("PGPASSFILE", &pgpass)
+        .env("RUST_LOG", "trace");
+    let run = deployment.run_command(command, None);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("Pgpass-Secret-4417"), "{}", run.stderr);
+    assert!(!run.stdout.contains("Pgpass-Secret-4417"), "{}", run.stdout);
+}
