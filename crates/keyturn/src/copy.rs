@@ -33,16 +33,17 @@ pub async fn copy_store(source: &dyn Store, target: &dyn Store, allow_non_empty:
         return Err(Error::InvalidInput {
             field: "target",
             reason: format!(
-                "{} already holds {} keys, {} audit events and {} usage counters; copy into an empty database, \
-                 or allow a non-empty target if its key ids and audit sequence numbers cannot collide",
+                "{} already holds {}; copy into an empty database, or allow a non-empty target whose key ids and \
+                 audit sequence numbers differ from the source's",
                 target.location(),
-                before.keys,
-                before.audit_events,
-                before.usage_counters
+                describe(&before)
             ),
         });
     }
     let expected = source.row_counts().await?;
+    if !before.is_empty() {
+        check_no_collision(source, target).await?;
+    }
 
     let mut copied = RowCounts::default();
     let result = copy_rows(source, target, &mut copied).await;
@@ -58,8 +59,12 @@ pub async fn copy_store(source: &dyn Store, target: &dyn Store, allow_non_empty:
     };
     if copied != expected || after != sum {
         return Err(Error::CopyCheck(format!(
-            "the source held {expected:?} when the copy started and {copied:?} were copied, so the target should \
-             hold {sum:?}, but it holds {after:?}; stop every writer of the source and copy into a new, empty target"
+            "the source held {} when the copy started and {} were copied, so the target should hold {}, but it \
+             holds {}; stop every writer of the source and copy into a new, empty target",
+            describe(&expected),
+            describe(&copied),
+            describe(&sum),
+            describe(&after)
         )));
     }
     check_keys(source, target).await?;
@@ -104,13 +109,47 @@ fn partial_copy(target: &dyn Store, copied: &RowCounts, error: Error) -> Error {
         return error;
     }
     Error::CopyCheck(format!(
-        "{error}; {} keys, {} usage counters and {} audit events were already written to {}, so drop its keyturn \
-         tables or use a new, empty database before copying again",
-        copied.keys,
-        copied.usage_counters,
-        copied.audit_events,
+        "{error}; {} was already written to {}, which now holds a partial copy, so copy again into a new, empty \
+         database",
+        describe(copied),
         target.location()
     ))
+}
+
+/// Describes row counts for a message, such as "3 keys, 2 usage counters and 7 audit events".
+fn describe(counts: &RowCounts) -> String {
+    format!("{} keys, {} usage counters and {} audit events", counts.keys, counts.usage_counters, counts.audit_events)
+}
+
+/// Rejects, before anything is written, a copy into a non-empty target where a source key id or
+/// audit sequence number exists already.
+async fn check_no_collision(source: &dyn Store, target: &dyn Store) -> Result<(), Error> {
+    let collision = |what: String| {
+        Error::CopyCheck(format!(
+            "{what} exists in both {} and {}; nothing was copied, so copy into a new, empty database",
+            source.location(),
+            target.location()
+        ))
+    };
+    let first = source.list_audit(&AuditFilter { limit: Some(1), ..AuditFilter::default() }).await?;
+    if let Some(first) = first.first() {
+        let overlap = AuditFilter { after_seq: Some(first.seq - 1), limit: Some(1), ..AuditFilter::default() };
+        if let Some(taken) = target.list_audit(&overlap).await?.first() {
+            return Err(collision(format!("audit sequence number {}", taken.seq)));
+        }
+    }
+    let mut after = None;
+    loop {
+        let filter = KeyFilter { after, limit: Some(BATCH), ..KeyFilter::default() };
+        let records = source.list_keys(&filter).await?;
+        let Some(last) = records.last() else { return Ok(()) };
+        after = Some(last.key_id.clone());
+        for record in &records {
+            if target.get_key(&record.key_id).await?.is_some() {
+                return Err(collision(format!("key id {}", record.key_id)));
+            }
+        }
+    }
 }
 
 /// Checks that every source key reads back from the target unchanged, with the same usage.
