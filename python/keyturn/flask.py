@@ -146,9 +146,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "KEYTURN_DATABASE_URL",
         None,
         _OPTIONAL_PATH,
-        "Database URL such as sqlite:///srv/app/keyturn.db, or a SQLite file path. None reads "
-        "the KEYTURN_DATABASE_URL environment variable, else uses keyturn.db in the working "
-        "directory. The database must exist: create it with `keyturn init`.",
+        "Database URL such as sqlite:///srv/app/keyturn.db or postgres://app@db/keyturn, or a "
+        "SQLite file path. None reads the KEYTURN_DATABASE_URL environment variable, else uses "
+        "keyturn.db in the working directory. The database must exist: create it with "
+        "`keyturn init`.",
     ),
     ConfigKey(
         "KEYTURN_PEPPER",

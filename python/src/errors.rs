@@ -106,7 +106,9 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         | Error::AlreadyRotated { .. }
         | Error::SuccessorUsed { .. }
         | Error::AlreadyRevoked { .. } => Kind::Conflict,
-        Error::Pepper(_) | Error::PepperFile { .. } => Kind::Configuration,
+        Error::Pepper(_) | Error::PepperFile { .. } | Error::AuditKey(_) | Error::AuditKeyFile { .. } => {
+            Kind::Configuration
+        }
         Error::StoreUnavailable(_) => Kind::StoreUnavailable,
         Error::Store(StoreError::InvalidUrl { .. } | StoreError::Open { .. }) => Kind::Configuration,
         Error::Store(StoreError::NotFound(_)) => Kind::NotFound,

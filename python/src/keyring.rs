@@ -28,7 +28,16 @@ pub(crate) struct Keyring {
     options: OpenOptions,
     clock: Arc<dyn Clock>,
     state: Mutex<Option<ProcessState>>,
+    /// The process id, instant and message of the last attempt to open an unreachable store.
+    failed_open: Mutex<Option<(u32, std::time::Instant, String)>>,
 }
+
+/// How long after a failed attempt to reach the store the next one waits, so a web worker answers
+/// 503 at once while the store is down instead of waiting out a connect timeout per request.
+const OPEN_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest one attempt to open the store may take in a web worker.
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Native state of one process.
 struct ProcessState {
@@ -105,7 +114,12 @@ impl Keyring {
             None => Arc::new(SystemClock),
         };
         let options = OpenOptions { database, pepper, create_if_missing, config };
-        Ok(Keyring { options, clock, state: Mutex::new(None) })
+        if options.database.is_postgres() {
+            // Invalid connection settings are a configuration error now, not a 503 per request.
+            settings::postgres_options_from_env().map_err(|e| configuration(e.to_string()))?;
+        }
+        settings::audit_key_from_env(&options.database).map_err(|e| configuration(e.to_string()))?;
+        Ok(Keyring { options, clock, state: Mutex::new(None), failed_open: Mutex::new(None) })
     }
 
     #[getter]
@@ -368,9 +382,34 @@ impl Keyring {
             .build()
             .map_err(OpenError::Runtime)?;
         let runtime = Arc::new(runtime);
-        let keyring = runtime
-            .block_on(keyturn::open(self.options.clone(), Arc::clone(&self.clock)))
-            .map_err(OpenError::Keyring)?;
+        let mut failed_open = self.failed_open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((failed_pid, at, message)) = failed_open.as_ref() {
+            if *failed_pid == pid && at.elapsed() < OPEN_RETRY_AFTER {
+                return Err(OpenError::Keyring(keyturn::Error::StoreUnavailable(message.clone())));
+            }
+        }
+        let opened = runtime.block_on(async {
+            tokio::time::timeout(OPEN_TIMEOUT, keyturn::open(self.options.clone(), Arc::clone(&self.clock)))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(keyturn::Error::StoreUnavailable(format!(
+                        "opening {} took longer than {} s",
+                        self.options.database,
+                        OPEN_TIMEOUT.as_secs()
+                    )))
+                })
+        });
+        let keyring = match opened {
+            Ok(keyring) => keyring,
+            Err(error) => {
+                if let keyturn::Error::StoreUnavailable(message) = &error {
+                    *failed_open = Some((pid, std::time::Instant::now(), message.clone()));
+                }
+                return Err(OpenError::Keyring(error));
+            }
+        };
+        *failed_open = None;
+        drop(failed_open);
         {
             let _entered = runtime.enter();
             keyring.start_background();
@@ -425,6 +464,9 @@ pub(crate) fn init(
                 settings::check_pepper_not_lost(store.as_ref(), path).await?;
             }
             let status = pepper_path.as_deref().map(settings::create_pepper_file).transpose()?;
+            if let Some(path) = settings::audit_key_file_to_create(&database)? {
+                settings::create_audit_key_file(&path)?;
+            }
             Ok::<_, keyturn::Error>((store.location(), status))
         })
     });

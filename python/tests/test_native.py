@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,37 @@ def test_init_keeps_keys_when_pepper_lost(tmp_path: Path) -> None:
     assert not Path(pepper_path).exists()
     (tmp_path / "pepper.bak").rename(pepper_path)
     assert keyturn.Keyring(database_url=database).verify(issued.token).allowed
+
+
+PEPPER = "1:" + "A" * 43 + "="
+
+
+def test_invalid_postgres_settings_fail_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYTURN_POSTGRES_MAX_CONNECTIONS", "0")
+    with pytest.raises(keyturn.ConfigurationError, match="KEYTURN_POSTGRES_MAX_CONNECTIONS"):
+        keyturn.Keyring(database_url="postgres://app@127.0.0.1:1/keyturn", pepper=PEPPER)
+
+
+def test_silent_store_answers_unavailable_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A listener that accepts connections and never answers, as a hung database server does.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        monkeypatch.setenv("KEYTURN_POSTGRES_CONNECT_TIMEOUT", "30s")
+        url = f"postgres://app@127.0.0.1:{port}/keyturn"
+        keyring = keyturn.Keyring(database_url=url, pepper=PEPPER)
+
+        started = time.monotonic()
+        with pytest.raises(keyturn.StoreUnavailableError):
+            keyring.verify("kt_live_x")
+        first = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(keyturn.StoreUnavailableError):
+            keyring.verify("kt_live_x")
+        second = time.monotonic() - started
+
+    # The open gives up after 2 s instead of the 30 s connect timeout, and the next request
+    # within a second answers at once instead of trying again.
+    assert 1.5 < first < 10, first
+    assert second < 1, second

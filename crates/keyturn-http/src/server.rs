@@ -229,9 +229,19 @@ pub(crate) async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// `/readyz`: 200 when the store responds to a query.
+/// `/readyz`: 200 when the store answers a query within the lookup timeout, so a load balancer
+/// learns of an outage as fast as a verification does.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
-    state.keyring.store().change_seq().await.map_err(keyturn::Error::from)?;
+    let timeout = state.keyring.config().lookup_timeout;
+    tokio::time::timeout(timeout, state.keyring.store().change_seq())
+        .await
+        .unwrap_or_else(|_| {
+            Err(keyturn::store::StoreError::Unavailable(format!(
+                "the store did not answer within {} ms",
+                timeout.as_millis()
+            )))
+        })
+        .map_err(keyturn::Error::from)?;
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
 }
 
