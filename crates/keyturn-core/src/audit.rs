@@ -34,6 +34,10 @@ pub enum AuditEventType {
     /// An admin key read keys or audit events through the admin API. Admin changes have rows
     /// of their own, with the admin key as the actor.
     AuthzAdmin,
+    /// Verifications from one client address failed more often than the guard allows, so its
+    /// failures are answered with 429 until a cooldown ends. Written once per such episode, with
+    /// no key id, after OWASP's `authn_login_fail_max`.
+    AuthnTokenFailMax,
 }
 
 /// Who caused an event.
@@ -86,6 +90,7 @@ impl AuditEventType {
             AuditEventType::AuthnTokenSupersededUsed => "authn_token_superseded_used",
             AuditEventType::AuthnPepperRotated => "authn_pepper_rotated",
             AuditEventType::AuthzAdmin => "authz_admin",
+            AuditEventType::AuthnTokenFailMax => "authn_token_fail_max",
         }
     }
 
@@ -102,6 +107,7 @@ impl AuditEventType {
             AuditEventType::AuthnTokenSupersededUsed,
             AuditEventType::AuthnPepperRotated,
             AuditEventType::AuthzAdmin,
+            AuditEventType::AuthnTokenFailMax,
         ]
         .into_iter()
         .find(|event| event.as_str() == value)
@@ -199,6 +205,7 @@ mod tests {
             "authn_token_exposed",
             "authn_token_rehashed",
             "authn_token_self_rotated",
+            "authn_token_fail_max",
         ] {
             assert_eq!(AuditEventType::parse(name).unwrap().as_str(), name);
         }

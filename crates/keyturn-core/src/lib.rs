@@ -1,5 +1,6 @@
 //! The pure domain core of keyturn: the token format, the pepper ring, policies, key records and
-//! their state at an instant, verification outcomes, problem responses and audit event types.
+//! their state at an instant, verification outcomes, problem responses, audit event types and
+//! the choice of a request's client address behind trusted proxies.
 //!
 //! Nothing in this crate performs I/O, spawns threads or awaits: every time-dependent decision
 //! takes its instant from an injected [`Clock`], and randomness comes from a caller-supplied
@@ -10,6 +11,7 @@
 
 pub mod audit;
 pub mod chain;
+pub mod client_addr;
 pub mod credentials;
 mod error;
 pub mod key;
@@ -25,6 +27,7 @@ pub mod token;
 
 pub use crate::audit::{Actor, AuditEvent, AuditEventType, NewAuditEvent};
 pub use crate::chain::{AuditKey, ChainBreak, ChainSummary, ChainVerifier, Checkpoint};
+pub use crate::client_addr::TrustedProxies;
 pub use crate::credentials::{extract_credential, Credential, CredentialConfig, RequestError};
 pub use crate::error::{quote_value, Error};
 pub use crate::key::{KeyRecord, KeyState};

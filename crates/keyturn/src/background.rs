@@ -1,6 +1,6 @@
 //! Work kept off the verify path: the change follower that keeps the cache coherent, and the
-//! writer that flushes usage counters, rehashes keys under the current pepper and records tokens
-//! exposed in URLs. Both run as tasks on the caller's tokio runtime and hold only a weak
+//! writer that flushes usage counters, rehashes keys under the current pepper, records tokens
+//! exposed in URLs and writes the guard's audit events. Both run as tasks on the caller's tokio runtime and hold only a weak
 //! reference, so dropping the keyring stops them.
 //!
 //! A crash loses at most one flush interval of usage counters; lifecycle events never pass
@@ -19,12 +19,13 @@ use crate::{Error, Keyring};
 
 const MAX_QUEUED_REHASHES: usize = 10_000;
 const MAX_QUEUED_EXPOSURES: usize = 1_000;
+const MAX_QUEUED_GUARD_EVENTS: usize = 1_000;
 const MAX_TRACKED_FIRST_USES: usize = 100_000;
 const MAX_QUEUED_OBSERVATIONS: usize = 10_000;
 const MAX_TRACKED_OBSERVATIONS: usize = 100_000;
 const CHANGES_PER_READ: u32 = 1_000;
 
-/// Usage, rehash and exposure work queued by verifications.
+/// Usage, rehash, exposure and guard work queued by verifications.
 #[derive(Default)]
 pub(crate) struct Pending {
     inner: Mutex<PendingInner>,
@@ -44,6 +45,10 @@ struct PendingInner {
     observed: HashSet<(KeyId, AuditEventType)>,
     /// Whether this process has recorded the current pepper of a ring with several.
     pepper_recorded: bool,
+    /// Audit events of the brute-force guard, each complete and written as it is.
+    guard_events: Vec<NewAuditEvent>,
+    /// Guard events dropped since the last flush because the queue was full.
+    dropped_guard_events: u64,
 }
 
 /// A key queued for rehashing under the current pepper, with the pepper it is hashed under now.
@@ -160,6 +165,35 @@ impl Pending {
         }
     }
 
+    /// Queues an audit event of the brute-force guard; returns `false`, and counts the event as
+    /// dropped, when the queue is full because the store has not kept up.
+    pub(crate) fn queue_guard_event(&self, event: NewAuditEvent) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.guard_events.len() >= MAX_QUEUED_GUARD_EVENTS {
+            inner.dropped_guard_events += 1;
+            return false;
+        }
+        inner.guard_events.push(event);
+        true
+    }
+
+    /// Takes the queued guard events and the count of those dropped since the last call.
+    fn take_guard_events(&self) -> (Vec<NewAuditEvent>, u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dropped = std::mem::take(&mut inner.dropped_guard_events);
+        (std::mem::take(&mut inner.guard_events), dropped)
+    }
+
+    /// Puts guard events back at the front after a failed write, keeping the queue's bound.
+    fn restore_guard_events(&self, mut events: Vec<NewAuditEvent>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        events.append(&mut inner.guard_events);
+        let excess = events.len().saturating_sub(MAX_QUEUED_GUARD_EVENTS);
+        events.truncate(MAX_QUEUED_GUARD_EVENTS);
+        inner.dropped_guard_events += excess as u64;
+        inner.guard_events = events;
+    }
+
     fn take(&self) -> Queued {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Queued {
@@ -241,7 +275,7 @@ impl Keyring {
         }
     }
 
-    /// Writes queued usage counters, rehashes and exposure reports now.
+    /// Writes queued usage counters, rehashes, exposure reports and guard audit events now.
     pub async fn flush(&self) -> Result<(), Error> {
         let _flushing = self.flush_lock.lock().await;
         let Queued { usage, rehash, exposures, observations } = self.pending.take();
@@ -274,6 +308,9 @@ impl Keyring {
                 tracing::warn!(target: "keyturn::store", error = %error, "recording the current pepper failed; retried at next flush");
             }
         }
+        if let Err(error) = self.write_guard_events().await {
+            tracing::warn!(target: "keyturn::store", error = %error, "writing guard audit events failed; retrying");
+        }
         result
     }
 
@@ -286,6 +323,23 @@ impl Keyring {
             .with_details(json!({ "pepper_id": current.as_str() }))
             .with_reason(Some(format!("older peppers still accepted: {}", older.join(", "))));
         self.store.append_audit_once(&event, true).await?;
+        Ok(())
+    }
+
+    /// Appends the queued guard events in order. On a store error the unwritten ones go back to
+    /// the queue for the next flush.
+    async fn write_guard_events(&self) -> Result<(), Error> {
+        let (events, dropped) = self.pending.take_guard_events();
+        if dropped > 0 {
+            tracing::warn!(target: "keyturn::store", dropped, "guard audit events dropped because the queue was full");
+        }
+        let mut remaining = events.into_iter();
+        while let Some(event) = remaining.next() {
+            if let Err(error) = self.store.append_audit(&event).await {
+                self.pending.restore_guard_events(std::iter::once(event).chain(remaining).collect());
+                return Err(error.into());
+            }
+        }
         Ok(())
     }
 

@@ -3,7 +3,9 @@
 
 use std::time::Duration as StdDuration;
 
-use keyturn_core::{CredentialConfig, Policy, ResponseConfig, TokenFormat};
+use keyturn_core::{CredentialConfig, Policy, ResponseConfig, TokenFormat, TrustedProxies};
+
+use crate::GuardConfig;
 
 /// The bounds on how quickly changes made elsewhere reach this process's cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +39,15 @@ pub struct Config {
     /// before it fails as unavailable (503). Default 500 ms, so an unreachable store ties up no
     /// web worker for the store's own connect and acquire timeouts.
     pub lookup_timeout: StdDuration,
-    /// How often usage counters, rehashes and exposure reports are written. Default 1 s.
+    /// How often usage counters, rehashes, exposure reports and guard audit events are written.
+    /// Default 1 s.
     pub flush_interval: StdDuration,
+    /// The brute-force guard's limits, or `None` to count no failures. Default on, with
+    /// [`GuardConfig::default`].
+    pub guard: Option<GuardConfig>,
+    /// The proxies whose `X-Forwarded-For` names the client, read by
+    /// [`crate::Keyring::client_addr`]. Default none.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Consistency {
@@ -64,6 +73,8 @@ impl Default for Config {
             max_concurrent_lookups: 16,
             lookup_timeout: StdDuration::from_millis(500),
             flush_interval: StdDuration::from_secs(1),
+            guard: Some(GuardConfig::default()),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::background::Pending;
 use crate::cache::Cache;
+use crate::guard::Guard;
 use crate::{Config, Error};
 
 const MAX_TEXT_LEN: usize = 128;
@@ -31,6 +32,8 @@ pub struct Keyring {
     pub(crate) config: Config,
     pub(crate) cache: Cache,
     pub(crate) pending: Pending,
+    /// Failure counts per client address; `None` when the guard is off.
+    pub(crate) guard: Option<Guard>,
     pub(crate) lookups: tokio::sync::Semaphore,
     /// Wakes the background writer before its interval ends, on the first use of a key.
     pub(crate) flush_now: Arc<tokio::sync::Notify>,
@@ -131,6 +134,7 @@ impl Keyring {
             cache.disable();
         }
         let lookups = tokio::sync::Semaphore::new(config.max_concurrent_lookups.max(1));
+        let guard = config.guard.map(Guard::new);
         Arc::new(Keyring {
             store,
             peppers,
@@ -138,6 +142,7 @@ impl Keyring {
             config,
             cache,
             pending: Pending::default(),
+            guard,
             lookups,
             flush_now: Arc::new(tokio::sync::Notify::new()),
             flush_lock: tokio::sync::Mutex::new(()),

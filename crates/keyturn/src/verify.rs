@@ -1,13 +1,21 @@
 //! Verification: from a token, or from a request's headers and query, to a [`Decision`] and the
 //! exact response a front end sends. On a cache hit this computes one HMAC and writes nothing to
-//! the store; usage, rehashes and exposure reports are queued for the background writer.
+//! the store; usage, rehashes, exposure reports and the guard's audit events are queued for the
+//! background writer. A failed verification also passes through the brute-force guard, which
+//! may turn its rejection into 429; an allowed one never touches the guard.
 
 use std::sync::Arc;
 
-use keyturn_core::{extract_credential, Decision, HttpResponse, KeyId, KeyRecord, Scopes};
+use keyturn_core::{
+    extract_credential, Actor, AuditEventType, Decision, Duration, HttpResponse, KeyId, KeyRecord, NewAuditEvent,
+    Outcome, Scopes,
+};
+use serde_json::json;
 
 use crate::cache::{CacheStats, Cached};
-use crate::{Error, Keyring};
+use crate::guard::{Block, Verdict};
+use crate::keyring::millis;
+use crate::{Error, GuardStats, Keyring};
 
 /// The parts of an HTTP request that authentication reads.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,7 +26,8 @@ pub struct AuthRequest<'a> {
     pub api_key: &'a [&'a str],
     /// The decoded query parameters, checked for a misplaced token.
     pub query: &'a [(&'a str, &'a str)],
-    /// The client address used for usage records.
+    /// The client address, for usage records and the brute-force guard, as
+    /// [`Keyring::client_addr`] returns it. Failures of a request without one are not counted.
     pub client_addr: Option<&'a str>,
 }
 
@@ -27,7 +36,8 @@ pub struct AuthRequest<'a> {
 pub enum Authentication {
     /// Serve the request, adding `headers` (the lifecycle headers) to the response.
     Allowed { decision: Decision, headers: Vec<(&'static str, String)> },
-    /// Send `response` as it is. `decision` is present when a token was verified.
+    /// Send `response` as it is. `decision` is present when the response is the rejection of a
+    /// verified token; a throttled request (429) carries none, since its response names no key.
     Rejected { response: HttpResponse, decision: Option<Decision> },
 }
 
@@ -95,7 +105,10 @@ impl Keyring {
         match self.verify(credential.as_str(), required, request.client_addr).await {
             Ok(decision) => match responses.rejection(&decision) {
                 None => Authentication::Allowed { headers: decision.lifecycle_headers(), decision },
-                Some(response) => Authentication::Rejected { response, decision: Some(decision) },
+                Some(response) => match self.guard_failure(decision.outcome, request.client_addr) {
+                    Some(throttled) => reject(throttled),
+                    None => Authentication::Rejected { response, decision: Some(decision) },
+                },
             },
             Err(error) => {
                 tracing::warn!(target: "keyturn::verify", error = %error, "store unavailable during verification");
@@ -116,11 +129,73 @@ impl Keyring {
         Some(self.config.responses.invalid_request(&error.to_string()))
     }
 
+    /// Returns the client address of a request from `peer` that carries the `X-Forwarded-For`
+    /// values `forwarded_for`: `peer` itself unless it is one of the configured trusted proxies,
+    /// else the right-most forwarded address that is not (see [`keyturn_core::TrustedProxies`]).
+    pub fn client_addr(&self, peer: &str, forwarded_for: &[&str]) -> String {
+        self.config.trusted_proxies.client_addr(peer, forwarded_for)
+    }
+
+    /// Returns the brute-force guard's counters and the number of client addresses blocked now,
+    /// or `None` when the guard is off. Counting the blocked addresses reads every tracked one.
+    pub fn guard_stats(&self) -> Option<GuardStats> {
+        self.guard.as_ref().map(|guard| guard.stats(self.clock.now()))
+    }
+
     /// Returns the verification cache's hit and miss counts since this keyring was created, and
     /// whether the cache may serve lookups now. Malformed tokens are rejected before the cache and
     /// count as neither.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// Counts a rejected verification from `client_addr` with the guard and returns the 429
+    /// response when the address is blocked. Only outcomes that mean the token failed count:
+    /// `insufficient_scope` is a valid key. Starting a block queues its audit event.
+    fn guard_failure(&self, outcome: Outcome, client_addr: Option<&str>) -> Option<HttpResponse> {
+        let failed = matches!(outcome, Outcome::Invalid | Outcome::Revoked | Outcome::Rotated | Outcome::Expired);
+        let guard = self.guard.as_ref().filter(|_| failed)?;
+        let client_addr = client_addr?;
+
+        let Verdict::Throttled { retry_after_secs, block } = guard.record_failure(client_addr, self.clock.now()) else {
+            return None;
+        };
+        if let Some(block) = block {
+            self.report_block(client_addr, &block);
+        }
+        tracing::debug!(target: "keyturn::guard", client_addr, retry_after_secs, "failed verification throttled");
+        Some(self.config.responses.too_many_requests(retry_after_secs))
+    }
+
+    /// Queues the audit event of a block and logs it. The row names the client address and the
+    /// limits, never a token, and has no key id because the failures may name many keys. When
+    /// the queue is full, neither is written here; the writer logs how many were dropped.
+    fn report_block(&self, client_addr: &str, block: &Block) {
+        let Some(guard) = self.guard.as_ref() else { return };
+        let limits = guard.config();
+        let window = Duration::from_millis(millis(limits.window()));
+        let cooldown = Duration::from_millis(millis(limits.cooldown()));
+
+        let mut event = NewAuditEvent::new(AuditEventType::AuthnTokenFailMax, self.clock.now(), None, Actor::System)
+            .with_details(json!({
+                "counted_as": block.client.to_string(),
+                "failures": block.failures,
+                "max_failures": limits.max_failures(),
+                "window": window.to_string(),
+                "first_failure_at": block.first_failure_at.to_rfc3339(),
+                "cooldown": cooldown.to_string(),
+                "blocked_until": block.blocked_until.to_rfc3339(),
+            }));
+        event.client_addr = Some(client_addr.to_owned());
+        if !self.pending.queue_guard_event(event) {
+            return;
+        }
+        self.flush_now.notify_one();
+        tracing::warn!(
+            target: "keyturn::guard", client_addr, counted_as = %block.client, failures = block.failures,
+            max_failures = limits.max_failures(), window = %window, blocked_until = %block.blocked_until,
+            "client blocked after too many failed verifications"
+        );
     }
 
     /// Finds a key record, from the cache while it is fresh, else from the store. Concurrent store
