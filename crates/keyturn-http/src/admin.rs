@@ -3,13 +3,12 @@
 //! a request without the right key learns nothing else. Then it parses its input and calls the
 //! keyring. Every mutation is audited with the acting key and the client's socket address.
 
-use std::net::SocketAddr;
-
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use http_body_util::LengthLimitError;
 use keyturn::{ListFilter, MAX_PAGE_SIZE};
 use keyturn_core::{AuditEventType, Outcome};
@@ -18,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{authenticate, Authenticated};
+use crate::client::ClientAddr;
 use crate::error::append_headers;
 use crate::json::{self, CreateKeyBody, RevokeBody, RotateBody};
 use crate::{AppState, Error};
@@ -52,17 +52,17 @@ struct AuditQuery {
 }
 
 /// The extractors that the list handlers take from every request.
-type Request = (State<AppState>, ConnectInfo<SocketAddr>, Uri, HeaderMap);
+type Request = (State<AppState>, Extension<ClientAddr>, Uri, HeaderMap);
 
 /// `POST /v1/keys`: creates a key and returns it with its token, shown this once.
 pub(crate) async fn create_key(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
+    let admin = authenticate(&state, &headers, &uri, &client_addr, KEYS_WRITE).await?;
     let body: CreateKeyBody = json::parse_body(&headers, &read_body(&state, body).await?)?;
     let (new, self_rotation) = body.into_new_key()?;
 
@@ -77,8 +77,10 @@ pub(crate) async fn create_key(
 }
 
 /// `GET /v1/keys`: lists keys in creation order, one page at a time.
-pub(crate) async fn list_keys((State(state), ConnectInfo(peer), uri, headers): Request) -> Result<Response, Error> {
-    let admin = authenticate(&state, &headers, &uri, peer, KEYS_READ).await?;
+pub(crate) async fn list_keys(
+    (State(state), Extension(ClientAddr(client_addr)), uri, headers): Request,
+) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, &client_addr, KEYS_READ).await?;
     let query: KeyListQuery = parse_query(&uri)?;
     let filter = ListFilter { owner: query.owner, state: query.state.as_deref().map(parse_state).transpose()? };
     let after = query.cursor.as_deref().map(|cursor| json::key_id("cursor", cursor)).transpose()?;
@@ -115,12 +117,12 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyIdPath {
 /// `GET /v1/keys/{key_id}`: shows one key.
 pub(crate) async fn show_key(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     KeyIdPath(key_id): KeyIdPath,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let admin = authenticate(&state, &headers, &uri, peer, KEYS_READ).await?;
+    let admin = authenticate(&state, &headers, &uri, &client_addr, KEYS_READ).await?;
     let key_id = json::key_id("key_id", &key_id)?;
 
     let view = state.keyring.get(&key_id).await?;
@@ -131,13 +133,13 @@ pub(crate) async fn show_key(
 /// `POST /v1/keys/{key_id}/rotate`: issues a successor and returns it with its token.
 pub(crate) async fn rotate_key(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     KeyIdPath(key_id): KeyIdPath,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
+    let admin = authenticate(&state, &headers, &uri, &client_addr, KEYS_WRITE).await?;
     let key_id = json::key_id("key_id", &key_id)?;
     let body: RotateBody = json::parse_optional_body(&headers, &read_body(&state, body).await?)?;
     let options = body.into_options()?;
@@ -158,13 +160,13 @@ pub(crate) async fn rotate_key(
 /// `POST /v1/keys/{key_id}/revoke`: revokes a key at once.
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     KeyIdPath(key_id): KeyIdPath,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let admin = authenticate(&state, &headers, &uri, peer, KEYS_WRITE).await?;
+    let admin = authenticate(&state, &headers, &uri, &client_addr, KEYS_WRITE).await?;
     let key_id = json::key_id("key_id", &key_id)?;
     let body: RevokeBody = json::parse_optional_body(&headers, &read_body(&state, body).await?)?;
 
@@ -174,8 +176,10 @@ pub(crate) async fn revoke_key(
 }
 
 /// `GET /v1/audit`: lists audit events in sequence order, one page at a time.
-pub(crate) async fn list_audit((State(state), ConnectInfo(peer), uri, headers): Request) -> Result<Response, Error> {
-    let admin = authenticate(&state, &headers, &uri, peer, AUDIT_READ).await?;
+pub(crate) async fn list_audit(
+    (State(state), Extension(ClientAddr(client_addr)), uri, headers): Request,
+) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, &client_addr, AUDIT_READ).await?;
     let query: AuditQuery = parse_query(&uri)?;
     let limit = page_size(query.limit)?;
     let filter = AuditFilter {

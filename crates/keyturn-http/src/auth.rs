@@ -6,7 +6,6 @@
 //! This module also reads the parts of a request that authentication needs (header values as
 //! text, the query string) for the gateway endpoint, which authenticates a forwarded request.
 
-use std::net::SocketAddr;
 use std::time::Instant as StdInstant;
 
 use axum::http::{HeaderMap, Uri};
@@ -21,7 +20,7 @@ pub(crate) struct Authenticated {
     pub decision: Decision,
     /// The lifecycle headers to add to the response, telling the caller its key expires soon.
     pub headers: Vec<(&'static str, String)>,
-    pub client_addr: SocketAddr,
+    pub client_addr: String,
 }
 
 /// The text of the headers and query that authentication reads, borrowed by [`AuthRequest`].
@@ -32,12 +31,12 @@ pub(crate) struct RequestParts {
 }
 
 impl Authenticated {
-    /// Returns the audit caller: the acting key, its scopes and the client's socket address.
+    /// Returns the audit caller: the acting key, its scopes and the client address.
     pub fn caller(&self) -> Caller {
         // `Authentication::Allowed` is only built from a decision whose secret matched, which
         // carries the key record.
         let key = self.decision.key.as_ref().expect("an allowed decision carries its key");
-        Caller::key(key.key_id.clone(), key.scopes.clone(), Some(self.client_addr.to_string()))
+        Caller::key(key.key_id.clone(), key.scopes.clone(), Some(self.client_addr.clone()))
     }
 }
 
@@ -80,7 +79,7 @@ pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
-    client_addr: SocketAddr,
+    client_addr: &str,
     scope: &'static str,
 ) -> Result<Authenticated, Error> {
     let parts = RequestParts::read(state, headers, &[uri.query().unwrap_or("")])?;
@@ -88,12 +87,13 @@ pub(crate) async fn authenticate(
     let required = Scopes::parse([scope]).expect("reserved scopes parse");
 
     let started = StdInstant::now();
-    let address = client_addr.to_string();
-    let authentication = parts.authenticate(state, &address, &required).await;
+    let authentication = parts.authenticate(state, client_addr, &required).await;
     state.metrics.record_verification("admin", outcome_code(&authentication), started.elapsed());
 
     match authentication {
-        Authentication::Allowed { decision, headers } => Ok(Authenticated { decision, headers, client_addr }),
+        Authentication::Allowed { decision, headers } => {
+            Ok(Authenticated { decision, headers, client_addr: client_addr.to_owned() })
+        }
         Authentication::Rejected { response, decision } => {
             let key_id = decision.as_ref().and_then(|decision| decision.key.as_ref()).map(|key| key.key_id.to_string());
             tracing::info!(target: crate::TARGET, key_id, status = response.status, scope, "admin request rejected");

@@ -13,17 +13,18 @@
 //! status in `Keyturn-Status` and the problem body also in `Keyturn-Problem`, which the nginx
 //! configuration turns back into the real response.
 
-use std::net::SocketAddr;
 use std::time::Instant as StdInstant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use keyturn::Authentication;
 use keyturn_core::Scopes;
 
 use crate::auth::{header_text, outcome_code, RequestParts};
+use crate::client::ClientAddr;
 use crate::error::{append_headers, send};
 use crate::{AppState, Error};
 
@@ -48,12 +49,12 @@ const MAX_PROBLEM_BYTES: usize = 4096;
 /// `/v1/auth` (any method, any path below it): authenticates a forwarded request.
 pub(crate) async fn auth(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(peer)): Extension<ClientAddr>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let nginx = headers.get(GATEWAY_HEADER).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"nginx"));
-    let response = match authenticate(&state, peer, &uri, &headers).await {
+    let response = match authenticate(&state, &peer, &uri, &headers).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -64,7 +65,7 @@ pub(crate) async fn auth(
     }
 }
 
-async fn authenticate(state: &AppState, peer: SocketAddr, uri: &Uri, headers: &HeaderMap) -> Result<Response, Error> {
+async fn authenticate(state: &AppState, peer: &str, uri: &Uri, headers: &HeaderMap) -> Result<Response, Error> {
     // The gateway sets this header itself; two copies mean a client-sent one got through, and
     // reading either could let the client choose the scopes its own request is checked against.
     if headers.get_all(SCOPES_HEADER).iter().count() > 1 {
@@ -88,7 +89,7 @@ async fn authenticate(state: &AppState, peer: SocketAddr, uri: &Uri, headers: &H
     let original_uri = header_text(headers, ORIGINAL_URI_HEADER)?.unwrap_or_default();
     let original_query = original_uri.split_once('?').map_or("", |(_, query)| query);
     let parts = RequestParts::read(state, headers, &[uri.query().unwrap_or(""), original_query])?;
-    let client_addr = forwarded_client(headers)?.unwrap_or_else(|| peer.to_string());
+    let client_addr = forwarded_client(headers)?.unwrap_or_else(|| peer.to_owned());
 
     let started = StdInstant::now();
     let authentication = parts.authenticate(state, &client_addr, &required).await;

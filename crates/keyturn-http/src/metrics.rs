@@ -1,9 +1,10 @@
 //! The service's Prometheus metrics and the `/metrics` endpoint that exposes them in the text
 //! exposition format: verifications by outcome, verification latency, store errors, admin
-//! requests by route and status, and the verification cache's hits, misses and freshness. Labels
-//! hold outcomes, routes and statuses, never a key id or a token, so the number of series stays
-//! bounded. The cache figures are read from the keyring's atomic counters at each scrape, so the
-//! verify path does no work for them beyond one atomic increment.
+//! requests by route and status, the verification cache's hits, misses and freshness, and the
+//! brute-force guard's throttled requests, blocks and blocked addresses. Labels hold outcomes,
+//! routes and statuses, never a key id, a client address or a token, so the number of series
+//! stays bounded. The cache and guard figures are read from the keyring at each scrape, so the
+//! verify path does no work for them beyond an atomic increment.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,7 +69,8 @@ impl Metrics {
         registry.register("verify_duration_seconds", "Time to verify one token, in seconds", verify_seconds.clone());
         registry.register("store_errors", "Requests that failed because the store failed", store_errors.clone());
         registry.register("admin_requests", "Admin API requests by method, route and status", admin_requests.clone());
-        registry.register_collector(Box::new(CacheCollector { keyring }));
+        registry.register_collector(Box::new(CacheCollector { keyring: Arc::clone(&keyring) }));
+        registry.register_collector(Box::new(GuardCollector { keyring }));
         Metrics { registry: Mutex::new(registry), verifications, verify_seconds, store_errors, admin_requests }
     }
 
@@ -112,6 +114,38 @@ impl Collector for CacheCollector {
         let help =
             "1 while the cache may serve lookups (the change follower synced within the maximum staleness), else 0";
         fresh.encode(encoder.encode_descriptor("cache_fresh", help, None, fresh.metric_type())?)?;
+        Ok(())
+    }
+}
+
+/// Reads the keyring's brute-force guard counters at each scrape. With the guard off it writes
+/// nothing.
+struct GuardCollector {
+    keyring: Arc<Keyring>,
+}
+
+impl std::fmt::Debug for GuardCollector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("GuardCollector").field("stats", &self.keyring.guard_stats()).finish()
+    }
+}
+
+impl Collector for GuardCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.keyring.guard_stats() else { return Ok(()) };
+        let throttled = ConstCounter::new(stats.throttled);
+        let blocks = ConstCounter::new(stats.blocks);
+        let blocked = ConstGauge::new(i64::try_from(stats.blocked_clients).unwrap_or(i64::MAX));
+        let tracked = ConstGauge::new(i64::try_from(stats.tracked_clients).unwrap_or(i64::MAX));
+
+        let help = "Failed verifications answered with 429 because their client address was blocked";
+        throttled.encode(encoder.encode_descriptor("guard_throttled", help, None, throttled.metric_type())?)?;
+        let help = "Client addresses blocked after too many failed verifications, counted once per block";
+        blocks.encode(encoder.encode_descriptor("guard_blocks", help, None, blocks.metric_type())?)?;
+        let help = "Client addresses blocked now";
+        blocked.encode(encoder.encode_descriptor("guard_blocked_clients", help, None, blocked.metric_type())?)?;
+        let help = "Client addresses with failed verifications held in memory, blocked or not";
+        tracked.encode(encoder.encode_descriptor("guard_tracked_clients", help, None, tracked.metric_type())?)?;
         Ok(())
     }
 }

@@ -86,6 +86,12 @@ impl Operation {
             "the key lacks the scope"
         };
         self.responses.push((403, forbidden, Some(problem())));
+        self.responses.push((
+            429,
+            "the client address failed verification too often; a valid key still passes, other keys \
+             may retry after Retry-After seconds",
+            Some(problem()),
+        ));
         self.responses.push((500, "an internal error; the server log has the cause", Some(problem())));
         self.responses.push((503, "the store cannot be reached; Retry-After: 1", Some(problem())));
         self

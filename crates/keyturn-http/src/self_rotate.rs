@@ -3,28 +3,28 @@
 //! the same 401 and 400 responses as everywhere else. `Keyring::self_rotate` then decides and
 //! writes the rotation; this module only maps its result to the response.
 
-use std::net::SocketAddr;
 use std::time::Instant as StdInstant;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use keyturn::Authentication;
 use keyturn_core::{extract_credential, Decision, Scopes};
 
 use crate::auth::{outcome_code, RequestParts};
+use crate::client::ClientAddr;
 use crate::{json, AppState, Error, TARGET};
 
 /// `POST /v1/self/rotate`: issues a successor of the calling key and returns it with its token,
 /// shown this once, and the calling key under `predecessor`. The request body is ignored.
 pub(crate) async fn self_rotate(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(address)): Extension<ClientAddr>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let parts = RequestParts::read(&state, &headers, &[uri.query().unwrap_or("")])?;
-    let address = peer.to_string();
     let no_scopes = Scopes::default();
 
     let started = StdInstant::now();

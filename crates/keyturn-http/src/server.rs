@@ -8,7 +8,6 @@
 //! can carry a token that a client put in the wrong place.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -33,6 +32,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::client::{ClientAddr, Source};
 use crate::metrics::{self, method_name, Metrics};
 use crate::openapi::{self, Operation};
 use crate::{gateway, routes, AppState, Error, Limits, TARGET};
@@ -79,12 +79,13 @@ pub async fn serve(
     });
 
     let api_router = with_common(routes_of(api_operations), state.clone());
-    let api = run(listeners.api, api_router, stopped.clone(), "api", &state.limits);
+    let trusted = Source::TrustedProxies(Arc::clone(&keyring));
+    let api = run(listeners.api, api_router, trusted, stopped.clone(), "api", &state.limits);
     let gateway = async {
         match listeners.gateway {
             Some(listener) => {
                 let router = with_common(routes_of(gateway_operations), state.clone());
-                run(listener, router, stopped, "gateway", &state.limits).await
+                run(listener, router, Source::Peer, stopped, "gateway", &state.limits).await
             }
             None => Ok(()),
         }
@@ -129,12 +130,14 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves one listener until `stopped` turns true, then stops accepting and waits for open
-/// connections to finish their requests. hyper closes a connection that takes longer than the
+/// connections to finish their requests. Each request gets its client address from `source`
+/// before any middleware runs. hyper closes a connection that takes longer than the
 /// header read timeout to send a request's headers, or idles that long between requests, so a
 /// slow client cannot hold a connection open.
 async fn run(
     listener: TcpListener,
     router: Router,
+    source: Source,
     mut stopped: watch::Receiver<bool>,
     name: &'static str,
     limits: &Limits,
@@ -163,8 +166,11 @@ async fn run(
         // Responses are small and sent at once, so waiting to coalesce them only adds latency.
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let source = source.clone();
         let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+            let client_addr = source.client_addr(peer, request.headers());
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(client_addr);
             router.clone().oneshot(request.map(Body::new))
         });
         let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -275,9 +281,8 @@ async fn reject_token_in_query(State(state): State<AppState>, request: Request, 
     let pairs: Vec<(String, String)> =
         form_urlencoded::parse(query.as_bytes()).map(|(name, value)| (name.into_owned(), value.into_owned())).collect();
     let pairs: Vec<(&str, &str)> = pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
-    let client_addr =
-        request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string());
-    match state.keyring.check_query(&pairs, client_addr.as_deref()) {
+    let client_addr = request.extensions().get::<ClientAddr>().map(|ClientAddr(address)| address.as_str());
+    match state.keyring.check_query(&pairs, client_addr) {
         Some(rejection) => crate::error::send(&rejection),
         None => next.run(request).await,
     }

@@ -5,19 +5,20 @@
 //!
 //! The request body carries a token, so errors about it never quote its members' values.
 
-use std::net::SocketAddr;
 use std::time::Instant as StdInstant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use keyturn_core::{Decision, Scopes, Token};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::admin::read_body;
 use crate::auth::authenticate;
+use crate::client::ClientAddr;
 use crate::error::{append_headers, send};
 use crate::json::{check_json_content_type, rfc3339};
 use crate::{AppState, Error};
@@ -36,17 +37,17 @@ struct VerifyBody {
 /// `POST /v1/verify`: verifies a token against the required scopes.
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let caller = authenticate(&state, &headers, &uri, peer, VERIFY).await?;
+    let caller = authenticate(&state, &headers, &uri, &client_addr, VERIFY).await?;
     check_json_content_type(&headers)?;
     let (token, required) = parse(&read_body(&state, body).await?)?;
 
     let started = StdInstant::now();
-    let result = state.keyring.verify(token.expose(), &required, Some(&peer.to_string())).await;
+    let result = state.keyring.verify(token.expose(), &required, Some(&client_addr)).await;
     drop(token);
     let decision = match result {
         Ok(decision) => decision,

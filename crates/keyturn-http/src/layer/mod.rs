@@ -32,9 +32,14 @@
 //!
 //! # Caveats
 //!
-//! - The client address for usage records and audit rows comes from axum's
-//!   `ConnectInfo<SocketAddr>`, so serve the app with `into_make_service_with_connect_info`.
-//!   Without it the address is not recorded. `X-Forwarded-For` is not read.
+//! - The client address for usage records, audit rows and the brute-force guard comes from
+//!   axum's `ConnectInfo<SocketAddr>`, so serve the app with
+//!   `into_make_service_with_connect_info`. Without it the address is not recorded and failed
+//!   verifications are not counted. `X-Forwarded-For` is read only when the peer is one of the
+//!   keyring's trusted proxies (`Config::trusted_proxies`).
+//! - The keyring's brute-force guard applies: once a client address fails verification more
+//!   often than `Config::guard` allows, its failed requests get 429 with `Retry-After`, while
+//!   requests with a valid key still pass.
 //! - A header value that is not visible ASCII is read with invalid bytes replaced, so the token
 //!   in it fails to parse and the request gets the `invalid` response.
 //! - Mark `Authorization` and the API key header sensitive (tower-http's

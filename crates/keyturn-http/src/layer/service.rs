@@ -56,8 +56,7 @@ where
             let query: Vec<(String, String)> = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
                 .map(|(name, value)| (name.into_owned(), value.into_owned()))
                 .collect();
-            let client_addr =
-                request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string());
+            let client_addr = client_addr(&keyring, &request);
 
             let query: Vec<(&str, &str)> = query.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
             let required = match mode {
@@ -91,6 +90,19 @@ where
             Ok(response)
         })
     }
+}
+
+/// Returns the client address of a request from the socket peer in its `ConnectInfo`, or from
+/// `X-Forwarded-For` when that peer is one of the keyring's trusted proxies.
+fn client_addr(keyring: &Keyring, request: &Request) -> Option<String> {
+    let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    let peer = peer.to_string();
+    if keyring.config().trusted_proxies.is_empty() {
+        return Some(peer);
+    }
+    let forwarded = header_values(request.headers(), "x-forwarded-for");
+    let forwarded: Vec<&str> = forwarded.iter().map(String::as_str).collect();
+    Some(keyring.client_addr(&peer, &forwarded))
 }
 
 /// Returns every value of header `name` as text, replacing bytes that are not UTF-8.
