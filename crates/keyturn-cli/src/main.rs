@@ -281,6 +281,49 @@ pub struct ServeArgs {
     /// requests, before it is closed, such as 10s
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub header_read_timeout: String,
+    /// Proxy whose X-Forwarded-For header names the client on the API listener, as an IP address
+    /// or a CIDR network such as 10.0.0.0/8; repeat for several, or separate them with commas in
+    /// the variable [default: none, so the client is the socket peer]
+    #[arg(long = "trusted-proxy", env = "KEYTURN_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
+    /// Answer the failed verifications of a client address with 429 once it fails more often
+    /// than --guard-max-failures within --guard-window
+    #[arg(long, env = "KEYTURN_GUARD", value_enum, default_value = "on", value_name = "on|off")]
+    pub guard: Switch,
+    /// Failed verifications allowed per client address within the guard window, 1 to 100000
+    #[arg(
+        long,
+        env = "KEYTURN_GUARD_MAX_FAILURES",
+        default_value_t = 20,
+        value_name = "COUNT",
+        allow_hyphen_values = true
+    )]
+    pub guard_max_failures: u32,
+    /// How long failures are counted from a client address's first failure, 1s to 24h
+    #[arg(
+        long,
+        env = "KEYTURN_GUARD_WINDOW",
+        default_value = "60s",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
+    pub guard_window: String,
+    /// How long a blocked client address gets 429 for its failed verifications, 1s to 24h
+    #[arg(
+        long,
+        env = "KEYTURN_GUARD_COOLDOWN",
+        default_value = "60s",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
+    pub guard_cooldown: String,
+}
+
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// The format of log lines.

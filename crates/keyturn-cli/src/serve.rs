@@ -4,13 +4,15 @@
 
 use std::net::SocketAddr;
 
+use keyturn::{Config, GuardConfig};
+use keyturn_core::TrustedProxies;
 use keyturn_http::{Limits, Listeners};
 use tokio::net::TcpListener;
 
 use crate::error::CliError;
 use crate::output::emit;
-use crate::setup::open_keyring;
-use crate::{GlobalArgs, ServeArgs};
+use crate::setup::open_keyring_with;
+use crate::{GlobalArgs, ServeArgs, Switch};
 
 /// Runs `serve` until a shutdown signal, then waits for in-flight requests and flushes usage.
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> {
@@ -20,7 +22,9 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> 
         request_timeout: parse_timeout("--request-timeout", &args.request_timeout)?,
         header_read_timeout: parse_timeout("--header-read-timeout", &args.header_read_timeout)?,
     };
-    let keyring = open_keyring(global).await?;
+    let config = service_config(args)?;
+    let keyring = open_keyring_with(global, config).await?;
+    log_client_settings(keyring.config());
 
     let api = bind(args.listen, "--listen").await?;
     let gateway = match args.gateway_listen {
@@ -56,10 +60,58 @@ fn local_address(listener: &TcpListener) -> SocketAddr {
     listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
-fn parse_timeout(option: &str, value: &str) -> Result<std::time::Duration, CliError> {
+/// Builds the guard and trusted proxy settings from the options, rejecting each invalid value
+/// with the option that set it.
+fn service_config(args: &ServeArgs) -> Result<Config, CliError> {
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|error| CliError::new(format!("--trusted-proxy: {error}")))?;
+    let window = parse_duration("--guard-window", &args.guard_window)?;
+    let cooldown = parse_duration("--guard-cooldown", &args.guard_cooldown)?;
+    let option = |error: keyturn::Error| {
+        let name = match &error {
+            keyturn::Error::InvalidInput { field: "guard window", .. } => "--guard-window",
+            keyturn::Error::InvalidInput { field: "guard cooldown", .. } => "--guard-cooldown",
+            _ => "--guard-max-failures",
+        };
+        CliError::new(format!("{name}: {error}"))
+    };
+    let guard = GuardConfig::new(args.guard_max_failures, window, cooldown).map_err(option)?;
+    let guard = (args.guard == Switch::On).then_some(guard);
+    Ok(Config { guard, trusted_proxies, ..Config::default() })
+}
+
+/// Logs the guard's limits and the trusted proxies at startup, and warns when a trusted network
+/// covers every address, since then any client can choose its own address.
+fn log_client_settings(config: &Config) {
+    match &config.guard {
+        Some(guard) => tracing::info!(
+            target: "keyturn::guard", max_failures = guard.max_failures(), window_secs = guard.window().as_secs(),
+            cooldown_secs = guard.cooldown().as_secs(), "brute-force guard on"
+        ),
+        None => tracing::warn!(target: "keyturn::guard", "brute-force guard off; failed verifications are not limited"),
+    }
+    let networks = config.trusted_proxies.to_strings();
+    if networks.is_empty() {
+        return;
+    }
+    tracing::info!(target: "keyturn::http", trusted_proxies = %networks.join(","), "reading X-Forwarded-For from trusted proxies");
+    if networks.iter().any(|network| network.ends_with("/0")) {
+        eprintln!(
+            "warning: --trusted-proxy includes a /0 network, so every client can set its own address in \
+             X-Forwarded-For; list only the addresses of your proxies"
+        );
+    }
+}
+
+fn parse_duration(option: &str, value: &str) -> Result<std::time::Duration, CliError> {
     let duration = keyturn_core::Duration::parse(value).map_err(|error| CliError::new(format!("{option}: {error}")))?;
+    Ok(std::time::Duration::from_millis(duration.as_millis().unsigned_abs()))
+}
+
+fn parse_timeout(option: &str, value: &str) -> Result<std::time::Duration, CliError> {
+    let duration = parse_duration(option, value)?;
     if duration.is_zero() {
         return Err(CliError::new(format!("{option}: a timeout must be greater than zero, such as 10s")));
     }
-    Ok(std::time::Duration::from_millis(duration.as_millis().unsigned_abs()))
+    Ok(duration)
 }

@@ -23,6 +23,12 @@ const BOOTSTRAP_SCOPE: &str = "keyturn:admin";
 /// Opens the existing database with the configured pepper and token prefix. Background tasks
 /// are not started, because each command is short and verification reads through to the store.
 pub async fn open_keyring(global: &GlobalArgs) -> Result<Arc<Keyring>, CliError> {
+    open_keyring_with(global, Config::default()).await
+}
+
+/// Opens the existing database like [`open_keyring`], with `config` apart from the token format,
+/// which comes from the global options.
+pub async fn open_keyring_with(global: &GlobalArgs, config: Config) -> Result<Arc<Keyring>, CliError> {
     let database = settings::resolve_database_url(global.database.as_deref())?;
     let format = token_format(global)?;
     let pepper = PepperSource::from_env(&database)?;
@@ -30,7 +36,7 @@ pub async fn open_keyring(global: &GlobalArgs) -> Result<Arc<Keyring>, CliError>
         database: database.clone(),
         pepper,
         create_if_missing: false,
-        config: Config { format, ..Config::default() },
+        config: Config { format, ..config },
     };
 
     match keyturn::open(options, Arc::new(SystemClock)).await {

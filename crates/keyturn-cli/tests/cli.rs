@@ -1054,3 +1054,38 @@ fn malformed_pgpass_line_is_not_logged() {
     assert!(!run.stderr.contains("Pgpass-Secret-4417"), "{}", run.stderr);
     assert!(!run.stdout.contains("Pgpass-Secret-4417"), "{}", run.stdout);
 }
+
+#[test]
+fn serve_rejects_invalid_guard_and_proxy_values() {
+    // No database exists, so a value that passed its check would fail on opening the store
+    // instead, with another message; the process never starts serving.
+    let deployment = Deployment::uninitialised();
+    let cases: [(&[&str], &[&str]); 7] = [
+        (&["--trusted-proxy", "10.0.0.300"], &["--trusted-proxy", "\"10.0.0.300\""]),
+        (&["--trusted-proxy", "::1", "--trusted-proxy", "10.0.0.1/8"], &["--trusted-proxy", "10.0.0.0/8"]),
+        (&["--guard-max-failures", "0"], &["--guard-max-failures", "1 to 100000"]),
+        (&["--guard-max-failures", "-5"], &["--guard-max-failures", "-5"]),
+        (&["--guard-window", "0s"], &["--guard-window", "1s to 24h"]),
+        (&["--guard-cooldown", "2d"], &["--guard-cooldown", "1s to 24h"]),
+        (&["--guard", "maybe"], &["--guard", "maybe"]),
+    ];
+    for (options, expected) in cases {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(options);
+        let run = deployment.run(&args);
+        assert_eq!(run.code, 2, "{options:?}: {run:?}");
+        for text in expected {
+            assert!(run.stderr.contains(text), "{options:?}: expected {text:?} in {:?}", run.stderr);
+        }
+    }
+}
+
+#[test]
+fn serve_reads_trusted_proxies_variable() {
+    let deployment = Deployment::uninitialised();
+    let mut command = deployment.command(&["serve", "--listen", "127.0.0.1:0"]);
+    command.env("KEYTURN_TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal");
+    let run = deployment.run_command(command, None);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("\"proxy.internal\""), "{:?}", run.stderr);
+}
