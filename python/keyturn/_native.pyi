@@ -76,7 +76,8 @@ class AuthResult:
 
     allowed: bool
     #: active, expiring, grace, superseded, expired, rotated, revoked, invalid, or the request-level
-    #: codes missing_credentials, invalid_request, insufficient_scope, store_unavailable.
+    #: codes missing_credentials, invalid_request, insufficient_scope, too_many_requests,
+    #: store_unavailable.
     code: str
     #: The key's state when a key was verified (including insufficient_scope), else None.
     outcome: str | None
@@ -125,6 +126,11 @@ class Keyring:
         flush_interval: timedelta | str = "1s",
         create_if_missing: bool = False,
         clock: ManualClock | None = None,
+        trusted_proxies: Sequence[str] | None = None,
+        guard: bool = True,
+        guard_max_failures: int = 20,
+        guard_window: timedelta | str = "60s",
+        guard_cooldown: timedelta | str = "60s",
     ) -> None: ...
     @property
     def database_path(self) -> str | None:
@@ -140,7 +146,15 @@ class Keyring:
         scopes: Sequence[str] = (),
         client_addr: str | None = None,
     ) -> AuthResult:
-        """Authenticate a request from its header values and query parameters."""
+        """Authenticate a request from its header values and query parameters.
+
+        A failed verification counts against ``client_addr`` in the brute-force guard, which may
+        answer it with 429; pass the address that ``client_addr()`` returns.
+        """
+    def client_addr(self, remote_addr: str | None, forwarded_for: Sequence[str] = ()) -> str | None:
+        """Return the client address of a request from ``remote_addr`` with these
+        ``X-Forwarded-For`` values: ``remote_addr`` itself unless it is one of
+        ``trusted_proxies``, else the right-most forwarded address that is not."""
     def check_query(
         self, query: Sequence[tuple[str, str]], client_addr: str | None = None
     ) -> AuthResult | None:
@@ -178,7 +192,7 @@ class Keyring:
     def list(self, *, owner: str | None = None, state: str | None = None) -> list[KeyInfo]: ...
     def audit(self, *, key_id: str | None = None, event: str | None = None) -> list[AuditEvent]: ...
     def flush(self) -> None:
-        """Write queued usage counters, rehashes and exposure reports now."""
+        """Write queued usage counters, rehashes, exposure reports and guard events now."""
     def sync(self) -> None:
         """Apply changes made by other processes to this process's cache now."""
     def close(self) -> None:

@@ -229,6 +229,43 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "How often usage counters (first and last use of each key) are written.",
     ),
     ConfigKey(
+        "KEYTURN_TRUSTED_PROXIES",
+        (),
+        _SEQUENCE,
+        "Addresses or CIDR networks of the proxies in front of the app, such as "
+        "['10.0.0.0/8']. When request.remote_addr is one of them, the client address is the "
+        "right-most X-Forwarded-For entry that is not. Leave it empty behind Werkzeug's "
+        "ProxyFix, which already sets remote_addr.",
+    ),
+    ConfigKey(
+        "KEYTURN_GUARD",
+        True,
+        (bool,),
+        "Answer the failed verifications of a client address with 429 and Retry-After once it "
+        "fails more than KEYTURN_GUARD_MAX_FAILURES times within KEYTURN_GUARD_WINDOW. A "
+        "request with a valid key is never throttled. Counts are kept per process.",
+    ),
+    ConfigKey(
+        "KEYTURN_GUARD_MAX_FAILURES",
+        20,
+        (int,),
+        "Failed verifications allowed per client address within the guard window, 1 to 100000.",
+    ),
+    ConfigKey(
+        "KEYTURN_GUARD_WINDOW",
+        "60s",
+        _DURATION,
+        "How long failures are counted from a client address's first failure, 1s to 24h in "
+        "whole seconds.",
+    ),
+    ConfigKey(
+        "KEYTURN_GUARD_COOLDOWN",
+        "60s",
+        _DURATION,
+        "How long a blocked client address gets 429 for its failed verifications, 1s to 24h in "
+        "whole seconds.",
+    ),
+    ConfigKey(
         "KEYTURN_CLOCK",
         None,
         (ManualClock, type(None)),
@@ -317,6 +354,11 @@ class KeyTurn:
             poll_interval=config["KEYTURN_POLL_INTERVAL"],
             flush_interval=config["KEYTURN_FLUSH_INTERVAL"],
             clock=clock,
+            trusted_proxies=list(config["KEYTURN_TRUSTED_PROXIES"]),
+            guard=config["KEYTURN_GUARD"],
+            guard_max_failures=config["KEYTURN_GUARD_MAX_FAILURES"],
+            guard_window=config["KEYTURN_GUARD_WINDOW"],
+            guard_cooldown=config["KEYTURN_GUARD_COOLDOWN"],
         )
         state = _AppState(
             keyring=keyring,
@@ -484,7 +526,7 @@ def _authenticate_before_request() -> Response | None:
     state = _app_state(current_app)
     # A URL is kept in proxy and access logs, so a token in it is rejected and audited as exposed
     # before routing decides anything, on public views and unknown paths too.
-    exposed = state.keyring.check_query(list(request.args.items(multi=True)), request.remote_addr)
+    exposed = state.keyring.check_query(list(request.args.items(multi=True)), _client_addr(state))
     if exposed is not None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         key_rejected.send(app, result=exposed, key=None)
@@ -525,7 +567,7 @@ def _authenticate(state: _AppState, scopes: tuple[str, ...]) -> Response | None:
         request.headers.getlist(state.api_key_header),
         list(request.args.items(multi=True)),
         scopes,
-        request.remote_addr,
+        _client_addr(state),
     )
     setattr(g, _G_AUTHENTICATION, _Authentication(result=result, scopes=frozenset(scopes)))
 
@@ -535,6 +577,14 @@ def _authenticate(state: _AppState, scopes: tuple[str, ...]) -> Response | None:
         return None
     key_rejected.send(app, result=result, key=result.key)
     return Response(result.body, status=result.status, headers=result.headers)
+
+
+def _client_addr(state: _AppState) -> str | None:
+    """Return the request's client address: ``remote_addr``, or the client that a proxy listed
+    in ``KEYTURN_TRUSTED_PROXIES`` forwarded in ``X-Forwarded-For``."""
+    return state.keyring.client_addr(
+        request.remote_addr, request.headers.getlist("X-Forwarded-For")
+    )
 
 
 def _add_lifecycle_headers(response: Response) -> Response:
@@ -559,8 +609,9 @@ def _app_state(app: Flask) -> _AppState:
 def _checked_config_value(app: Flask, key: ConfigKey) -> Any:
     """Return the app's value of ``key``, raising ConfigurationError for a wrong type."""
     value = app.config[key.name]
-    # bool is a subclass of int, and no key accepts int, so isinstance is exact enough here.
-    if not isinstance(value, key.types):
+    # bool is a subclass of int, so a key that accepts int must reject bool explicitly.
+    wrong_bool = isinstance(value, bool) and bool not in key.types
+    if wrong_bool or not isinstance(value, key.types):
         accepted = " or ".join(_type_name(kind) for kind in key.types)
         # The pepper is a secret, so its value stays out of the message.
         value_text = "set" if key.name == "KEYTURN_PEPPER" else repr(value)

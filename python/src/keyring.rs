@@ -8,13 +8,13 @@
 use std::sync::{Arc, Mutex};
 
 use keyturn::core::{
-    Clock, CredentialConfig, Expiry, KeyId, Outcome, ResponseConfig, Scopes, SystemClock, TokenFormat,
+    Clock, CredentialConfig, Expiry, KeyId, Outcome, ResponseConfig, Scopes, SystemClock, TokenFormat, TrustedProxies,
 };
 use keyturn::settings::{self, PepperSource};
 use keyturn::store::AuditFilter;
 use keyturn::{
-    AuthRequest, Authentication, Caller, Config, Consistency, ListFilter, NewKey, OpenOptions, RotateOptions,
-    SelfRotationOptions,
+    AuthRequest, Authentication, Caller, Config, Consistency, GuardConfig, ListFilter, NewKey, OpenOptions,
+    RotateOptions, SelfRotationOptions,
 };
 use pyo3::prelude::*;
 
@@ -63,7 +63,9 @@ impl Keyring {
     #[pyo3(signature = (
         *, database_url = None, pepper = None, pepper_file = None, token_prefix = "kt_live", realm = "api",
         api_key_header = "X-API-Key", query_parameters = None, strict = false, max_staleness = None,
-        poll_interval = None, flush_interval = None, create_if_missing = false, clock = None
+        poll_interval = None, flush_interval = None, create_if_missing = false, clock = None,
+        trusted_proxies = None, guard = true, guard_max_failures = GuardConfig::DEFAULT_MAX_FAILURES as i64,
+        guard_window = None, guard_cooldown = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -80,6 +82,11 @@ impl Keyring {
         flush_interval: Option<&Bound<'_, PyAny>>,
         create_if_missing: bool,
         clock: Option<&Bound<'_, ManualClock>>,
+        trusted_proxies: Option<Vec<String>>,
+        guard: bool,
+        guard_max_failures: i64,
+        guard_window: Option<&Bound<'_, PyAny>>,
+        guard_cooldown: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let database = settings::resolve_database_url(database_url).map_err(|e| configuration(e.to_string()))?;
         // Explicit arguments replace both variables, so a test that passes its own pepper is not
@@ -104,6 +111,10 @@ impl Keyring {
             ..Config::default()
         };
         config.flush_interval = optional_duration(flush_interval, "flush_interval", config.flush_interval)?;
+        config.trusted_proxies = TrustedProxies::parse(trusted_proxies.unwrap_or_default())
+            .map_err(|e| configuration(format!("trusted_proxies: {e}")))?;
+        let guard_config = guard_config(guard_max_failures, guard_window, guard_cooldown)?;
+        config.guard = guard.then_some(guard_config);
         if let Some(names) = query_parameters {
             config.credentials =
                 CredentialConfig::new(names.iter().map(String::as_str)).map_err(|e| configuration(e.to_string()))?;
@@ -171,6 +182,15 @@ impl Keyring {
             Authentication::Allowed { decision, headers } => AuthResult::allowed(py, decision, headers),
             Authentication::Rejected { response, decision } => AuthResult::rejected(py, response, decision),
         }
+    }
+
+    /// Returns the client address of a request from `remote_addr`: the address itself, or the
+    /// right-most `X-Forwarded-For` entry that is not a trusted proxy when `remote_addr` is one.
+    #[pyo3(signature = (remote_addr, forwarded_for = Vec::new()))]
+    fn client_addr(&self, remote_addr: Option<&str>, forwarded_for: Vec<String>) -> Option<String> {
+        let remote_addr = remote_addr?;
+        let forwarded_for: Vec<&str> = forwarded_for.iter().map(String::as_str).collect();
+        Some(self.options.config.trusted_proxies.client_addr(remote_addr, &forwarded_for))
     }
 
     /// Returns the 400 result for a query string that carries a token (and queues the audit
@@ -487,6 +507,23 @@ fn optional_duration(
     default: std::time::Duration,
 ) -> PyResult<std::time::Duration> {
     value.map(|value| to_std_duration(value, field)).transpose().map(|value| value.unwrap_or(default))
+}
+
+/// Builds the guard's limits, raising ConfigurationError for a value out of range.
+fn guard_config(
+    max_failures: i64,
+    window: Option<&Bound<'_, PyAny>>,
+    cooldown: Option<&Bound<'_, PyAny>>,
+) -> PyResult<GuardConfig> {
+    let window = optional_duration(window, "guard_window", GuardConfig::DEFAULT_WINDOW)?;
+    let cooldown = optional_duration(cooldown, "guard_cooldown", GuardConfig::DEFAULT_COOLDOWN)?;
+    let max_failures = u32::try_from(max_failures).map_err(|_| {
+        configuration(format!(
+            "invalid guard max failures: {max_failures} must be 1 to {}",
+            GuardConfig::MAX_FAILURES_LIMIT
+        ))
+    })?;
+    GuardConfig::new(max_failures, window, cooldown).map_err(|e| configuration(e.to_string()))
 }
 
 fn parse_scopes(scopes: &[String]) -> PyResult<Scopes> {

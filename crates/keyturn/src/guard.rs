@@ -43,7 +43,6 @@ pub struct GuardStats {
     pub tracked_clients: usize,
 }
 
-const MAX_MAX_FAILURES: u32 = 100_000;
 const MIN_PERIOD: StdDuration = StdDuration::from_secs(1);
 const MAX_PERIOD: StdDuration = StdDuration::from_secs(24 * 60 * 60);
 const MAX_MAX_CLIENTS: usize = 1_000_000;
@@ -53,6 +52,8 @@ const ORDER_SLACK: usize = 1024;
 impl GuardConfig {
     /// Failures from one client address allowed within the window: 20.
     pub const DEFAULT_MAX_FAILURES: u32 = 20;
+    /// The largest `max_failures` accepted.
+    pub const MAX_FAILURES_LIMIT: u32 = 100_000;
     /// The failure window, counted from the first failure of an address: 60 s.
     pub const DEFAULT_WINDOW: StdDuration = StdDuration::from_secs(60);
     /// How long a blocked address stays blocked: 60 s.
@@ -65,8 +66,9 @@ impl GuardConfig {
     /// `window`, and block the address for `cooldown` at the next failure. `max_failures` must be
     /// 1 to 100,000, and both durations whole seconds from 1 s to 24 h.
     pub fn new(max_failures: u32, window: StdDuration, cooldown: StdDuration) -> Result<Self, Error> {
-        if !(1..=MAX_MAX_FAILURES).contains(&max_failures) {
-            return Err(invalid("guard max failures", format!("{max_failures} must be 1 to {MAX_MAX_FAILURES}")));
+        if !(1..=Self::MAX_FAILURES_LIMIT).contains(&max_failures) {
+            let limit = Self::MAX_FAILURES_LIMIT;
+            return Err(invalid("guard max failures", format!("{max_failures} must be 1 to {limit}")));
         }
         check_period("guard window", window)?;
         check_period("guard cooldown", cooldown)?;
