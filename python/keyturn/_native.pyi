@@ -149,7 +149,7 @@ class Keyring:
         """Authenticate a request from its header values and query parameters.
 
         A failed verification counts against ``client_addr`` in the brute-force guard, which may
-        answer it with 429; pass the address that ``client_addr()`` returns.
+        reject it with 429; pass the address that ``client_addr()`` returns.
         """
     def client_addr(self, remote_addr: str | None, forwarded_for: Sequence[str] = ()) -> str | None:
         """Return the client address of a request from ``remote_addr`` with these

@@ -1,7 +1,7 @@
-"""The brute-force guard through the Flask extension: 429 with Retry-After once a client address
-fails too often, valid keys from that address still served, one audit event per block with no
-token in it, the cooldown, X-Forwarded-For read only from trusted proxies, and the config keys
-that set it up.
+"""The brute-force guard through the Flask extension. A client address that fails too often gets
+429 with Retry-After, and its valid keys are still served. Each block is audited once, without a
+token, and the cooldown ends it. X-Forwarded-For is read only from trusted proxies, and invalid
+config keys are rejected.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def test_cli_changes_reach_every_worker(tmp_path: Path, keyturn_bin: Path, prelo
         assert late_acceptances == [], pid
         rejections = [answer for answer in answers if answer.status != 200]
         assert (rejections[0].status, rejections[0].code) == (401, "revoked"), pid
-        # Past 20 failures from 127.0.0.1, the worker's brute-force guard answers with 429.
+        # Past 20 failures from 127.0.0.1, the worker's brute-force guard rejects with 429.
         codes = {(answer.status, answer.code) for answer in rejections}
         assert codes <= {(401, "revoked"), (429, "too_many_requests")}, (pid, codes)
 

@@ -281,12 +281,12 @@ pub struct ServeArgs {
     /// requests, before it is closed, such as 10s
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub header_read_timeout: String,
-    /// Proxy whose X-Forwarded-For header names the client on the API listener, as an IP address
-    /// or a CIDR network such as 10.0.0.0/8; repeat for several, or separate them with commas in
-    /// the variable [default: none, so the client is the socket peer]
+    /// Proxy whose X-Forwarded-For header names the client on the API listener: an IP address or
+    /// a CIDR network such as 10.0.0.0/8. Repeat the option for several, or separate them with
+    /// commas in the variable [default: none, so the client is the socket peer]
     #[arg(long = "trusted-proxy", env = "KEYTURN_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR")]
     pub trusted_proxies: Vec<String>,
-    /// Answer the failed verifications of a client address with 429 once it fails more often
+    /// Reject the failed verifications of a client address with 429 once it fails more often
     /// than --guard-max-failures within --guard-window
     #[arg(long, env = "KEYTURN_GUARD", value_enum, default_value = "on", value_name = "on|off")]
     pub guard: Switch,

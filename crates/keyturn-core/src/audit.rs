@@ -35,7 +35,7 @@ pub enum AuditEventType {
     /// of their own, with the admin key as the actor.
     AuthzAdmin,
     /// Verifications from one client address failed more often than the guard allows, so its
-    /// failures are answered with 429 until a cooldown ends. Written once per such episode, with
+    /// failures are rejected with 429 until a cooldown ends. Written once per such episode, with
     /// no key id, after OWASP's `authn_login_fail_max`.
     AuthnTokenFailMax,
 }

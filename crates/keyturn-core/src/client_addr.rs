@@ -2,8 +2,8 @@
 //! request that arrived through trusted proxies. Each proxy appends to `X-Forwarded-For` the
 //! address it received the request from, so the right-most entry that is not a trusted proxy is
 //! the last address that a trusted party vouched for. Entries further left were written by that
-//! client and prove nothing. This module does no I/O and keeps no state; the front ends read the
-//! socket peer and the header, and the keyring counts failures by the result.
+//! client and prove nothing. This module does no I/O and keeps no state. The front ends read the
+//! socket peer and the header, and the keyring counts failures by the address chosen here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;

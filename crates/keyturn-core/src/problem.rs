@@ -219,7 +219,8 @@ impl ResponseConfig {
 
     /// Builds the 429 response for a client that failed too often.
     pub fn too_many_requests(&self, retry_after_secs: u64) -> HttpResponse {
-        let detail = format!("too many failed attempts from this client; retry after {retry_after_secs} seconds");
+        let unit = if retry_after_secs == 1 { "second" } else { "seconds" };
+        let detail = format!("too many failed attempts from this client; retry after {retry_after_secs} {unit}");
         let mut response = self.problem(ProblemCode::TooManyRequests, &detail, Extras::default());
         response.headers.push(("Retry-After", retry_after_secs.to_string()));
         response

@@ -16,10 +16,10 @@ use keyturn::Keyring;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClientAddr(pub String);
 
-/// How a listener finds the client address of its requests.
+/// The source of the client addresses of a listener's requests.
 #[derive(Clone)]
 pub(crate) enum Source {
-    /// The socket peer, whatever the headers say.
+    /// The socket peer, whatever the headers contain.
     Peer,
     /// The socket peer, or the client that the keyring's trusted proxies forwarded.
     TrustedProxies(Arc<Keyring>),

@@ -138,7 +138,7 @@ impl Collector for GuardCollector {
         let blocked = ConstGauge::new(i64::try_from(stats.blocked_clients).unwrap_or(i64::MAX));
         let tracked = ConstGauge::new(i64::try_from(stats.tracked_clients).unwrap_or(i64::MAX));
 
-        let help = "Failed verifications answered with 429 because their client address was blocked";
+        let help = "Failed verifications rejected with 429 because their client address was blocked";
         throttled.encode(encoder.encode_descriptor("guard_throttled", help, None, throttled.metric_type())?)?;
         let help = "Client addresses blocked after too many failed verifications, counted once per block";
         blocks.encode(encoder.encode_descriptor("guard_blocks", help, None, blocks.metric_type())?)?;

@@ -165,8 +165,8 @@ impl Pending {
         }
     }
 
-    /// Queues an audit event of the brute-force guard; returns `false`, and counts the event as
-    /// dropped, when the queue is full because the store has not kept up.
+    /// Queues an audit event of the brute-force guard. When the queue is full because the store
+    /// has not kept up, counts the event as dropped and returns `false`.
     pub(crate) fn queue_guard_event(&self, event: NewAuditEvent) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if inner.guard_events.len() >= MAX_QUEUED_GUARD_EVENTS {

@@ -1,6 +1,6 @@
-//! The brute-force guard: counts failed verifications per client address in this process, and
-//! once an address fails more often than the limit within the failure window, answers its further
-//! failed verifications with 429 until a cooldown ends. A request whose key verifies is never
+//! The brute-force guard: counts failed verifications per client address in this process. Once an
+//! address fails more often than the limit within the failure window, its further failed
+//! verifications are rejected with 429 until a cooldown ends. A request whose key verifies is never
 //! throttled, because clients behind one NAT share an address, and a 178-bit secret cannot be
 //! found by guessing whatever the rate. The guard never touches the store; the keyring turns the
 //! start of each block into one audit event, written behind.
@@ -33,7 +33,7 @@ pub struct GuardConfig {
 /// The guard's counters since the keyring was created, and its state now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GuardStats {
-    /// Failed verifications answered with 429.
+    /// Failed verifications rejected with 429.
     pub throttled: u64,
     /// Client addresses blocked, counted once per block.
     pub blocks: u64,
@@ -116,8 +116,8 @@ impl Default for GuardConfig {
 fn check_period(field: &'static str, value: StdDuration) -> Result<(), Error> {
     let whole_seconds = value.subsec_nanos() == 0;
     if value < MIN_PERIOD || value > MAX_PERIOD || !whole_seconds {
-        let shown = Duration::from_millis(millis(value));
-        return Err(invalid(field, format!("{shown} must be whole seconds from 1s to 24h, such as 60s")));
+        let duration = Duration::from_millis(millis(value));
+        return Err(invalid(field, format!("{duration} must be whole seconds from 1s to 24h, such as 60s")));
     }
     Ok(())
 }
@@ -152,12 +152,12 @@ impl fmt::Display for ClientKey {
     }
 }
 
-/// What to answer for one failed verification.
+/// The response to one failed verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Answer with the rejection the decision calls for.
+    /// Send the rejection the decision calls for.
     Counted,
-    /// Answer 429 with `Retry-After: retry_after_secs`. `block` is set on the failure that
+    /// Send 429 with `Retry-After: retry_after_secs`. `block` is set on the failure that
     /// started the block.
     Throttled { retry_after_secs: u64, block: Option<Block> },
 }
@@ -205,7 +205,7 @@ impl Guard {
         &self.config
     }
 
-    /// Counts a failed verification from `client_addr` at `now` and returns what to answer. An
+    /// Counts a failed verification from `client_addr` at `now` and returns the response to send. An
     /// address that does not parse is not counted.
     pub(crate) fn record_failure(&self, client_addr: &str, now: Instant) -> Verdict {
         let Some(address) = parse_ip(client_addr) else { return Verdict::Counted };
@@ -293,7 +293,7 @@ impl Clients {
         }
     }
 
-    /// Drops stale elements of the order once they outnumber the live ones, so the order holds
+    /// Drops stale elements of the order once they outnumber the live ones, so the order contains
     /// at most twice the tracked clients or twice [`ORDER_SLACK`], and each failure pays
     /// for its share of the cleanup.
     fn compact(&mut self) {
