@@ -1,6 +1,8 @@
 //! Verification cost against its floor: one HMAC-SHA256 of a token is the least any keyed-hash
 //! scheme must do, and a verification served from the cache should cost little more. Also
-//! measures token parsing and a verification that reads the key from a SQLite file.
+//! measures token parsing, a verification that reads the key from a SQLite file, and what the
+//! brute-force guard adds to `authenticate` for a valid key and for a failure from a blocked
+//! address.
 //!
 //! Run with `cargo bench -p keyturn --bench verify`.
 
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use keyturn::core::{Clock, KeyId, PepperId, PepperRing, Scopes, SystemClock, TokenFormat};
 use keyturn::store::{DatabaseUrl, SqliteOptions, SqliteStore};
-use keyturn::{Caller, Config, Consistency, Keyring, NewKey};
+use keyturn::{AuthRequest, Caller, Config, Consistency, Keyring, NewKey};
 use rand_core::OsRng;
 
 fn bench_verify(c: &mut Criterion) {
@@ -61,6 +63,38 @@ fn bench_verify(c: &mut Criterion) {
     });
     c.bench_function("verify_unknown_id_cached", |b| {
         b.iter(|| runtime.block_on(cached.verify(unknown.expose(), &scopes, None)).unwrap())
+    });
+
+    // authenticate from one client address, through block_on like verify_cache_hit. A valid key
+    // never reaches the guard. An unknown key id from that address is blocked after the first 20
+    // failures, so nearly every iteration takes the 429 path. The unguarded keyring gives the
+    // same failure without the guard.
+    let unguarded = open(Config { guard: None, ..Config::default() });
+    runtime.block_on(unguarded.sync_cache()).unwrap();
+    {
+        let _entered = runtime.enter();
+        unguarded.start_background();
+    }
+    let valid_header = format!("Bearer {token}");
+    let unknown_header = format!("Bearer {}", unknown.expose());
+    let request = |header: &str| -> Vec<String> { vec![header.to_owned()] };
+    let (valid, failed) = (request(&valid_header), request(&unknown_header));
+    let authenticate = |keyring: &Keyring, authorization: &[String]| {
+        let authorization: Vec<&str> = authorization.iter().map(String::as_str).collect();
+        let request = AuthRequest {
+            authorization: &authorization,
+            api_key: &[],
+            query: &[],
+            client_addr: Some("203.0.113.7:50312"),
+        };
+        runtime.block_on(keyring.authenticate(&request, &scopes)).is_allowed()
+    };
+    c.bench_function("authenticate_cache_hit", |b| b.iter(|| authenticate(&cached, std::hint::black_box(&valid))));
+    c.bench_function("authenticate_unknown_id_blocked", |b| {
+        b.iter(|| authenticate(&cached, std::hint::black_box(&failed)))
+    });
+    c.bench_function("authenticate_unknown_id_unguarded", |b| {
+        b.iter(|| authenticate(&unguarded, std::hint::black_box(&failed)))
     });
 }
 

@@ -266,7 +266,7 @@ impl Clients {
     fn touch(&mut self, client: ClientKey, now: Instant, max_clients: usize) -> &mut Entry {
         let serial = self.next_serial;
         self.next_serial += 1;
-        if !self.entries.contains_key(&client) {
+        if self.entries.len() >= max_clients && !self.entries.contains_key(&client) {
             while self.entries.len() >= max_clients {
                 self.evict_oldest();
             }

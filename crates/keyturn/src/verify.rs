@@ -2,7 +2,7 @@
 //! exact response a front end sends. On a cache hit this computes one HMAC and writes nothing to
 //! the store; usage, rehashes, exposure reports and the guard's audit events are queued for the
 //! background writer. A failed verification also passes through the brute-force guard, which
-//! may turn its rejection into 429; an allowed one never touches the guard.
+//! may turn its rejection into 429. An allowed one never touches the guard.
 
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ pub enum Authentication {
     /// Serve the request, adding `headers` (the lifecycle headers) to the response.
     Allowed { decision: Decision, headers: Vec<(&'static str, String)> },
     /// Send `response` as it is. `decision` is present when the response is the rejection of a
-    /// verified token; a throttled request (429) carries none, since its response names no key.
+    /// verified token. A throttled request (429) carries none, since its response names no key.
     Rejected { response: HttpResponse, decision: Option<Decision> },
 }
 
@@ -103,13 +103,16 @@ impl Keyring {
         };
 
         match self.verify(credential.as_str(), required, request.client_addr).await {
-            Ok(decision) => match responses.rejection(&decision) {
-                None => Authentication::Allowed { headers: decision.lifecycle_headers(), decision },
-                Some(response) => match self.guard_failure(decision.outcome, request.client_addr) {
-                    Some(throttled) => reject(throttled),
-                    None => Authentication::Rejected { response, decision: Some(decision) },
-                },
-            },
+            Ok(decision) => {
+                // A throttled failure gets only the 429, so its usual rejection is never built.
+                if let Some(throttled) = self.guard_failure(decision.outcome, request.client_addr) {
+                    return reject(throttled);
+                }
+                match responses.rejection(&decision) {
+                    None => Authentication::Allowed { headers: decision.lifecycle_headers(), decision },
+                    Some(response) => Authentication::Rejected { response, decision: Some(decision) },
+                }
+            }
             Err(error) => {
                 tracing::warn!(target: "keyturn::verify", error = %error, "store unavailable during verification");
                 reject(responses.store_unavailable())
@@ -149,9 +152,10 @@ impl Keyring {
         self.cache.stats()
     }
 
-    /// Counts a rejected verification from `client_addr` with the guard and returns the 429
-    /// response when the address is blocked. Only outcomes that mean the token failed count:
-    /// `insufficient_scope` is a valid key. Starting a block queues its audit event.
+    /// Counts a failed verification from `client_addr` with the guard and returns the 429
+    /// response when the address is blocked. Only outcomes that mean the token failed count, and
+    /// each of them is a rejection. `insufficient_scope` means a valid key, so it does not count.
+    /// Starting a block queues its audit event.
     fn guard_failure(&self, outcome: Outcome, client_addr: Option<&str>) -> Option<HttpResponse> {
         let failed = matches!(outcome, Outcome::Invalid | Outcome::Revoked | Outcome::Rotated | Outcome::Expired);
         let guard = self.guard.as_ref().filter(|_| failed)?;
@@ -169,7 +173,7 @@ impl Keyring {
 
     /// Queues the audit event of a block and logs it. The row names the client address and the
     /// limits, never a token, and has no key id because the failures may name many keys. When
-    /// the queue is full, neither is written here; the writer logs how many were dropped.
+    /// the queue is full, neither is written here, and the writer logs how many were dropped.
     fn report_block(&self, client_addr: &str, block: &Block) {
         let Some(guard) = self.guard.as_ref() else { return };
         let limits = guard.config();
