@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use keyturn_core::{
-    extract_credential, Actor, AuditEventType, Decision, Duration, HttpResponse, KeyId, KeyRecord, NewAuditEvent,
-    Outcome, Scopes,
+    extract_credential, Actor, AuditEventType, Decision, Duration, HttpResponse, Instant, KeyId, KeyRecord,
+    NewAuditEvent, Outcome, Scopes,
 };
 use serde_json::json;
 
@@ -161,27 +161,28 @@ impl Keyring {
         let guard = self.guard.as_ref().filter(|_| failed)?;
         let client_addr = client_addr?;
 
-        let Verdict::Throttled { retry_after_secs, block } = guard.record_failure(client_addr, self.clock.now()) else {
+        let now = self.clock.now();
+        let Verdict::Throttled { retry_after_secs, block } = guard.record_failure(client_addr, now) else {
             return None;
         };
         if let Some(block) = block {
-            self.report_block(client_addr, &block);
+            self.report_block(client_addr, &block, now);
         }
         tracing::debug!(target: "keyturn::guard", client_addr, retry_after_secs, "failed verification throttled");
         Some(self.config.responses.too_many_requests(retry_after_secs))
     }
 
-    /// Queues the audit event of a block and logs it. The row names the client address and the
+    /// Queues the audit event of a block that started at `now` and logs it. The row names the client address and the
     /// limits, never a token, and has no key id because the failures may name many keys. When
     /// the queue is full, neither is written here, and the writer logs how many were dropped.
-    fn report_block(&self, client_addr: &str, block: &Block) {
+    fn report_block(&self, client_addr: &str, block: &Block, now: Instant) {
         let Some(guard) = self.guard.as_ref() else { return };
         let limits = guard.config();
         let window = Duration::from_millis(millis(limits.window()));
         let cooldown = Duration::from_millis(millis(limits.cooldown()));
 
-        let mut event = NewAuditEvent::new(AuditEventType::AuthnTokenFailMax, self.clock.now(), None, Actor::System)
-            .with_details(json!({
+        let mut event =
+            NewAuditEvent::new(AuditEventType::AuthnTokenFailMax, now, None, Actor::System).with_details(json!({
                 "counted_as": block.client.to_string(),
                 "failures": block.failures,
                 "max_failures": limits.max_failures(),
