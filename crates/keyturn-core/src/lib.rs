@@ -1,6 +1,7 @@
 //! The pure domain core of keyturn: the token format, the pepper ring, policies, key records and
-//! their state at an instant, verification outcomes, problem responses, audit event types and
-//! the choice of a request's client address behind trusted proxies.
+//! their state at an instant, the migration status of a rotated key, verification outcomes,
+//! problem responses, audit event types and the choice of a request's client address behind
+//! trusted proxies.
 //!
 //! Nothing in this crate performs I/O, spawns threads or awaits: every time-dependent decision
 //! takes its instant from an injected [`Clock`], and randomness comes from a caller-supplied
@@ -15,6 +16,7 @@ pub mod client_addr;
 pub mod credentials;
 mod error;
 pub mod key;
+pub mod migration;
 pub mod outcome;
 pub mod pepper;
 pub mod policy;
@@ -31,6 +33,7 @@ pub use crate::client_addr::TrustedProxies;
 pub use crate::credentials::{extract_credential, Credential, CredentialConfig, RequestError};
 pub use crate::error::{quote_value, Error};
 pub use crate::key::{KeyRecord, KeyState};
+pub use crate::migration::MigrationStatus;
 pub use crate::outcome::{Decision, Outcome};
 pub use crate::pepper::{PepperId, PepperRing, TokenHash};
 pub use crate::policy::{Expiry, Policy, DEFAULT_MAX_CHAIN_LIFETIME};
