@@ -69,6 +69,32 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
 }
 
+/// The filter of [`Store::list_overlapping`]: keys in their overlap window at `at`, ordered by
+/// the end of the overlap window, then key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlapFilter {
+    /// The instant at which a key must be rotated, not revoked, and before `overlap_ends_at`.
+    pub at: Instant,
+    pub owner: Option<String>,
+    /// Only keys after this one in that order, for cursor pagination. A key id that does not
+    /// exist matches no key.
+    pub after: Option<KeyId>,
+    pub limit: Option<u32>,
+}
+
+/// A rotated key in its overlap window, with the usage that shows whether its clients moved to
+/// the successor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlappingKey {
+    pub record: KeyRecord,
+    /// The client address of the key's latest use that a usage flush recorded.
+    pub last_client_addr: Option<String>,
+    /// The allowed verifications of the key after its rotation; see [`Store::record_usage`].
+    pub uses_since_rotation: u64,
+    /// The `first_used_at` of the key's successor: `None` when the successor was never used.
+    pub successor_first_used_at: Option<Instant>,
+}
+
 /// A rotation to apply atomically: the old key gains its successor and overlap, the successor is
 /// inserted, and the audit events are appended.
 #[derive(Debug, Clone)]
@@ -128,6 +154,8 @@ pub struct CopiedKey {
     pub last_client_addr: Option<String>,
     /// The key's usage counters, per outcome.
     pub usage: Vec<(Outcome, u64)>,
+    /// The allowed verifications of the key after its rotation.
+    pub uses_since_rotation: u64,
 }
 
 /// How many rows of each kind a store holds.
@@ -161,6 +189,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError>;
 
+    /// Lists the keys that are in their overlap window at `filter.at`: rotated, not revoked, and
+    /// with `filter.at` before `overlap_ends_at`. Each comes with its usage and its successor's
+    /// first use, read in one statement. The end of grace is not checked here, because a
+    /// rotation never sets `overlap_ends_at` past it.
+    async fn list_overlapping(&self, filter: &OverlapFilter) -> Result<Vec<OverlappingKey>, StoreError>;
+
     /// Applies a rotation. Only one rotation of a key can succeed: a second one fails with
     /// [`StoreError::AlreadyRotated`] naming the successor, a revoked key with
     /// [`StoreError::Revoked`], and a replacement whose successor was used with
@@ -177,6 +211,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds usage counters and advances `first_used_at` and `last_used_at`. Usage is not a
     /// lifecycle change, so it writes no audit event and no change-feed entry.
+    ///
+    /// A record whose `last_used_at` is at or after the key's `rotated_at` also adds its counts
+    /// of allowed outcomes (active, expiring, grace, superseded) to `uses_since_rotation`. The
+    /// counts are attributed per record, that is per flush interval of one process: a record
+    /// that spans the rotation instant is counted whole, and one whose last use came before it
+    /// is not counted at all. A record written before the rotation commits is not counted
+    /// either, because the key has no `rotated_at` yet.
     ///
     /// On [`PostgresStore`] it takes no write lock, so it never waits for a lifecycle change to
     /// commit, but it may wait for the row lock of a key that a change is updating. When the
@@ -203,15 +244,19 @@ pub trait Store: Send + Sync + 'static {
     /// when the key was never used from a known address or does not exist.
     async fn last_client_addr(&self, key_id: &KeyId) -> Result<Option<String>, StoreError>;
 
+    /// Returns the allowed verifications of the key after its rotation, 0 when the key was
+    /// never rotated or does not exist.
+    async fn uses_since_rotation(&self, key_id: &KeyId) -> Result<u64, StoreError>;
+
     /// Counts the keys, audit events and usage counter rows.
     async fn row_counts(&self) -> Result<RowCounts, StoreError>;
 
-    /// Writes keys and audit events copied from another store exactly as they were: every key
-    /// column, the usage counters, and each audit event with its sequence number, canonical text
-    /// and MAC, so the audit chain stays verifiable. Everything is written in one transaction
-    /// that appends no audit event and no change row. A key id that exists fails with
-    /// [`StoreError::DuplicateKeyId`], an audit sequence number that exists with
-    /// [`StoreError::Internal`], and nothing is written then.
+    /// Writes keys and audit events copied from another store exactly as they were. A key keeps
+    /// every column, its usage counters and its uses since rotation. An audit event keeps its
+    /// sequence number, canonical text and MAC, so the audit chain stays verifiable. Everything
+    /// is written in one transaction that appends no audit event and no change row. A key id
+    /// that exists fails with [`StoreError::DuplicateKeyId`], an audit sequence number that
+    /// exists with [`StoreError::Internal`], and nothing is written then.
     async fn import(&self, keys: &[CopiedKey], events: &[AuditEvent]) -> Result<(), StoreError>;
 
     /// Returns the newest change sequence number, 0 when nothing has changed yet.

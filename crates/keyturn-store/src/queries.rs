@@ -4,7 +4,7 @@
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::rows::KEY_COLUMNS;
-use crate::{AuditFilter, KeyFilter};
+use crate::{AuditFilter, KeyFilter, OverlapFilter};
 
 /// Builds the query of [`crate::Store::list_keys`]: keys ordered by creation instant, then key id.
 pub(crate) fn list_keys<'a, DB>(filter: &'a KeyFilter) -> QueryBuilder<'a, DB>
@@ -27,6 +27,39 @@ where
             .push(")");
     }
     query.push(" ORDER BY created_at, key_id");
+    if let Some(limit) = filter.limit {
+        query.push(" LIMIT ").push_bind(i64::from(limit));
+    }
+    query
+}
+
+/// Builds the query of [`crate::Store::list_overlapping`]: keys in their overlap window, ordered
+/// by the end of the window, then key id, each with its usage and its successor's first use.
+pub(crate) fn list_overlapping<'a, DB>(filter: &'a OverlapFilter) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    // Inside the subquery the alias hides the table name, so `keys.successor_id` is the outer row's.
+    let mut query = QueryBuilder::<DB>::new(format!(
+        "SELECT {KEY_COLUMNS}, last_client_addr, uses_since_rotation, \
+           (SELECT successor.first_used_at FROM keys AS successor WHERE successor.key_id = keys.successor_id) \
+             AS successor_first_used_at \
+         FROM keys WHERE revoked_at IS NULL AND overlap_ends_at > "
+    ));
+    query.push_bind(filter.at.as_millis());
+    if let Some(owner) = &filter.owner {
+        query.push(" AND owner = ").push_bind(owner.as_str());
+    }
+    if let Some(after) = &filter.after {
+        query
+            .push(" AND (overlap_ends_at, key_id) > (SELECT overlap_ends_at, key_id FROM keys WHERE key_id = ")
+            .push_bind(after.as_str())
+            .push(")");
+    }
+    query.push(" ORDER BY overlap_ends_at, key_id");
     if let Some(limit) = filter.limit {
         query.push(" LIMIT ").push_bind(i64::from(limit));
     }

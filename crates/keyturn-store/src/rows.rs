@@ -14,7 +14,7 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::{Change, StoreError};
+use crate::{Change, OverlappingKey, StoreError, UsageRecord};
 
 /// The columns of `keys` that make up a [`KeyRecord`], in the order [`decode_key`] reads them by
 /// name. `last_client_addr` is stored but not part of the record.
@@ -59,6 +59,23 @@ impl_stored_row!(PgRow);
 /// Encodes scopes as the JSON array of strings stored in `keys.scopes`.
 pub(crate) fn scopes_json(scopes: &Scopes) -> String {
     Value::Array(scopes.iter().map(|scope| Value::String(scope.as_str().to_owned())).collect()).to_string()
+}
+
+/// Converts a copied count to the signed 64-bit integer both backends store. A count that does
+/// not fit fails with [`StoreError::CorruptRow`], because no store could have written it.
+pub(crate) fn stored_count(key_id: &KeyId, count: u64) -> Result<i64, StoreError> {
+    i64::try_from(count).map_err(|_| StoreError::CorruptRow {
+        key_id: key_id.to_string(),
+        reason: format!("usage count {count} does not fit in a 64-bit integer"),
+    })
+}
+
+/// Sums the counts of a usage record's allowed outcomes, saturating at `i64::MAX`, the value
+/// that `record_usage` adds to `uses_since_rotation`.
+pub(crate) fn allowed_uses(usage: &UsageRecord) -> i64 {
+    let allowed = usage.counts.iter().filter(|(outcome, _)| outcome.is_allowed());
+    let sum = allowed.fold(0_u64, |sum, (_, count)| sum.saturating_add(*count));
+    i64::try_from(sum).unwrap_or(i64::MAX)
 }
 
 /// Encodes metadata as the JSON object stored in `keys.metadata`.
@@ -110,6 +127,12 @@ impl<R: StoredRow> KeyRow<'_, R> {
             return Err(self.corrupt(column, format!("negative duration {millis} ms")));
         }
         Ok(Duration::from_millis(millis))
+    }
+
+    fn count(&self, column: &str) -> Result<u64, StoreError> {
+        let value = self.row.integer(column).map_err(|error| self.corrupt(column, error))?;
+        let value = self.required(column, value)?;
+        u64::try_from(value).map_err(|_| self.corrupt(column, format!("negative count {value}")))
     }
 
     fn boolean(&self, column: &str) -> Result<bool, StoreError> {
@@ -170,6 +193,26 @@ pub(crate) fn decode_key<R: StoredRow>(row: &R) -> Result<KeyRecord, StoreError>
         first_used_at: reader.instant("first_used_at")?,
         last_used_at: reader.instant("last_used_at")?,
     })
+}
+
+/// Decodes a row selected by the query of [`crate::Store::list_overlapping`]: [`KEY_COLUMNS`],
+/// then `last_client_addr`, `uses_since_rotation` and `successor_first_used_at`.
+pub(crate) fn decode_overlapping<R: StoredRow>(row: &R) -> Result<OverlappingKey, StoreError> {
+    let record = decode_key(row)?;
+    let reader = KeyRow { row, key_id: record.key_id.to_string() };
+
+    Ok(OverlappingKey {
+        last_client_addr: reader.text("last_client_addr")?,
+        uses_since_rotation: reader.count("uses_since_rotation")?,
+        successor_first_used_at: reader.instant("successor_first_used_at")?,
+        record,
+    })
+}
+
+/// Decodes a `keys` row selected as `key_id, uses_since_rotation`.
+pub(crate) fn decode_uses_since_rotation<R: StoredRow>(row: &R) -> Result<u64, StoreError> {
+    let reader = KeyRow { row, key_id: required_key_text(row, "keys")? };
+    reader.count("uses_since_rotation")
 }
 
 /// Decodes a row of `audit_events` with every column selected.

@@ -189,6 +189,9 @@ suite_tests!(
     revoke_missing_key_fails,
     rehash_only_from_expected_pepper,
     usage_accumulates,
+    usage_since_rotation_counts_after_rotation,
+    usage_since_rotation_saturates,
+    list_overlapping_orders_and_filters,
     audit_filters,
     change_feed_order,
 );
@@ -236,7 +239,7 @@ async fn open_new_database_concurrently_migrates_once() {
         .iter()
         .map(|row| row.get("version"))
         .collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     conn.close().await.unwrap();
 
     for store in &stores {
@@ -363,14 +366,14 @@ async fn concurrent_writers_keep_sequences_gap_free() {
 async fn open_newer_schema_rejected() {
     let Some(database) = TestDatabase::create().await else { return };
     database.open().await.close().await;
-    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (3)").await;
+    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (4)").await;
 
     let error = PostgresStore::open(&database.database_url(), &options()).await.unwrap_err();
 
     match error {
         StoreError::Open { location, reason } => {
             assert_eq!(location, database.database_url().to_string());
-            assert!(reason.contains("schema version is 3"), "{reason}");
+            assert!(reason.contains("schema version is 4"), "{reason}");
             assert!(reason.contains("newer keyturn"), "{reason}");
         }
         other => panic!("expected StoreError::Open, got {other:?}"),
@@ -398,6 +401,7 @@ async fn migration_gives_old_keys_default_self_rotation() {
 
     assert!(key.self_rotation);
     assert_eq!(key.max_chain_lifetime, keyturn_core::Duration::from_days(365));
+    assert_eq!(store.uses_since_rotation(&key.key_id).await.unwrap(), 0);
     store.close().await;
     database.drop_database().await;
 }

@@ -76,6 +76,9 @@ suite_tests!(
     revoke_missing_key_fails,
     rehash_only_from_expected_pepper,
     usage_accumulates,
+    usage_since_rotation_counts_after_rotation,
+    usage_since_rotation_saturates,
+    list_overlapping_orders_and_filters,
     audit_filters,
     change_feed_order,
 );
@@ -125,7 +128,7 @@ async fn open_new_file_concurrently_migrates_once() {
         assert!(stores[5].get_key(&suite::key_id(1)).await.unwrap().is_some());
         let mut conn = raw_connection(&path).await;
         let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
         assert_eq!(mode, "wal");
     }
@@ -242,12 +245,12 @@ async fn open_non_database_file_fails() {
 async fn open_newer_schema_rejected() {
     let (_dir, path, store) = new_store().await;
     store.close().await;
-    raw_execute(&path, "PRAGMA user_version = 3").await;
+    raw_execute(&path, "PRAGMA user_version = 4").await;
 
     let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
 
     let (_location, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 3"), "{reason}");
+    assert!(reason.contains("schema version is 4"), "{reason}");
     assert!(reason.contains("newer keyturn"), "{reason}");
 }
 
@@ -383,6 +386,7 @@ async fn migration_gives_old_keys_default_self_rotation() {
 
     assert!(key.self_rotation);
     assert_eq!(key.max_chain_lifetime, keyturn_core::Duration::from_days(365));
+    assert_eq!(store.uses_since_rotation(&key.key_id).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -84,7 +84,8 @@ async fn copy_rows(source: &dyn Store, target: &dyn Store, copied: &mut RowCount
         for record in records {
             let usage = source.usage_counts(&record.key_id).await?;
             let last_client_addr = source.last_client_addr(&record.key_id).await?;
-            keys.push(CopiedKey { record, last_client_addr, usage });
+            let uses_since_rotation = source.uses_since_rotation(&record.key_id).await?;
+            keys.push(CopiedKey { record, last_client_addr, usage, uses_since_rotation });
         }
         target.import(&keys, &[]).await?;
         copied.keys += keys.len() as u64;
@@ -152,7 +153,8 @@ async fn check_no_collision(source: &dyn Store, target: &dyn Store) -> Result<()
     }
 }
 
-/// Checks that every source key reads back from the target unchanged, with the same usage.
+/// Checks that every source key reads back from the target unchanged, with the same usage
+/// counters and usage since rotation.
 async fn check_keys(source: &dyn Store, target: &dyn Store) -> Result<(), Error> {
     let mut after = None;
     loop {
@@ -162,8 +164,10 @@ async fn check_keys(source: &dyn Store, target: &dyn Store) -> Result<(), Error>
         after = Some(last.key_id.clone());
         for record in records {
             let copy = target.get_key(&record.key_id).await?;
-            let usage_matches =
-                target.usage_counts(&record.key_id).await? == source.usage_counts(&record.key_id).await?;
+            let usage_matches = target.usage_counts(&record.key_id).await?
+                == source.usage_counts(&record.key_id).await?
+                && target.uses_since_rotation(&record.key_id).await?
+                    == source.uses_since_rotation(&record.key_id).await?;
             if copy.as_ref() != Some(&record) || !usage_matches {
                 return Err(Error::CopyCheck(format!(
                     "key {} differs between the source and the target after the copy; stop every writer of the \

@@ -1,7 +1,7 @@
 //! `copy_store` on a SQLite database with a key in every lifecycle state. After the copy to
 //! another SQLite file, and to PostgreSQL when `KEYTURN_TEST_POSTGRES_URL` names a server, every
-//! token gets the same decision at the same instant. The audit rows, usage counters and last
-//! client addresses are the same too. Without that variable the PostgreSQL case prints a notice and
+//! token gets the same decision at the same instant. The audit rows, usage counters, usage since
+//! rotation and last client addresses are the same too. Without that variable the PostgreSQL case prints a notice and
 //! passes, unless `CI` is set, where it fails.
 
 mod common;
@@ -88,6 +88,11 @@ async fn assert_same_store(source: &dyn Store, target: &dyn Store, keys: &[Issue
         assert_eq!(source.get_key(id).await.unwrap(), target.get_key(id).await.unwrap(), "{id}");
         assert_eq!(source.usage_counts(id).await.unwrap(), target.usage_counts(id).await.unwrap(), "{id}");
         assert_eq!(source.last_client_addr(id).await.unwrap(), target.last_client_addr(id).await.unwrap(), "{id}");
+        let uses = source.uses_since_rotation(id).await.unwrap();
+        assert_eq!(uses, target.uses_since_rotation(id).await.unwrap(), "{id}");
+        if key.record.name == "superseded" && key.record.predecessor_id.is_none() {
+            assert_eq!(uses, 1, "the superseded key was used once after its rotation");
+        }
     }
 }
 

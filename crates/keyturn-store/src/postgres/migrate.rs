@@ -18,6 +18,7 @@ use crate::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_self_rotation.sql"),
+    include_str!("../../migrations/postgres/0003_usage_since_rotation.sql"),
 ];
 
 /// The advisory lock key that the migration runner holds. The eight bytes spell "keyturn" in

@@ -27,10 +27,13 @@ use self::errors::classify;
 use self::notify::ChangeListener;
 use crate::audit_log::AuditWrites;
 use crate::queries;
-use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count, KEY_COLUMNS};
+use crate::rows::{
+    decode_audit_event, decode_change, decode_key, decode_overlapping, decode_usage_count, decode_uses_since_rotation,
+    KEY_COLUMNS,
+};
 use crate::{
-    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, RowCounts, Store, StoreError,
-    UsageRecord,
+    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey, Rehash, Revocation,
+    Rotation, RowCounts, Store, StoreError, UsageRecord,
 };
 
 /// The tracing target of every store log line.
@@ -184,6 +187,12 @@ impl Store for PostgresStore {
         rows.iter().map(decode_key).collect()
     }
 
+    async fn list_overlapping(&self, filter: &OverlapFilter) -> Result<Vec<OverlappingKey>, StoreError> {
+        let mut query = queries::list_overlapping::<Postgres>(filter);
+        let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(decode_overlapping).collect()
+    }
+
     async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let mut audit = self.audit_writes();
@@ -294,6 +303,15 @@ impl Store for PostgresStore {
             .await
             .map_err(classify)?;
         row.map(|row| row.try_get::<Option<String>, _>(0)).transpose().map_err(classify).map(Option::flatten)
+    }
+
+    async fn uses_since_rotation(&self, key_id: &KeyId) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT key_id, uses_since_rotation FROM keys WHERE key_id = $1")
+            .bind(key_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(decode_uses_since_rotation).transpose().map(Option::unwrap_or_default)
     }
 
     async fn row_counts(&self) -> Result<RowCounts, StoreError> {

@@ -13,7 +13,7 @@ use super::errors::{classify, is_unique_violation};
 use super::{fetch_key, CHANGES_CHANNEL};
 use crate::audit_log::AuditWrites;
 use crate::conflicts;
-use crate::rows::{metadata_json, scopes_json};
+use crate::rows::{allowed_uses, metadata_json, scopes_json, stored_count};
 use crate::{CopiedKey, Rehash, Revocation, Rotation, StoreError, UsageRecord};
 
 /// Inserts a key row. A key id that exists fails with [`StoreError::DuplicateKeyId`].
@@ -110,21 +110,18 @@ pub(super) async fn insert_event(
 /// Writes a key copied from another store with its last client address and usage counters.
 pub(super) async fn import_key(conn: &mut PgConnection, key: &CopiedKey) -> Result<(), StoreError> {
     insert_key(conn, &key.record).await?;
-    sqlx::query("UPDATE keys SET last_client_addr = $1 WHERE key_id = $2")
+    sqlx::query("UPDATE keys SET last_client_addr = $1, uses_since_rotation = $2 WHERE key_id = $3")
         .bind(key.last_client_addr.as_deref())
+        .bind(stored_count(&key.record.key_id, key.uses_since_rotation)?)
         .bind(key.record.key_id.as_str())
         .execute(&mut *conn)
         .await
         .map_err(classify)?;
     for (outcome, count) in &key.usage {
-        let count = i64::try_from(*count).map_err(|_| StoreError::CorruptRow {
-            key_id: key.record.key_id.to_string(),
-            reason: format!("usage count {count} does not fit in a 64-bit integer"),
-        })?;
         sqlx::query("INSERT INTO key_usage (key_id, outcome, count) VALUES ($1, $2, $3)")
             .bind(key.record.key_id.as_str())
             .bind(outcome.as_str())
-            .bind(count)
+            .bind(stored_count(&key.record.key_id, *count)?)
             .execute(&mut *conn)
             .await
             .map_err(classify)?;
@@ -310,23 +307,29 @@ pub(super) async fn rehash(
 }
 
 /// Merges one usage record into its key: the earliest first use, the latest last use with its
-/// client address, and the counts added. A key that does not exist is skipped.
+/// client address, the allowed uses since rotation when the record's last use is at or after
+/// `rotated_at`, and the counts added. A key that does not exist is skipped.
 pub(super) async fn record_usage(conn: &mut PgConnection, usage: &UsageRecord) -> Result<(), StoreError> {
     // LEAST and GREATEST ignore NULL arguments, so a key that was never used takes the new value.
     // Every SET expression reads the old row, so last_client_addr compares against the previous
-    // last_used_at.
+    // last_used_at. uses_since_rotation saturates at i64::MAX like the counters below.
     let updated = sqlx::query(
         "UPDATE keys SET \
            first_used_at = LEAST(first_used_at, $1), \
            last_used_at = GREATEST(last_used_at, $2), \
            last_client_addr = CASE WHEN last_used_at IS NULL OR $2 >= last_used_at \
-                                   THEN COALESCE($3, last_client_addr) ELSE last_client_addr END \
+                                   THEN COALESCE($3, last_client_addr) ELSE last_client_addr END, \
+           uses_since_rotation = CASE \
+             WHEN rotated_at IS NULL OR $2 < rotated_at THEN uses_since_rotation \
+             WHEN uses_since_rotation > 9223372036854775807 - $5 THEN 9223372036854775807 \
+             ELSE uses_since_rotation + $5 END \
          WHERE key_id = $4",
     )
     .bind(usage.first_used_at.as_millis())
     .bind(usage.last_used_at.as_millis())
     .bind(usage.last_client_addr.as_deref())
     .bind(usage.key_id.as_str())
+    .bind(allowed_uses(usage))
     .execute(&mut *conn)
     .await
     .map_err(classify)?;

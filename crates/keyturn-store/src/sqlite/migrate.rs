@@ -16,6 +16,7 @@ use crate::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_self_rotation.sql"),
+    include_str!("../../migrations/sqlite/0003_usage_since_rotation.sql"),
 ];
 
 /// The schema version this build writes.

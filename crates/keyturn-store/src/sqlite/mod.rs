@@ -24,10 +24,12 @@ use sqlx::{Row, Transaction};
 use self::errors::classify;
 use crate::audit_log::AuditWrites;
 use crate::queries;
-use crate::rows::{decode_audit_event, decode_change, decode_key, decode_usage_count};
+use crate::rows::{
+    decode_audit_event, decode_change, decode_key, decode_overlapping, decode_usage_count, decode_uses_since_rotation,
+};
 use crate::{
-    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, RowCounts, Store, StoreError,
-    UsageRecord,
+    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey, Rehash, Revocation,
+    Rotation, RowCounts, Store, StoreError, UsageRecord,
 };
 
 /// The tracing target of every store log line.
@@ -160,6 +162,12 @@ impl Store for SqliteStore {
         rows.iter().map(decode_key).collect()
     }
 
+    async fn list_overlapping(&self, filter: &OverlapFilter) -> Result<Vec<OverlappingKey>, StoreError> {
+        let mut query = queries::list_overlapping::<Sqlite>(filter);
+        let rows = query.build().fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(decode_overlapping).collect()
+    }
+
     async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let mut audit = self.audit_writes();
@@ -267,6 +275,15 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         row.map(|row| row.try_get::<Option<String>, _>(0)).transpose().map_err(classify).map(Option::flatten)
+    }
+
+    async fn uses_since_rotation(&self, key_id: &KeyId) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT key_id, uses_since_rotation FROM keys WHERE key_id = ?")
+            .bind(key_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(decode_uses_since_rotation).transpose().map(Option::unwrap_or_default)
     }
 
     async fn row_counts(&self) -> Result<RowCounts, StoreError> {

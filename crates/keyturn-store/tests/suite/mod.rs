@@ -9,7 +9,9 @@ use std::sync::Arc;
 use keyturn_core::{
     Actor, AuditEventType, Duration, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId, Scopes, TokenHash,
 };
-use keyturn_store::{AuditFilter, Change, KeyFilter, Rehash, Revocation, Rotation, Store, StoreError, UsageRecord};
+use keyturn_store::{
+    AuditFilter, Change, KeyFilter, OverlapFilter, Rehash, Revocation, Rotation, Store, StoreError, UsageRecord,
+};
 use serde_json::{json, Map, Value};
 
 const DAY: i64 = 86_400_000;
@@ -459,6 +461,123 @@ pub async fn usage_accumulates(store: &dyn Store) {
     assert_eq!(store.change_seq().await.unwrap(), seq_before, "usage must not enter the change feed");
     assert_eq!(audit_count(store).await, audit_before, "usage must not write audit events");
     store.record_usage(&[]).await.unwrap();
+}
+
+/// Returns a usage record of key `n` with uses from `first` to `last`.
+fn usage(n: u32, first: i64, last: i64, addr: Option<&str>, counts: Vec<(Outcome, u64)>) -> UsageRecord {
+    UsageRecord {
+        key_id: key_id(n),
+        first_used_at: Instant::from_millis(first),
+        last_used_at: Instant::from_millis(last),
+        last_client_addr: addr.map(str::to_owned),
+        counts,
+    }
+}
+
+pub async fn usage_since_rotation_counts_after_rotation(store: &dyn Store) {
+    let old = key(1, None, 1_000);
+    insert(store, &old).await;
+    store.record_usage(&[usage(1, 2_000, 3_000, None, vec![(Outcome::Active, 3)])]).await.unwrap();
+    assert_eq!(store.uses_since_rotation(&key_id(1)).await.unwrap(), 0, "the key is not rotated yet");
+
+    store.rotate_key(&rotation(&old, 2, 10_000)).await.unwrap();
+    let seq_before = store.change_seq().await.unwrap();
+    let audit_before = audit_count(store).await;
+
+    // A flush whose last use is the rotation instant counts whole, the use before it included.
+    let straddling = usage(1, 9_000, 10_000, None, vec![(Outcome::Active, 2), (Outcome::Superseded, 3)]);
+    store.record_usage(&[straddling]).await.unwrap();
+    assert_eq!(store.uses_since_rotation(&key_id(1)).await.unwrap(), 5);
+
+    // A late flush whose last use came before the rotation does not count.
+    store.record_usage(&[usage(1, 9_500, 9_999, None, vec![(Outcome::Active, 4)])]).await.unwrap();
+    assert_eq!(store.uses_since_rotation(&key_id(1)).await.unwrap(), 5);
+
+    // Rejected outcomes are used but not allowed, so they do not count.
+    let mixed = vec![(Outcome::Superseded, 1), (Outcome::Rotated, 7), (Outcome::Revoked, 2)];
+    store.record_usage(&[usage(1, 11_000, 12_000, None, mixed)]).await.unwrap();
+    assert_eq!(store.uses_since_rotation(&key_id(1)).await.unwrap(), 6);
+
+    store.record_usage(&[usage(2, 11_000, 12_000, None, vec![(Outcome::Active, 9)])]).await.unwrap();
+    assert_eq!(store.uses_since_rotation(&key_id(2)).await.unwrap(), 0, "the successor is not rotated");
+    assert_eq!(store.uses_since_rotation(&key_id(42)).await.unwrap(), 0, "an unknown key counts nothing");
+
+    let counts = store.usage_counts(&key_id(1)).await.unwrap();
+    assert!(counts.contains(&(Outcome::Active, 9)), "every flush adds to the outcome counters: {counts:?}");
+    assert_eq!(store.change_seq().await.unwrap(), seq_before, "usage must not enter the change feed");
+    assert_eq!(audit_count(store).await, audit_before, "usage must not write audit events");
+}
+
+pub async fn usage_since_rotation_saturates(store: &dyn Store) {
+    let old = key(1, None, 1_000);
+    insert(store, &old).await;
+    store.rotate_key(&rotation(&old, 2, 2_000)).await.unwrap();
+
+    let huge = vec![(Outcome::Superseded, u64::MAX), (Outcome::Grace, 5)];
+    store.record_usage(&[usage(1, 3_000, 3_000, None, huge)]).await.unwrap();
+    store.record_usage(&[usage(1, 4_000, 4_000, None, vec![(Outcome::Superseded, 1)])]).await.unwrap();
+
+    assert_eq!(store.uses_since_rotation(&key_id(1)).await.unwrap(), i64::MAX as u64);
+}
+
+/// Rotates key `n` of `owner`, created at 1000 ms, at `at` to the successor `n + 100`, with the
+/// overlap window ending at `ends`.
+async fn rotate_with_overlap(store: &dyn Store, n: u32, owner: &str, at: i64, ends: i64) {
+    let old = key(n, Some(owner), 1_000);
+    insert(store, &old).await;
+    let rotation = Rotation { overlap_ends_at: Instant::from_millis(ends), ..rotation(&old, n + 100, at) };
+    store.rotate_key(&rotation).await.unwrap();
+}
+
+pub async fn list_overlapping_orders_and_filters(store: &dyn Store) {
+    let now = 20_000;
+    rotate_with_overlap(store, 1, "team-a", 10_000, now + 500).await;
+    rotate_with_overlap(store, 2, "team-b", 5_000, now + 100).await;
+    rotate_with_overlap(store, 3, "team-a", 10_000, now + 500).await;
+    rotate_with_overlap(store, 4, "team-a", 1_000, now).await;
+    rotate_with_overlap(store, 5, "team-a", 1_000, now - 1).await;
+    rotate_with_overlap(store, 6, "team-a", 10_000, now + 900).await;
+    store.revoke_key(&revocation(6, 11_000, "leaked")).await.unwrap();
+    insert(store, &key(7, Some("team-a"), 1_000)).await;
+
+    store.record_usage(&[usage(1, 12_000, 13_000, Some("192.0.2.1"), vec![(Outcome::Superseded, 4)])]).await.unwrap();
+    store.record_usage(&[usage(101, 14_000, 15_000, Some("192.0.2.2"), vec![(Outcome::Active, 1)])]).await.unwrap();
+
+    let at = Instant::from_millis(now);
+    let list = |owner: Option<&str>, after: Option<u32>, limit: Option<u32>| {
+        let filter = OverlapFilter { at, owner: owner.map(str::to_owned), after: after.map(key_id), limit };
+        async move { store.list_overlapping(&filter).await.unwrap() }
+    };
+    let ids = |keys: Vec<keyturn_store::OverlappingKey>| -> Vec<KeyId> {
+        keys.into_iter().map(|key| key.record.key_id).collect()
+    };
+
+    // Key 4's window ends exactly now and key 5's before, key 6 is revoked, and key 7 and the
+    // successors were never rotated. Equal ends are ordered by key id.
+    let all = list(None, None, None).await;
+    assert_eq!(ids(all.clone()), vec![key_id(2), key_id(1), key_id(3)]);
+
+    let first = &all[1];
+    assert_eq!(first.record, get(store, 1).await);
+    assert_eq!(first.last_client_addr.as_deref(), Some("192.0.2.1"));
+    assert_eq!(first.uses_since_rotation, 4);
+    assert_eq!(first.successor_first_used_at, Some(Instant::from_millis(14_000)));
+    let unmoved = &all[0];
+    assert_eq!(unmoved.last_client_addr, None);
+    assert_eq!(unmoved.uses_since_rotation, 0);
+    assert_eq!(unmoved.successor_first_used_at, None);
+
+    assert_eq!(ids(list(Some("team-a"), None, None).await), vec![key_id(1), key_id(3)]);
+    assert!(list(Some("team-c"), None, None).await.is_empty());
+    assert_eq!(ids(list(None, None, Some(2)).await), vec![key_id(2), key_id(1)]);
+    assert_eq!(ids(list(None, Some(1), None).await), vec![key_id(3)], "the cursor breaks ties by key id");
+    assert_eq!(ids(list(Some("team-a"), Some(2), Some(1)).await), vec![key_id(1)]);
+    assert!(list(None, Some(3), None).await.is_empty());
+    assert!(list(None, Some(99), None).await.is_empty(), "an unknown cursor matches no key");
+
+    let earlier = OverlapFilter { at: Instant::from_millis(now - 1), owner: None, after: None, limit: None };
+    let keys = ids(store.list_overlapping(&earlier).await.unwrap());
+    assert_eq!(keys, vec![key_id(4), key_id(2), key_id(1), key_id(3)], "a window is open before its end");
 }
 
 pub async fn audit_filters(store: &dyn Store) {

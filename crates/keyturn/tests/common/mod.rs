@@ -13,8 +13,8 @@ use keyturn::core::{
 };
 use keyturn::settings::PepperSource;
 use keyturn::store::{
-    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, Rehash, Revocation, Rotation, RowCounts, SqliteOptions,
-    SqliteStore, Store, StoreError, UsageRecord,
+    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey, Rehash, Revocation,
+    Rotation, RowCounts, SqliteOptions, SqliteStore, Store, StoreError, UsageRecord,
 };
 use keyturn::{Caller, Config, Keyring, NewKey};
 use rand_core::OsRng;
@@ -126,6 +126,10 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.list_keys(filter).await
     }
+    async fn list_overlapping(&self, filter: &OverlapFilter) -> Result<Vec<OverlappingKey>, StoreError> {
+        self.check()?;
+        self.inner.list_overlapping(filter).await
+    }
     async fn rotate_key(&self, rotation: &Rotation) -> Result<(), StoreError> {
         self.check()?;
         self.inner.rotate_key(rotation).await
@@ -161,6 +165,10 @@ impl Store for SwitchableStore {
     async fn last_client_addr(&self, key_id: &KeyId) -> Result<Option<String>, StoreError> {
         self.check()?;
         self.inner.last_client_addr(key_id).await
+    }
+    async fn uses_since_rotation(&self, key_id: &KeyId) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.uses_since_rotation(key_id).await
     }
     async fn row_counts(&self) -> Result<RowCounts, StoreError> {
         self.check()?;
