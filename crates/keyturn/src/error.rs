@@ -39,6 +39,12 @@ pub enum Error {
     #[error("the API key is not valid; send the key's current token")]
     InvalidToken,
 
+    #[error(
+        "more than {limit} keys are in their overlap window, more than one migration report lists; filter the \
+         report by owner, or page through GET /v1/keys/migration-report"
+    )]
+    ReportTooLarge { limit: usize },
+
     #[error("{0}")]
     Pepper(String),
     #[error("cannot read pepper file {path}: {reason}")]

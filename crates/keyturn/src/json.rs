@@ -1,9 +1,12 @@
-//! The JSON forms of keys and audit events that every front end prints: the `keyturn` CLI, the
-//! Python `KeyInfo.to_dict()` and the HTTP API. Instants are RFC 3339 strings in UTC and
-//! durations use the notation that `Duration::parse` reads. No form contains a token or a hash.
+//! The JSON forms of keys, audit events and migration report entries that every front end
+//! prints: the `keyturn` CLI, the Python `to_dict()` methods and the HTTP API. Instants are
+//! RFC 3339 strings in UTC and durations use the notation that `Duration::parse` reads. No form
+//! contains a token or a hash.
 
 use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, KeyState};
 use serde_json::{json, Value};
+
+use crate::MigrationEntry;
 
 /// Renders a key with its state at the instant the state was computed.
 pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
@@ -46,6 +49,23 @@ pub fn audit_event_json(row: &AuditEvent) -> Value {
         "client_addr": event.client_addr,
         "reason": event.reason,
         "details": event.details,
+    })
+}
+
+/// Renders one key of the migration report.
+pub fn migration_entry_json(entry: &MigrationEntry) -> Value {
+    json!({
+        "key_id": entry.key_id.as_str(),
+        "name": entry.name,
+        "owner": entry.owner,
+        "rotated_at": entry.rotated_at.to_rfc3339(),
+        "overlap_ends_at": entry.overlap_ends_at.to_rfc3339(),
+        "last_used_at": rfc3339(entry.last_used_at),
+        "last_client_addr": entry.last_client_addr,
+        "uses_since_rotation": entry.uses_since_rotation,
+        "successor_id": entry.successor_id.as_str(),
+        "successor_first_used_at": rfc3339(entry.successor_first_used_at),
+        "status": entry.status.as_str(),
     })
 }
 

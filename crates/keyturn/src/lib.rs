@@ -1,7 +1,8 @@
 //! The keyturn service layer ("keyring"): create, list, rotate, revoke and verify API keys over
 //! a [`keyturn_store::Store`], with a verification cache kept coherent across processes and
-//! usage counters written behind the verify path. The CLI, the HTTP server and the Flask
-//! extension call this crate and nothing below it, so they reach identical decisions.
+//! usage counters written behind the verify path, and report which clients of rotated keys have
+//! moved to the successor. The CLI, the HTTP server and the Flask extension call this crate and
+//! nothing below it, so they reach identical decisions.
 //!
 //! No log line, error or `Debug` output of this crate contains a token, a secret or a pepper:
 //! they name key ids and pepper ids instead.
@@ -15,6 +16,7 @@ mod guard;
 pub mod json;
 mod keyring;
 mod listing;
+mod migration;
 mod self_rotation;
 pub mod settings;
 mod verify;
@@ -31,6 +33,7 @@ pub use crate::error::Error;
 pub use crate::guard::{GuardConfig, GuardStats};
 pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, RotateOptions, SelfRotationOptions};
 pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};
+pub use crate::migration::{MigrationEntry, MigrationPage, MAX_REPORT_KEYS};
 pub use crate::verify::{AuthRequest, Authentication};
 
 use keyturn_core::Clock;
