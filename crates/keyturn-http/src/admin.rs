@@ -1,4 +1,5 @@
-//! The admin API under `/v1`: create, list, show, rotate and revoke keys, and list audit events.
+//! The admin API under `/v1`: create, list, show, rotate and revoke keys, report which clients
+//! moved to the successors of rotated keys, and list audit events.
 //! Each handler first authenticates the request with the reserved scope its route requires, so
 //! a request without the right key learns nothing else. Then it parses its input and calls the
 //! keyring. Every mutation is audited with the acting key and the client's socket address.
@@ -35,6 +36,15 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 struct KeyListQuery {
     owner: Option<String>,
     state: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// The query of `GET /v1/keys/migration-report`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrationReportQuery {
+    owner: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -90,6 +100,22 @@ pub(crate) async fn list_keys(
     let parameters = json!({ "owner": filter.owner, "state": query.state, "limit": limit });
     state.keyring.record_admin_read(&admin.caller(), "list_keys", None, parameters).await?;
     let keys: Vec<Value> = page.keys.iter().map(|view| json::key_json(&view.record, &view.state)).collect();
+    let next = page.next_after.as_ref().map(|key_id| key_id.as_str());
+    Ok(respond(StatusCode::OK, json!({ "keys": keys, "next_cursor": next }), &admin))
+}
+
+/// `GET /v1/keys/migration-report`: lists the keys in their overlap window, the most urgent
+/// first, with whether their clients have moved to the successor, one page at a time.
+pub(crate) async fn migration_report(
+    (State(state), Extension(ClientAddr(client_addr)), uri, headers): Request,
+) -> Result<Response, Error> {
+    let admin = authenticate(&state, &headers, &uri, &client_addr, KEYS_READ).await?;
+    let query: MigrationReportQuery = parse_query(&uri)?;
+    let after = query.cursor.as_deref().map(|cursor| json::key_id("cursor", cursor)).transpose()?;
+    let limit = page_size(query.limit)?;
+
+    let page = state.keyring.migration_report_page(query.owner.as_deref(), after, limit).await?;
+    let keys: Vec<Value> = page.keys.iter().map(keyturn::json::migration_entry_json).collect();
     let next = page.next_after.as_ref().map(|key_id| key_id.as_str());
     Ok(respond(StatusCode::OK, json!({ "keys": keys, "next_cursor": next }), &admin))
 }

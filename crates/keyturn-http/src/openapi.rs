@@ -271,6 +271,21 @@ fn schemas() -> Value {
             "type": "object",
             "properties": { "keys": { "type": "array", "items": schema("Key") }, "next_cursor": nullable_string },
         },
+        "MigrationReport": {
+            "type": "object",
+            "properties": {
+                "keys": { "type": "array", "items": { "type": "object", "properties": {
+                    "key_id": string, "name": string, "owner": nullable_string,
+                    "rotated_at": { "type": "string", "format": "date-time" },
+                    "overlap_ends_at": { "type": "string", "format": "date-time" },
+                    "last_used_at": instant, "last_client_addr": nullable_string,
+                    "uses_since_rotation": { "type": "integer", "minimum": 0 },
+                    "successor_id": string, "successor_first_used_at": instant,
+                    "status": { "type": "string", "enum": ["moved", "both", "not_moved"] },
+                } } },
+                "next_cursor": nullable_string,
+            },
+        },
         "AuditPage": {
             "type": "object",
             "properties": {

@@ -29,6 +29,16 @@ pub(crate) fn api_operations() -> Vec<Operation> {
             .scope(admin::KEYS_WRITE)
             .body(schema("CreateKey"), true)
             .response(201, "the new key with its token; Location names it", Some(schema("IssuedKey"))),
+        // A static segment takes precedence over `{key_id}` in axum's router, whatever the order
+        // here, and "migration-report" is not a valid key id either.
+        Operation::new(GET, "/v1/keys/migration-report", "migration_report", admin::migration_report)
+            .summary("List keys in their overlap window, the soonest to end first, with whether clients moved")
+            .scope(admin::KEYS_READ)
+            .query("owner", json!({ "type": "string" }), "only keys of this owner")
+            .query("limit", limit.clone(), "the page size")
+            .query("cursor", json!({ "type": "string" }), "next_cursor of the previous page")
+            .response(200, "a page of the migration report", Some(schema("MigrationReport")))
+            .response(400, "a query parameter is invalid", Some(problem())),
         Operation::new(GET, "/v1/keys/{key_id}", "show_key", admin::show_key)
             .summary("Show a key, without its token")
             .scope(admin::KEYS_READ)
