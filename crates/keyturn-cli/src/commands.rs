@@ -1,4 +1,5 @@
-//! The `keys` commands that manage keys (create, list, show, rotate, revoke) and `audit list`.
+//! The `keys` commands that manage keys (create, list, show, rotate, revoke), `keys
+//! migration-report` and `audit list`.
 //! Each command parses its arguments into service-layer types before it opens the database, and
 //! the service layer checks the rest before writing, so an invalid value changes nothing.
 //! `keys verify` lives in `verify.rs`. `store copy` copies a whole store and needs no pepper,
@@ -14,7 +15,10 @@ use keyturn_store::AuditFilter;
 use crate::error::CliError;
 use crate::output::{self, emit};
 use crate::setup::open_keyring;
-use crate::{AuditListArgs, CreateArgs, GlobalArgs, ListArgs, RevokeArgs, RotateArgs, ShowArgs, StoreCopyArgs};
+use crate::{
+    AuditListArgs, CreateArgs, GlobalArgs, ListArgs, MigrationReportArgs, RevokeArgs, RotateArgs, ShowArgs,
+    StoreCopyArgs,
+};
 
 /// Opens the keyring, runs `command` on it and shuts the keyring down, so queued writes are
 /// flushed whether the command succeeded or not.
@@ -131,6 +135,19 @@ pub async fn revoke(global: &GlobalArgs, args: &RevokeArgs) -> Result<(), CliErr
         } else {
             let revoked_at = record.revoked_at.map_or_else(|| "now".to_owned(), Instant::to_rfc3339);
             emit(&format!("revoked key {key_id} at {revoked_at}\n"))
+        }
+    })
+    .await
+}
+
+/// Runs `keys migration-report`.
+pub async fn migration_report(global: &GlobalArgs, args: &MigrationReportArgs) -> Result<(), CliError> {
+    with_keyring(global, |keyring| async move {
+        let entries = keyring.migration_report(args.owner.as_deref()).await?;
+        if args.json {
+            emit(&output::json_text(&output::migration_json(&entries)))
+        } else {
+            emit(&output::migration_table(&entries))
         }
     })
     .await

@@ -120,6 +120,9 @@ pub enum KeysCommand {
     Revoke(RevokeArgs),
     /// Verify a token read from stdin; exits 0 when allowed, 1 when rejected, 2 on an error
     Verify(VerifyArgs),
+    /// List the keys in their overlap window, the soonest to end first, with whether their
+    /// clients moved to the successor: moved, both (old key still used) or not_moved
+    MigrationReport(MigrationReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +253,16 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MigrationReportArgs {
+    /// Only keys of this owner
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct AuditListArgs {
     /// Only events of this key
     #[arg(long = "key", value_name = "KEY_ID")]
@@ -368,6 +381,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::Rotate(args)) => commands::rotate(global, &args).await,
         Command::Keys(KeysCommand::Revoke(args)) => commands::revoke(global, &args).await,
         Command::Keys(KeysCommand::Verify(args)) => return verify::run(global, &args).await,
+        Command::Keys(KeysCommand::MigrationReport(args)) => commands::migration_report(global, &args).await,
         Command::Audit(AuditCommand::List(args)) => commands::audit_list(global, &args).await,
         Command::Audit(AuditCommand::Verify(args)) => return audit::verify(global, &args).await,
         Command::Audit(AuditCommand::Export(args)) => audit::export(global, &args).await,

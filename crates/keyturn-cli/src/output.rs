@@ -1,11 +1,11 @@
-//! Rendering of keys, verification decisions and audit events, as JSON for scripts and as short
-//! text for people, and the writing of that output to stdout. Instants are RFC 3339 in UTC and
-//! absent values are `null` in JSON and `-` in text. Nothing here reads a key's hash, and tokens
+//! Rendering of keys, verification decisions, the migration report and audit events, as JSON
+//! for scripts and as short text for people, and the writing of that output to stdout. Instants
+//! are RFC 3339 in UTC and absent values are `null` in JSON and `-` in text. Nothing here reads a key's hash, and tokens
 //! are rendered only by the functions for newly issued keys.
 
 use std::io::{ErrorKind, Write};
 
-use keyturn::{Issued, KeyView};
+use keyturn::{Issued, KeyView, MigrationEntry};
 use keyturn_core::{AuditEvent, Decision, Instant, KeyId, KeyRecord, KeyState};
 use serde_json::{json, Map, Value};
 
@@ -123,6 +123,50 @@ pub fn key_table(views: &[KeyView]) -> String {
                 text(record.owner.as_deref()),
                 view.state.outcome.to_string(),
                 instant_text(record.expires_at),
+            ]
+        })
+        .collect();
+    table(&header, rows)
+}
+
+/// Renders the migration report as a JSON array.
+pub fn migration_json(entries: &[MigrationEntry]) -> Value {
+    Value::Array(entries.iter().map(keyturn::json::migration_entry_json).collect())
+}
+
+/// Renders the migration report as an aligned table, one key per row in the report's order.
+pub fn migration_table(entries: &[MigrationEntry]) -> String {
+    if entries.is_empty() {
+        return "no keys in their overlap window\n".to_owned();
+    }
+    let header = [
+        "KEY ID",
+        "NAME",
+        "OWNER",
+        "STATUS",
+        "ROTATED AT",
+        "OVERLAP ENDS AT",
+        "LAST USED AT",
+        "LAST CLIENT",
+        "USES SINCE ROTATION",
+        "SUCCESSOR",
+        "SUCCESSOR FIRST USED AT",
+    ];
+    let rows = entries
+        .iter()
+        .map(|entry| {
+            vec![
+                entry.key_id.to_string(),
+                escape_text(&entry.name),
+                text(entry.owner.as_deref()),
+                entry.status.to_string(),
+                entry.rotated_at.to_rfc3339(),
+                entry.overlap_ends_at.to_rfc3339(),
+                instant_text(entry.last_used_at),
+                text(entry.last_client_addr.as_deref()),
+                entry.uses_since_rotation.to_string(),
+                entry.successor_id.to_string(),
+                instant_text(entry.successor_first_used_at),
             ]
         })
         .collect();

@@ -1089,3 +1089,112 @@ fn serve_reads_trusted_proxies_variable() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("\"proxy.internal\""), "{:?}", run.stderr);
 }
+
+#[test]
+fn migration_report_shows_each_status() {
+    let deployment = Deployment::new();
+    let (moved_id, moved_token) = deployment.create(&["--owner", "team-a"]);
+    let (both_id, both_token) = deployment.create(&["--owner", "team-a"]);
+    let (waiting_id, waiting_token) = deployment.create(&["--owner", "team-b"]);
+    let (ended_id, _) = deployment.create(&["--owner", "team-a"]);
+    assert_eq!(deployment.verify(&moved_token, &[]).0, 0, "a use before the rotation");
+
+    let rotate = |key_id: &str, overlap: &str| {
+        let rotated = deployment.json(&["keys", "rotate", key_id, "--overlap", overlap]);
+        (rotated["key_id"].as_str().unwrap().to_owned(), rotated["token"].as_str().unwrap().to_owned())
+    };
+    let (moved_successor, moved_successor_token) = rotate(&moved_id, "3d");
+    let (both_successor, both_successor_token) = rotate(&both_id, "1d");
+    let (waiting_successor, _) = rotate(&waiting_id, "2d");
+    rotate(&ended_id, "0s");
+    // Each run is its own process, which writes its usage when it exits. Starting a process takes
+    // longer than a millisecond, so each use below has a later instant than the one before.
+    for token in [&moved_token, &moved_successor_token, &both_successor_token, &both_token, &waiting_token] {
+        assert_eq!(deployment.verify(token, &[]).0, 0);
+    }
+
+    let report = deployment.json(&["keys", "migration-report"]);
+    let entries = report.as_array().unwrap();
+    let ids: Vec<&str> = entries.iter().map(|entry| entry["key_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [both_id.as_str(), waiting_id.as_str(), moved_id.as_str()], "the soonest end first");
+    let statuses: Vec<&str> = entries.iter().map(|entry| entry["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["both", "not_moved", "moved"]);
+    let successors: Vec<&str> = entries.iter().map(|entry| entry["successor_id"].as_str().unwrap()).collect();
+    assert_eq!(successors, [both_successor.as_str(), waiting_successor.as_str(), moved_successor.as_str()]);
+    for entry in entries {
+        assert_eq!(entry["uses_since_rotation"], 1, "one use after the rotation: {entry}");
+        assert_eq!(entry["name"], "billing");
+        assert!(entry["last_client_addr"].is_null(), "keys verify has no client address: {entry}");
+        for field in ["rotated_at", "overlap_ends_at", "last_used_at"] {
+            assert_rfc3339(entry, field);
+        }
+    }
+    assert_rfc3339(&entries[0], "successor_first_used_at");
+    assert!(entries[1]["successor_first_used_at"].is_null());
+    assert_rfc3339(&entries[2], "successor_first_used_at");
+    assert_eq!(entries[1]["owner"], "team-b");
+
+    let team_b = deployment.json(&["keys", "migration-report", "--owner", "team-b"]);
+    assert_eq!(team_b.as_array().unwrap().len(), 1);
+    assert_eq!(team_b[0]["key_id"], waiting_id.as_str());
+    let nobody = deployment.run(&["keys", "migration-report", "--owner", "nobody"]);
+    assert_eq!((nobody.code, nobody.stdout.as_str()), (0, "no keys in their overlap window\n"));
+
+    let table = deployment.run(&["keys", "migration-report"]);
+    assert_eq!(table.code, 0, "{table:?}");
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "one header and three keys: {table:?}");
+    assert!(lines[0].starts_with("KEY ID"), "{table:?}");
+    let status_column = lines[0].find("STATUS").unwrap();
+    let uses_column = lines[0].find("USES SINCE ROTATION").unwrap();
+    for (line, status) in lines[1..].iter().zip(["both ", "not_moved ", "moved "]) {
+        assert_eq!(line.get(status_column..status_column + status.len()), Some(status), "{table:?}");
+        assert_eq!(line.get(uses_column..uses_column + 2), Some("1 "), "{table:?}");
+    }
+    deployment.assert_no_token_in_stderr();
+}
+
+#[test]
+fn migration_report_escapes_free_text() {
+    let deployment = Deployment::new();
+    let created = deployment.json(&["keys", "create", "--name", "billing\u{202e}txt", "--owner", "team\u{2028}a"]);
+    let key_id = created["key_id"].as_str().unwrap().to_owned();
+    deployment.json(&["keys", "rotate", &key_id]);
+    // A trusted proxy passes the client address on from X-Forwarded-For, so it is free text too.
+    record_use_in_store(&deployment.database, &key_id, "192.0.2.1\n\u{1b}[2Kforged");
+
+    let table = deployment.run(&["keys", "migration-report"]);
+
+    assert_eq!(table.code, 0, "{table:?}");
+    assert_eq!(table.stdout.lines().count(), 2, "one header and one key: {table:?}");
+    assert!(table.stdout.contains("billing\\u{202e}txt"), "{table:?}");
+    assert!(table.stdout.contains("team\\u{2028}a"), "{table:?}");
+    assert!(table.stdout.contains("192.0.2.1\\n\\u{1b}[2Kforged"), "{table:?}");
+    for raw in ['\u{202e}', '\u{2028}', '\u{1b}'] {
+        assert!(!table.stdout.contains(raw), "{table:?}");
+    }
+    let report = deployment.json(&["keys", "migration-report"]);
+    assert_eq!(report[0]["last_client_addr"], "192.0.2.1\n\u{1b}[2Kforged");
+}
+
+/// Records one allowed use of a key now, from `client_addr`, through the store, as a usage flush
+/// of a server would.
+fn record_use_in_store(database: &Path, key_id: &str, client_addr: &str) {
+    use keyturn_core::{Clock, KeyId, Outcome, SystemClock};
+    use keyturn_store::{DatabaseUrl, SqliteOptions, SqliteStore, Store, UsageRecord};
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let url = DatabaseUrl::parse(database.to_str().unwrap()).unwrap();
+        let store = SqliteStore::open(&url, &SqliteOptions::default()).await.unwrap();
+        let now = SystemClock.now();
+        let usage = UsageRecord {
+            key_id: KeyId::parse(key_id).unwrap(),
+            first_used_at: now,
+            last_used_at: now,
+            last_client_addr: Some(client_addr.to_owned()),
+            counts: vec![(Outcome::Superseded, 1)],
+        };
+        store.record_usage(&[usage]).await.unwrap();
+    });
+}
