@@ -101,6 +101,32 @@ class AuditEvent:
     details: dict[str, Any]
     def to_dict(self) -> dict[str, Any]: ...
 
+class MigrationEntry:
+    """One key of the migration report: a rotated key in its overlap window and its successor.
+
+    Usage is written behind the verify path, so the report lags each process's clients by up to
+    one flush interval (1 s by default).
+    """
+
+    key_id: str
+    name: str
+    owner: str | None
+    rotated_at: datetime
+    overlap_ends_at: datetime
+    #: The old key's latest use.
+    last_used_at: datetime | None
+    #: The client address of the old key's latest use that a usage flush recorded.
+    last_client_addr: str | None
+    #: Allowed verifications of the old key after its rotation, counted per flush interval.
+    uses_since_rotation: int
+    successor_id: str
+    #: The successor's first use; None while no client has moved to it.
+    successor_first_used_at: datetime | None
+    #: moved, both (the old key was used at or after the successor's first use) or not_moved.
+    status: str
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as JSON-ready values, instants as RFC 3339 strings in UTC."""
+
 class Keyring:
     """The keyturn service over one database and one pepper ring.
 
@@ -191,6 +217,11 @@ class Keyring:
     def get(self, key_id: str) -> KeyInfo: ...
     def list(self, *, owner: str | None = None, state: str | None = None) -> list[KeyInfo]: ...
     def audit(self, *, key_id: str | None = None, event: str | None = None) -> list[AuditEvent]: ...
+    def migration_report(self, *, owner: str | None = None) -> list[MigrationEntry]:
+        """List the keys in their overlap window now, the soonest to end first.
+
+        Raises KeyturnError when more than 100,000 keys match; filter by owner then.
+        """
     def flush(self) -> None:
         """Write queued usage counters, rehashes, exposure reports and guard events now."""
     def sync(self) -> None:

@@ -75,6 +75,7 @@ from keyturn._native import (
     Keyring,
     KeyturnError,
     ManualClock,
+    MigrationEntry,
 )
 
 __all__ = [
@@ -640,7 +641,10 @@ def _optional_path(value: str | os.PathLike[str] | None) -> str | None:
 # JSON output carries the fields of KeyInfo.to_dict(), plus "token" for a newly issued key.
 # ---------------------------------------------------------------------------------------------
 
-keys_cli = AppGroup("keys", help="Create, list, show, rotate and revoke API keys.")
+keys_cli = AppGroup(
+    "keys",
+    help="Create, list, show, rotate and revoke API keys, and report on clients of rotated keys.",
+)
 
 # The states that ``flask keys list --state`` accepts.
 _KEY_STATES = ("active", "expiring", "grace", "superseded", "expired", "rotated", "revoked")
@@ -857,6 +861,20 @@ def revoke_command(key_id: str, reason: str | None, as_json: bool) -> None:
         click.echo(f"revoked key {key.key_id} at {revoked_at}")
 
 
+@keys_cli.command("migration-report")
+@click.option("--owner", help="Only keys of this owner.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def migration_report_command(owner: str | None, as_json: bool) -> None:
+    """List the keys in their overlap window, the soonest to end first, with whether their
+    clients moved to the successor: moved, both (old key still used) or not_moved."""
+    with _keyring_for_command() as keyring:
+        entries = keyring.migration_report(owner=owner)
+    if as_json:
+        click.echo(_json_text([entry.to_dict() for entry in entries]))
+    else:
+        click.echo(_migration_table(entries), nl=False)
+
+
 def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
@@ -963,7 +981,7 @@ def _key_table(keys: list[KeyInfo]) -> str:
     if not keys:
         return "no keys found\n"
     header = ("KEY ID", "NAME", "OWNER", "STATE", "EXPIRES")
-    rows = [header]
+    rows = []
     for key in keys:
         fields = key.to_dict()
         rows.append(
@@ -975,6 +993,40 @@ def _key_table(keys: list[KeyInfo]) -> str:
                 _text(fields.get("expires_at")),
             )
         )
+    return _table(header, rows)
+
+
+# Columns of ``keys migration-report``: the fields of MigrationEntry.to_dict() and their titles,
+# in the order of the `keyturn keys migration-report` table.
+_MIGRATION_COLUMNS = (
+    ("key_id", "KEY ID"),
+    ("name", "NAME"),
+    ("owner", "OWNER"),
+    ("status", "STATUS"),
+    ("rotated_at", "ROTATED AT"),
+    ("overlap_ends_at", "OVERLAP ENDS AT"),
+    ("last_used_at", "LAST USED AT"),
+    ("last_client_addr", "LAST CLIENT"),
+    ("uses_since_rotation", "USES SINCE ROTATION"),
+    ("successor_id", "SUCCESSOR"),
+    ("successor_first_used_at", "SUCCESSOR FIRST USED AT"),
+)
+
+
+def _migration_table(entries: list[MigrationEntry]) -> str:
+    if not entries:
+        return "no keys in their overlap window\n"
+    header = tuple(title for _, title in _MIGRATION_COLUMNS)
+    rows = []
+    for entry in entries:
+        fields = entry.to_dict()
+        rows.append(tuple(_text(fields[field]) for field, _ in _MIGRATION_COLUMNS))
+    return _table(header, rows)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Align ``rows`` under ``header`` with two spaces between columns, as ``keyturn`` does."""
+    rows = [header, *rows]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = []
     for row in rows:

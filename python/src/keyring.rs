@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 
 use crate::convert::{py_to_json_object, to_duration, to_instant, to_std_duration};
 use crate::errors::{configuration, invalid, to_py};
+use crate::report::MigrationEntry;
 use crate::values::{AuditEvent, AuthResult, IssuedKey, KeyInfo, ManualClock};
 
 /// The keyturn service over one database and one pepper ring.
@@ -339,6 +340,13 @@ impl Keyring {
         let (runtime, keyring) = self.process(py)?;
         let rows = py.detach(|| runtime.block_on(keyring.audit(&filter))).map_err(to_py)?;
         Ok(rows.into_iter().map(AuditEvent::new).collect())
+    }
+
+    #[pyo3(signature = (*, owner = None))]
+    fn migration_report(&self, py: Python<'_>, owner: Option<String>) -> PyResult<Vec<MigrationEntry>> {
+        let (runtime, keyring) = self.process(py)?;
+        let entries = py.detach(|| runtime.block_on(keyring.migration_report(owner.as_deref()))).map_err(to_py)?;
+        Ok(entries.into_iter().map(MigrationEntry::new).collect())
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {

@@ -7,6 +7,7 @@
 mod convert;
 mod errors;
 mod keyring;
+mod report;
 mod values;
 
 use pyo3::prelude::*;
@@ -22,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<values::IssuedKey>()?;
     m.add_class::<values::AuthResult>()?;
     m.add_class::<values::AuditEvent>()?;
+    m.add_class::<report::MigrationEntry>()?;
     m.add_function(wrap_pyfunction!(keyring::init, m)?)?;
     Ok(())
 }

@@ -677,6 +677,89 @@ def test_keys_show_escapes_free_text(cli: FlaskCliRunner, keyturn_env: KeyturnTe
         assert "\u0085" not in output
 
 
+def make_migrations(keyturn_env: KeyturnTestEnv) -> tuple[IssuedKey, IssuedKey, IssuedKey]:
+    """Rotate three keys and use them so that their clients moved, use both keys, and have not
+    moved. Return the old keys in the report's order, the soonest end of overlap first."""
+    keyring = keyturn_env.keyring
+    moved = keyturn_env.create_key("moved", owner="team-a")
+    both = keyturn_env.create_key("both\u202etxt", owner="team-a")
+    waiting = keyturn_env.create_key("waiting", owner="team-b")
+    keyturn_env.advance("1s")
+    moved_successor = keyturn_env.rotate_key(moved, overlap="3d")
+    both_successor = keyturn_env.rotate_key(both, overlap="1d")
+    keyturn_env.rotate_key(waiting, overlap="2d")
+
+    for step in ([moved, waiting], [moved_successor, both_successor], [both]):
+        keyturn_env.advance("1s")
+        for issued in step:
+            assert keyring.verify(issued.token).allowed
+        keyring.flush()
+    return both, waiting, moved
+
+
+def test_keys_migration_report(cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv) -> None:
+    both, waiting, moved = make_migrations(keyturn_env)
+
+    report = invoke_json(cli, "migration-report")
+    team_b = invoke_json(cli, "migration-report", "--owner", "team-b")
+    table = cli.invoke(args=["keys", "migration-report"])
+    nobody = cli.invoke(args=["keys", "migration-report", "--owner", "nobody"])
+
+    assert [entry["key_id"] for entry in report] == [
+        both.key.key_id,
+        waiting.key.key_id,
+        moved.key.key_id,
+    ]
+    assert [entry["status"] for entry in report] == ["both", "not_moved", "moved"]
+    assert [entry["uses_since_rotation"] for entry in report] == [1, 1, 1]
+    assert report[1]["successor_first_used_at"] is None
+    assert report[0]["name"] == "both\u202etxt"
+    assert [entry["key_id"] for entry in team_b] == [waiting.key.key_id]
+
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("KEY ID  ")
+    assert "USES SINCE ROTATION" in lines[0]
+    status_column = lines[0].index("STATUS")
+    statuses = [line[status_column:].split()[0] for line in lines[1:]]
+    assert statuses == ["both", "not_moved", "moved"]
+    assert "both\\u{202e}txt" in table.stdout
+    assert "\u202e" not in table.stdout
+    assert nobody.stdout == "no keys in their overlap window\n"
+
+
+def test_native_migration_report_values(keyturn_env: KeyturnTestEnv) -> None:
+    both, _, moved = make_migrations(keyturn_env)
+
+    entries = keyturn_env.keyring.migration_report(owner="team-a")
+
+    assert [entry.key_id for entry in entries] == [both.key.key_id, moved.key.key_id]
+    first = entries[0]
+    assert first.status == "both"
+    assert first.owner == "team-a"
+    assert first.rotated_at.tzinfo is not None
+    assert first.overlap_ends_at - first.rotated_at == timedelta(days=1)
+    assert first.last_used_at is not None
+    assert first.successor_first_used_at is not None
+    assert first.last_used_at > first.successor_first_used_at
+    assert first.last_client_addr is None
+    assert first.uses_since_rotation == 1
+    assert first.successor_id == keyturn_env.get_key(both).successor_id
+    assert first.to_dict()["rotated_at"].endswith("Z")
+    assert repr(first) == f'MigrationEntry(key_id="{both.key.key_id}", status="both")'
+
+
+def test_keys_migration_report_matches_cli(
+    cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv, keyturn_bin: Path
+) -> None:
+    make_migrations(keyturn_env)
+
+    flask_report = invoke_json(cli, "migration-report")
+    native = run_cli(keyturn_bin, ["keys", "migration-report", "--json"], keyturn_env.environ)
+
+    assert flask_report == json.loads(native.stdout)
+
+
 def test_keys_without_extension_names_fix() -> None:
     app = Flask(__name__)
     app.cli.add_command(keys_cli)
