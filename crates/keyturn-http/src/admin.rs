@@ -104,7 +104,7 @@ pub(crate) async fn list_keys(
     Ok(respond(StatusCode::OK, json!({ "keys": keys, "next_cursor": next }), &admin))
 }
 
-/// `GET /v1/keys/migration-report`: lists the keys in their overlap window, the most urgent
+/// `GET /v1/keys/migration-report`: lists the keys in their overlap window, the soonest to end
 /// first, with whether their clients have moved to the successor, one page at a time.
 pub(crate) async fn migration_report(
     (State(state), Extension(ClientAddr(client_addr)), uri, headers): Request,
@@ -115,6 +115,8 @@ pub(crate) async fn migration_report(
     let limit = page_size(query.limit)?;
 
     let page = state.keyring.migration_report_page(query.owner.as_deref(), after, limit).await?;
+    let parameters = json!({ "owner": query.owner, "limit": limit, "cursor": query.cursor });
+    state.keyring.record_admin_read(&admin.caller(), "migration_report", None, parameters).await?;
     let keys: Vec<Value> = page.keys.iter().map(keyturn::json::migration_entry_json).collect();
     let next = page.next_after.as_ref().map(|key_id| key_id.as_str());
     Ok(respond(StatusCode::OK, json!({ "keys": keys, "next_cursor": next }), &admin))

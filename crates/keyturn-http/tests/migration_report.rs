@@ -100,6 +100,13 @@ async fn report_lists_statuses_over_http() {
         },
     ]);
     assert_eq!(report["keys"], expected);
+
+    let events = server.keyring.audit(&Default::default()).await.unwrap();
+    let read = events.last().unwrap();
+    assert_eq!(read.event.event.as_str(), "authz_admin", "the report read is audited");
+    assert_eq!(read.event.details["operation"], "migration_report");
+    assert_eq!(read.event.details["parameters"], json!({ "owner": null, "limit": 100, "cursor": null }));
+    assert_eq!(read.event.actor.to_stored(), format!("key:{}", reader.record.key_id));
     server.stop().await;
 }
 
