@@ -1198,3 +1198,63 @@ fn record_use_in_store(database: &Path, key_id: &str, client_addr: &str) {
         store.record_usage(&[usage]).await.unwrap();
     });
 }
+
+#[test]
+fn audit_verify_passes_after_concurrent_changes() {
+    use std::sync::Arc;
+
+    use keyturn::core::{PepperRing, SystemClock};
+    use keyturn::store::{DatabaseUrl, SqliteOptions, SqliteStore};
+    use keyturn::{Caller, Config, Keyring, NewKey, RotateOptions};
+
+    const WRITERS: usize = 4;
+    const CHANGES_PER_WRITER: usize = 2_500;
+
+    let deployment = Deployment::new();
+    let key = keyturn::settings::read_audit_key_file(&deployment.dir.path().join("keyturn.audit-key")).unwrap();
+    let ring = PepperRing::parse_file(&fs::read_to_string(deployment.pepper_file()).unwrap()).unwrap();
+    let url = DatabaseUrl::parse(deployment.database.to_str().unwrap()).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut writers = Vec::new();
+        for writer in 0..WRITERS {
+            // Each writer has its own store instance and pool, as a separate process would.
+            let store =
+                SqliteStore::open(&url, &SqliteOptions::default()).await.unwrap().with_audit_key(Some(key.clone()));
+            let keyring = Keyring::new(Arc::new(store), ring.clone(), Arc::new(SystemClock), Config::default());
+            writers.push(tokio::spawn(async move {
+                let caller = Caller::cli();
+                let mut changes = 0;
+                let mut live = Vec::new();
+                while changes < CHANGES_PER_WRITER {
+                    let new = NewKey { name: format!("writer {writer} key {changes}"), ..NewKey::default() };
+                    let issued = keyring.create(new, &caller).await.unwrap();
+                    changes += 1;
+                    match changes % 5 {
+                        0 => {
+                            keyring.revoke(&issued.record.key_id, Some("test"), &caller).await.unwrap();
+                            changes += 1;
+                        }
+                        1 | 2 => live.push(issued.record.key_id),
+                        _ => {
+                            if let Some(old) = live.pop() {
+                                keyring.rotate(&old, &RotateOptions::default(), &caller).await.unwrap();
+                                changes += 1;
+                            }
+                        }
+                    }
+                }
+                keyring.shutdown().await;
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    });
+
+    let run = deployment.run(&["audit", "verify"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let rows: usize = run.stdout.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(rows >= WRITERS * CHANGES_PER_WRITER, "{}", run.stdout);
+}
