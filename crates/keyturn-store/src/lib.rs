@@ -19,7 +19,8 @@
 //!   uses rustls with the operating system's root certificates.
 //!
 //! No log line, error or `Debug` output of this crate contains a database password, a token or
-//! hash bytes: URLs are shown with the password replaced by `***`.
+//! hash bytes: URLs are shown with the password, and the value of every query parameter other
+//! than the connection settings listed above except `password`, replaced by `***`.
 
 mod audit_log;
 mod conflicts;

@@ -3,7 +3,8 @@
 //! where its data lives. It does not touch the file system or the network, so the store that opens
 //! the URL resolves a relative path, checks its directory, or connects to the server. A PostgreSQL
 //! URL may contain a password, so it is kept only for connecting: `Display`, `Debug` and every
-//! error show it as `***`.
+//! error show it as `***`, and show the value of a query parameter only when its name is in
+//! [`SHOWN_PARAMETERS`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,24 @@ const POSTGRES_PARAMETERS: &[&str] = &[
     "dbname",
     "user",
     "password",
+];
+
+/// The query parameters whose values `Display`, `Debug` and errors show, matched against the
+/// percent-decoded name without regard to case. Every other value is shown as `***`, including
+/// the value of a misspelt or percent-encoded name such as `pass%77ord`, which the driver decodes
+/// to `password`.
+const SHOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "application_name",
+    "options",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
 ];
 
 /// The values of the `sslmode` parameter.
@@ -114,8 +133,9 @@ impl DatabaseUrl {
     }
 
     /// Replaces every password of this URL that occurs in `message` with `***`, as written and
-    /// percent-decoded. The driver's messages are not known to quote the URL; this keeps a
-    /// password out of an error even if one does.
+    /// percent-decoded, and so the value of every query parameter that `Display` hides. The
+    /// driver's messages are not known to quote the URL; this keeps a password out of an error
+    /// even if one does.
     pub(crate) fn redact_secrets(&self, message: &str) -> String {
         let Some(parsed) = self.postgres_url().and_then(|text| url::Url::parse(text).ok()) else {
             return message.to_owned();
@@ -126,7 +146,7 @@ impl DatabaseUrl {
             secrets.push(percent_encoding::percent_decode_str(password).decode_utf8_lossy().into_owned());
         }
         for (name, value) in parsed.query_pairs() {
-            if name.to_ascii_lowercase().ends_with("password") {
+            if !is_shown_parameter(&name) {
                 secrets.push(value.into_owned());
             }
         }
@@ -150,7 +170,8 @@ impl FromStr for DatabaseUrl {
 impl fmt::Display for DatabaseUrl {
     /// Writes the URL in its canonical form: `sqlite:///abs.db` for an absolute path and
     /// `sqlite:rel.db` for a relative one. No SQLite URL contains a secret. A PostgreSQL URL is
-    /// written as given, with its password replaced by `***`.
+    /// written as given, with its password and the value of every query parameter outside
+    /// [`SHOWN_PARAMETERS`] replaced by `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.backend {
             Backend::Sqlite(path) if path.is_absolute() => write!(f, "sqlite://{}", path.display()),
@@ -276,11 +297,11 @@ fn invalid(url: &str, reason: String) -> StoreError {
     StoreError::InvalidUrl { url: redact_password(url), reason }
 }
 
-/// Replaces the password of `scheme://user:password@host` (or `scheme:user:password@host`) and
-/// the value of every query parameter whose name ends in `password` (`password`, `sslpassword`)
-/// with `***`, so an error that quotes a rejected URL never shows it. Everything up to the last
-/// `@` counts as user information, because pasted passwords often contain unescaped `@`, `/`,
-/// `?` or `#`. Over-redacting a URL is harmless.
+/// Replaces the password of `scheme://user:password@host` (or `scheme:user:password@host`), any
+/// fragment, and the value of every query parameter outside [`SHOWN_PARAMETERS`] with `***`, so
+/// an error that quotes a rejected URL never shows a secret. Everything up to the last `@` counts
+/// as user information, because pasted passwords often contain unescaped `@`, `/`, `?` or `#`.
+/// Over-redacting a URL is harmless.
 pub(crate) fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once(':') else {
         return url.to_owned();
@@ -294,17 +315,40 @@ pub(crate) fn redact_password(url: &str) -> String {
         None => url.to_owned(),
     };
 
-    if let Some((base, query)) = redacted.split_once('?') {
-        let parameters: Vec<String> = query
-            .split('&')
-            .map(|parameter| match parameter.split_once('=') {
-                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => format!("{name}=***"),
-                _ => parameter.to_owned(),
-            })
-            .collect();
-        redacted = format!("{base}?{}", parameters.join("&"));
+    // A PostgreSQL URL has no fragment, so one is either a mistake or part of a secret.
+    let mut fragment = "";
+    if let Some(position) = redacted.find('#') {
+        redacted.truncate(position);
+        fragment = "#***";
     }
-    redacted
+    match redacted.split_once('?') {
+        Some((base, query)) => {
+            let parameters: Vec<String> = query.split('&').map(redact_parameter).collect();
+            format!("{base}?{}{fragment}", parameters.join("&"))
+        }
+        None => format!("{redacted}{fragment}"),
+    }
+}
+
+/// Returns one `name=value` pair of a query with its value replaced by `***`, unless its name is
+/// in [`SHOWN_PARAMETERS`]. A name without a value has nothing to hide.
+fn redact_parameter(parameter: &str) -> String {
+    match parameter.split_once('=') {
+        Some((name, _value)) if !is_shown_parameter(&decode_query_component(name)) => format!("{name}=***"),
+        _ => parameter.to_owned(),
+    }
+}
+
+/// Returns whether the value of the decoded parameter `name` may be shown.
+fn is_shown_parameter(name: &str) -> bool {
+    SHOWN_PARAMETERS.iter().any(|shown| name.eq_ignore_ascii_case(shown))
+}
+
+/// Decodes a query name the way the driver does (`application/x-www-form-urlencoded`): `+` is a
+/// space and `%XX` is a byte.
+fn decode_query_component(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -372,6 +416,73 @@ mod tests {
             assert!(matches!(error, StoreError::InvalidUrl { .. }), "{text}: {debug}");
             assert!(!message.contains("ter2"), "{message}");
             assert!(!debug.contains("ter2"), "{debug}");
+        }
+    }
+
+    /// Returns whether none of `secrets` occurs in `text`.
+    fn hides(text: &str, secrets: &[&str]) -> bool {
+        secrets.iter().all(|secret| !text.contains(secret))
+    }
+
+    #[test]
+    fn postgres_display_hides_encoded_parameter_names() {
+        for text in [
+            "postgres://app@db/keyturn?pass%77ord=Secret1",
+            "postgres://app@db/keyturn?%70%61%73%73%77%6F%72%64=Secret1",
+            "postgres://app@db/keyturn?sslmode=require&pass%77ord=Secret1",
+            "postgres://app@db/keyturn?password=Secret1&application_name=web",
+        ] {
+            let url = DatabaseUrl::parse(text).unwrap();
+
+            let display = url.to_string();
+            let debug = format!("{url:?}");
+            assert!(hides(&display, &["Secret1"]), "{display}");
+            assert!(hides(&debug, &["Secret1"]), "{debug}");
+            assert!(display.contains("=***"), "{display}");
+        }
+    }
+
+    #[test]
+    fn postgres_display_shows_harmless_parameters() {
+        let text = "postgres://app@db:5432/keyturn?sslmode=verify-full&application_name=web&SSLROOTCERT=%2Fca.pem";
+        assert_eq!(redact_password(text), text);
+
+        let url = DatabaseUrl::parse("postgres://app@db/keyturn?sslmode=require&application_name=web").unwrap();
+        assert_eq!(url.to_string(), "postgres://app@db/keyturn?sslmode=require&application_name=web");
+    }
+
+    #[test]
+    fn redact_password_hides_unknown_parameters() {
+        for (text, expected) in [
+            ("postgres://db/k?pass%77ord=Secret1", "postgres://db/k?pass%77ord=***"),
+            ("postgres://db/k?PassWord=Secret1", "postgres://db/k?PassWord=***"),
+            ("postgres://db/k?password%20=Secret1", "postgres://db/k?password%20=***"),
+            ("postgres://db/k?connect_timeout=Secret1&sslmode=disable", "postgres://db/k?connect_timeout=***&sslmode=disable"),
+            ("postgres://db/k?sslmode=require#Secret1", "postgres://db/k?sslmode=require#***"),
+            ("postgres://db/k?user=a&sslpassword=Secret1=x", "postgres://db/k?user=a&sslpassword=***"),
+        ] {
+            assert_eq!(redact_password(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn postgres_rejection_hides_parameter_values() {
+        for text in [
+            "postgres://app@db/keyturn?password%20=Secret1",
+            "postgres://app@db/keyturn?PASSWORD=Secret1",
+            "postgres://app@db/keyturn?Pass%57ord=Secret1",
+            "postgres://app@db/keyturn?sslpass%77ord=Secret1",
+            "postgres://app@db/keyturn?connect_timeout=Secret1",
+            "postgres://app@db/keyturn?sslmode=require#Secret1",
+            "postgres://app@db/keyturn?password=Secret1&sslmode=sometimes",
+        ] {
+            let error = DatabaseUrl::parse(text).unwrap_err();
+
+            let message = error.to_string();
+            let debug = format!("{error:?}");
+            assert!(matches!(error, StoreError::InvalidUrl { .. }), "{text}: {debug}");
+            assert!(hides(&message, &["Secret1"]), "{message}");
+            assert!(hides(&debug, &["Secret1"]), "{debug}");
         }
     }
 

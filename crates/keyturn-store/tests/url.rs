@@ -131,8 +131,12 @@ fn url_postgres_unparseable_shows_form() {
 fn url_postgres_fragment_rejected() {
     let (url, reason) = rejection("postgres://db/keyturn#replica");
 
-    assert_eq!(url, "postgres://db/keyturn#replica");
+    assert_eq!(url, "postgres://db/keyturn#***");
     assert!(reason.contains("%23"), "{reason}");
+
+    // An unencoded '#' in a password parameter starts a fragment that holds the rest of it.
+    let (url, _) = rejection("postgres://db/keyturn?password=ab#cd-Secret1");
+    assert_eq!(url, "postgres://db/keyturn?password=***#***");
 }
 
 #[test]
