@@ -19,8 +19,9 @@
 //!   uses rustls with the operating system's root certificates.
 //!
 //! No log line, error or `Debug` output of this crate contains a database password, a token or
-//! hash bytes: URLs are shown with the password, and the value of every query parameter other
-//! than the connection settings listed above except `password`, replaced by `***`.
+//! hash bytes. URLs are shown with the password replaced by `***`. Of the query parameters, only
+//! the connection settings above other than `password` show their values, and every other value
+//! is shown as `***`. A PostgreSQL URL that gives one query parameter twice is rejected.
 
 mod audit_log;
 mod conflicts;

@@ -86,8 +86,8 @@ impl DatabaseUrl {
     ///
     /// `postgres://` and `postgresql://` URLs name a PostgreSQL server, with the libpq query
     /// parameters listed in the crate documentation. A URL that does not parse, has a fragment
-    /// (usually an unencoded `#` in the password), or carries another query parameter is
-    /// rejected. Every other scheme is rejected too, and each message shows the accepted forms.
+    /// (usually an unencoded `#` in the password), carries another query parameter, or gives
+    /// one parameter twice (compared decoded and without regard to case) is rejected. Every other scheme is rejected too, and each message shows the accepted forms.
     pub fn parse(url: &str) -> Result<DatabaseUrl, StoreError> {
         let text = url.trim();
         if text.is_empty() {
@@ -249,7 +249,18 @@ fn check_postgres_url(url: &str, text: &str) -> Result<(), StoreError> {
                 .to_owned(),
         ));
     }
+    // The driver decodes each name and applies the last of two equal ones, so a second
+    // `sslmode=disable` would silently turn off TLS that the first one required.
+    let mut seen: Vec<String> = Vec::new();
     for (name, value) in parsed.query_pairs() {
+        let lowercase = name.to_ascii_lowercase();
+        if seen.contains(&lowercase) {
+            return Err(invalid(
+                url,
+                format!("query parameter {lowercase:?} is given more than once; keep only the value you mean"),
+            ));
+        }
+        seen.push(lowercase);
         if !POSTGRES_PARAMETERS.contains(&name.as_ref()) {
             return Err(invalid(
                 url,
@@ -483,6 +494,26 @@ mod tests {
             assert!(matches!(error, StoreError::InvalidUrl { .. }), "{text}: {debug}");
             assert!(hides(&message, &["Secret1"]), "{message}");
             assert!(hides(&debug, &["Secret1"]), "{debug}");
+        }
+    }
+
+    #[test]
+    fn postgres_duplicate_parameter_rejected() {
+        for (text, name) in [
+            ("postgres://app@db/keyturn?sslmode=verify-full&sslmode=disable", "sslmode"),
+            ("postgres://app@db/keyturn?password=Secret1&pass%77ord=Secret2", "password"),
+            ("postgres://app@db/keyturn?user=app&USER=other", "user"),
+            ("postgres://app@db/keyturn?options=-c%20a%3D1&options=-c%20b%3D2", "options"),
+        ] {
+            let error = DatabaseUrl::parse(text).unwrap_err();
+
+            let StoreError::InvalidUrl { url, reason } = &error else {
+                panic!("{text}: expected InvalidUrl, got {error:?}");
+            };
+            assert!(reason.contains(&format!("{name:?}")), "{reason}");
+            assert!(reason.contains("more than once"), "{reason}");
+            assert!(hides(&reason.to_string(), &["Secret1", "Secret2", "disable"]), "{reason}");
+            assert!(hides(url, &["Secret1", "Secret2"]), "{url}");
         }
     }
 

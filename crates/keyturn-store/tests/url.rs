@@ -134,7 +134,7 @@ fn url_postgres_fragment_rejected() {
     assert_eq!(url, "postgres://db/keyturn#***");
     assert!(reason.contains("%23"), "{reason}");
 
-    // An unencoded '#' in a password parameter starts a fragment that holds the rest of it.
+    // An unencoded '#' in a password parameter starts a fragment that contains the rest of it.
     let (url, _) = rejection("postgres://db/keyturn?password=ab#cd-Secret1");
     assert_eq!(url, "postgres://db/keyturn?password=***#***");
 }
