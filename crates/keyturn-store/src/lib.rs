@@ -282,6 +282,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`PostgresStore`] listens for the notification that every transaction adding change rows
     /// sends on commit, and returns as soon as one names a sequence number greater than
     /// `after_seq`, or when it finds such a change right after (re)connecting its listener. A
+    /// notification received before the feed moved backwards, as restoring a backup in place
+    /// does, ends no wait once the newest sequence number is `after_seq` or less. A
     /// listener that cannot connect, or loses its connection, makes the call sleep out the rest of
     /// `timeout` instead of failing, and the next call connects it again, so a lost listener only
     /// degrades to polling. Neither implementation returns an error.

@@ -468,7 +468,10 @@ mod tests {
             ("postgres://db/k?pass%77ord=Secret1", "postgres://db/k?pass%77ord=***"),
             ("postgres://db/k?PassWord=Secret1", "postgres://db/k?PassWord=***"),
             ("postgres://db/k?password%20=Secret1", "postgres://db/k?password%20=***"),
-            ("postgres://db/k?connect_timeout=Secret1&sslmode=disable", "postgres://db/k?connect_timeout=***&sslmode=disable"),
+            (
+                "postgres://db/k?connect_timeout=Secret1&sslmode=disable",
+                "postgres://db/k?connect_timeout=***&sslmode=disable",
+            ),
             ("postgres://db/k?sslmode=require#Secret1", "postgres://db/k?sslmode=require#***"),
             ("postgres://db/k?user=a&sslpassword=Secret1=x", "postgres://db/k?user=a&sslpassword=***"),
         ] {

@@ -744,6 +744,45 @@ async fn wait_for_change_skips_older_notifications() {
     database.drop_database().await;
 }
 
+/// After the change feed is renumbered behind the store, as restoring an older backup in place
+/// does, a notification received before it no longer ends a wait: the wait sleeps out its timeout
+/// instead of returning at once for a sequence number the feed no longer reaches.
+#[tokio::test]
+async fn wait_for_change_after_feed_renumbered_sleeps() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let writer = database.open().await;
+    let reader = database.open().await;
+    for n in 1..=3 {
+        suite::insert(&writer, &suite::key(n, None, 1_000 * i64::from(n))).await;
+    }
+    let before = reader.change_seq().await.unwrap();
+    reader.wait_for_change(before, Duration::from_millis(100)).await.unwrap();
+    suite::insert(&writer, &suite::key(4, None, 4_000)).await;
+    reader.wait_for_change(before, Duration::from_secs(20)).await.unwrap();
+
+    database.execute("TRUNCATE changes RESTART IDENTITY").await;
+    suite::insert(&writer, &suite::key(5, None, 5_000)).await;
+    let after = reader.change_seq().await.unwrap();
+    assert!(after < before, "the feed was renumbered to {after}, below {before}");
+    let started = WallClock::now();
+    reader.wait_for_change(after, Duration::from_millis(500)).await.unwrap();
+    let first_wait = started.elapsed();
+    let started = WallClock::now();
+    reader.wait_for_change(after, Duration::from_millis(500)).await.unwrap();
+    let second_wait = started.elapsed();
+
+    assert!(first_wait >= Duration::from_millis(300), "the first wait returned after {first_wait:?}");
+    assert!(second_wait >= Duration::from_millis(300), "the second wait returned after {second_wait:?}");
+    suite::insert(&writer, &suite::key(6, None, 6_000)).await;
+    let started = WallClock::now();
+    reader.wait_for_change(after, Duration::from_secs(20)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    writer.close().await;
+    reader.close().await;
+    database.drop_database().await;
+}
+
 /// A listener whose session ended connects again on the next wait, and that wait still ends
 /// early for a change made while it was gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

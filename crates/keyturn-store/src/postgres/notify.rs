@@ -3,8 +3,9 @@
 //! sequence number of each row, and PostgreSQL delivers it to every listening session when the
 //! transaction commits. This module owns one listening connection per store, in a pool of its own
 //! so it never takes a connection from the store's pool. It connects lazily, on the first wait,
-//! and again on the first wait after it lost its connection. It never reads the change feed
-//! except to close the gap while it was not listening.
+//! and again on the first wait after it lost its connection. It reads only the newest sequence
+//! number of the change feed: to close the gap while it was not listening, and to check that a
+//! number another wait was notified of is still in the feed.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -24,7 +25,9 @@ pub(super) struct ChangeListener {
     /// handle is where it was created, because dropping a listener spawns a task there.
     listener: Mutex<Option<(PgListener, tokio::runtime::Handle)>>,
     /// The greatest sequence number any notification carried, so that a waiter queued behind
-    /// another one returns for a change whose notification the other one received.
+    /// another one returns for a change whose notification the other one received. It is lowered
+    /// to the newest sequence number when the change feed no longer reaches it, because restoring
+    /// a backup in place or a point-in-time recovery moves the feed backwards.
     notified_seq: AtomicI64,
     /// Whether the last attempt to listen failed, so a failure is logged once at warn level and
     /// its repeats at debug level.
@@ -61,13 +64,13 @@ impl ChangeListener {
     /// is not missed.
     pub(super) async fn wait(&self, store_pool: &PgPool, after_seq: i64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        if self.notified_seq.load(Ordering::Acquire) > after_seq {
+        if self.notified_past(store_pool, after_seq, deadline).await {
             return;
         }
         let Ok(mut slot) = tokio::time::timeout_at(deadline, self.listener.lock()).await else {
             return;
         };
-        if self.notified_seq.load(Ordering::Acquire) > after_seq {
+        if self.notified_past(store_pool, after_seq, deadline).await {
             return;
         }
 
@@ -104,6 +107,44 @@ impl ChangeListener {
         tokio::time::sleep_until(deadline).await;
     }
 
+    /// Returns whether an earlier notification named a sequence number greater than `after_seq`
+    /// that the change feed still contains. When the newest sequence number is `after_seq` or
+    /// less, the feed moved backwards since that notification, so the remembered number is
+    /// lowered to the newest one. Otherwise every wait would end at once until new changes pass
+    /// the old number. A failed or late read returns `false`, and the wait goes on listening.
+    async fn notified_past(&self, store_pool: &PgPool, after_seq: i64, deadline: Instant) -> bool {
+        let notified = self.notified_seq.load(Ordering::Acquire);
+        if notified <= after_seq {
+            return false;
+        }
+        let newest_seq = match tokio::time::timeout_at(deadline, newest_seq(store_pool)).await {
+            Ok(Ok(newest_seq)) => newest_seq,
+            Ok(Err(error)) => {
+                tracing::debug!(target: TARGET, error, "failed to read the newest change sequence number");
+                return false;
+            }
+            Err(_elapsed) => return false,
+        };
+        if newest_seq > after_seq {
+            return true;
+        }
+
+        // When a notification received meanwhile raised the value, the exchange fails and the
+        // newer value stays.
+        let lowered =
+            self.notified_seq.compare_exchange(notified, newest_seq, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if lowered {
+            tracing::info!(
+                target: TARGET,
+                notified_seq = notified,
+                newest_seq,
+                "newest change sequence number is below one notified earlier, as after a restore or \
+                 point-in-time recovery; ignoring that notification"
+            );
+        }
+        false
+    }
+
     /// Connects a listener before `deadline` and returns it with the newest change sequence
     /// number, or `None` when that failed or took too long. A failure is logged.
     async fn connect_before(&self, store_pool: &PgPool, deadline: Instant) -> Option<(PgListener, i64)> {
@@ -128,11 +169,7 @@ impl ChangeListener {
         listener.eager_reconnect(false);
         listener.listen(CHANGES_CHANNEL).await.map_err(|error| error.to_string())?;
 
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM changes")
-            .fetch_one(store_pool)
-            .await
-            .map_err(|error| error.to_string())?;
-        let newest_seq: i64 = row.try_get("seq").map_err(|error| error.to_string())?;
+        let newest_seq = newest_seq(store_pool).await?;
         Ok((listener, newest_seq))
     }
 
@@ -161,6 +198,15 @@ impl Drop for ChangeListener {
     fn drop(&mut self) {
         discard(self.listener.get_mut().take());
     }
+}
+
+/// Reads the newest change sequence number, 0 when the feed is empty.
+async fn newest_seq(store_pool: &PgPool) -> Result<i64, String> {
+    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM changes")
+        .fetch_one(store_pool)
+        .await
+        .map_err(|error| error.to_string())?;
+    row.try_get("seq").map_err(|error| error.to_string())
 }
 
 /// Receives notifications until one names a sequence number greater than `after_seq`. Older ones
