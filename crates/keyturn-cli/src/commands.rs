@@ -237,7 +237,8 @@ pub async fn store_copy(args: &StoreCopyArgs) -> Result<(), CliError> {
     if from.to_string() == to.to_string() {
         return Err(CliError::new(format!("--from and --to both name {from}; copy to another database")));
     }
-    let source = keyturn::open_store(&from, false).await?;
+    // A mistyped --from must fail rather than gain keyturn tables and copy nothing.
+    let source = keyturn::open_existing_store(&from).await?;
     let target = keyturn::open_store(&to, true).await?;
     let report = keyturn::copy_store(source.as_ref(), target.as_ref(), args.allow_non_empty).await?;
     emit(&format!(

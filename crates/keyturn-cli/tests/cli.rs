@@ -831,6 +831,23 @@ fn store_copy_moves_keys_and_refuses_non_empty_target() {
     assert!(!bad.stderr.contains("hunter2"), "{}", bad.stderr);
 }
 
+#[test]
+fn store_copy_from_empty_file_creates_nothing() {
+    let deployment = Deployment::new();
+    let empty = deployment.dir.path().join("empty.db");
+    std::fs::File::create(&empty).unwrap();
+    let target = deployment.dir.path().join("copy.db");
+    let empty_url = format!("sqlite://{}", empty.display());
+    let target_url = format!("sqlite://{}", target.display());
+
+    let copy = deployment.run(&["store", "copy", "--from", &empty_url, "--to", &target_url]);
+
+    assert_one_line_error(&copy, "no keyturn tables");
+    assert!(copy.stderr.contains(&empty.display().to_string()), "{}", copy.stderr);
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    assert!(!target.exists());
+}
+
 /// Runs raw SQL on a deployment's database behind keyturn's back, as an attacker with write
 /// access to the database could.
 fn tamper(database: &Path, sql: &str) {

@@ -40,6 +40,29 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Checks the schema version of a database that is opened without migrating it: it must be the
+/// version this build writes, `latest`. The error names `location` and what to do.
+pub(crate) fn check_existing_schema(location: &str, current: i64, latest: i64) -> Result<(), StoreError> {
+    let reason = if current == latest {
+        return Ok(());
+    } else if current == 0 {
+        "it has no keyturn tables, so it is not a keyturn database; check the database URL. It was left \
+         unchanged"
+            .to_owned()
+    } else if current < latest {
+        format!(
+            "its schema version is {current}, older than version {latest} of this build of keyturn; run any other \
+             keyturn command on it once, which migrates it, and retry. It was left unchanged"
+        )
+    } else {
+        format!(
+            "its schema version is {current}, but this build of keyturn supports versions up to {latest}; a newer \
+             keyturn wrote it, so upgrade keyturn"
+        )
+    };
+    Err(StoreError::Open { location: location.to_owned(), reason })
+}
+
 impl StoreError {
     /// Returns whether the error means the store could not be reached or was too busy, so the
     /// caller may retry later (503) rather than report a wrong request.

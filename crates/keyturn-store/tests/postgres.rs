@@ -428,6 +428,43 @@ async fn open_huge_statement_timeout_fails() {
     database.drop_database().await;
 }
 
+/// Returns the names of the tables in the database's `public` schema.
+async fn public_tables(database: &TestDatabase) -> Vec<String> {
+    let mut conn = database.raw().await;
+    let rows = sqlx::query("SELECT tablename::text AS name FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    rows.iter().map(|row| row.get("name")).collect()
+}
+
+/// Opening without migrating rejects a database without keyturn tables and creates none, and
+/// opens a keyturn database as usual.
+#[tokio::test]
+async fn open_without_migrate_rejects_empty_database() {
+    let Some(database) = TestDatabase::create().await else { return };
+    database.execute("CREATE TABLE notes (body TEXT)").await;
+    let existing = PostgresOptions { migrate: false, ..options() };
+
+    let error = PostgresStore::open(&database.database_url(), &existing).await.unwrap_err();
+
+    match error {
+        StoreError::Open { location, reason } => {
+            assert_eq!(location, database.database_url().to_string());
+            assert!(reason.contains("no keyturn tables"), "{reason}");
+        }
+        other => panic!("expected StoreError::Open, got {other:?}"),
+    }
+    assert_eq!(public_tables(&database).await, vec!["notes"]);
+
+    database.open().await.close().await;
+    let store = PostgresStore::open(&database.database_url(), &existing).await.unwrap();
+    assert!(store.list_keys(&KeyFilter::default()).await.unwrap().is_empty());
+    store.close().await;
+    database.drop_database().await;
+}
+
 #[tokio::test]
 async fn open_missing_database_fails() {
     let Some(server) = server_url() else { return };

@@ -241,6 +241,76 @@ async fn open_non_database_file_fails() {
     assert!(reason.contains("not a SQLite database"), "{reason}");
 }
 
+fn existing_options() -> SqliteOptions {
+    SqliteOptions { migrate: false, ..SqliteOptions::default() }
+}
+
+/// Opening without migrating rejects an empty file and a SQLite database without keyturn tables,
+/// and writes nothing to either.
+#[tokio::test]
+async fn open_without_migrate_rejects_foreign_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::File::create(&empty).unwrap();
+    let other = dir.path().join("other.db");
+    let mut conn = SqliteConnectOptions::new().filename(&other).create_if_missing(true).connect().await.unwrap();
+    sqlx::raw_sql("CREATE TABLE notes (body TEXT)").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let other_bytes = std::fs::read(&other).unwrap();
+
+    for path in [&empty, &other] {
+        let error = SqliteStore::open(&url_for(path), &existing_options()).await.unwrap_err();
+
+        let (location, reason) = open_reason(error);
+        assert_eq!(location, path.display().to_string());
+        assert!(reason.contains("no keyturn tables"), "{reason}");
+    }
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    assert_eq!(std::fs::read(&other).unwrap(), other_bytes);
+    let mut conn = raw_connection(&other).await;
+    let tables: Vec<String> = sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(tables, vec!["notes"]);
+}
+
+/// Opening without migrating reads a keyturn database, and never creates a missing file even
+/// when `create_if_missing` is set.
+#[tokio::test]
+async fn open_without_migrate_reads_existing() {
+    let (dir, path, store) = new_store().await;
+    suite::insert(&store, &suite::key(1, None, 1_000)).await;
+    store.close().await;
+
+    let existing = SqliteStore::open(&url_for(&path), &existing_options()).await.unwrap();
+    assert_eq!(existing.list_keys(&KeyFilter::default()).await.unwrap().len(), 1);
+    existing.close().await;
+
+    let missing = dir.path().join("missing.db");
+    let options = SqliteOptions { create_if_missing: true, ..existing_options() };
+    let error = SqliteStore::open(&url_for(&missing), &options).await.unwrap_err();
+    let (_, reason) = open_reason(error);
+    assert!(reason.contains("does not exist"), "{reason}");
+    assert!(!missing.exists());
+}
+
+/// Opening without migrating rejects a database whose schema is older than this build's.
+#[tokio::test]
+async fn open_without_migrate_rejects_old_schema() {
+    let (_dir, path, store) = new_store().await;
+    store.close().await;
+    raw_execute(&path, "PRAGMA user_version = 1").await;
+
+    let error = SqliteStore::open(&url_for(&path), &existing_options()).await.unwrap_err();
+
+    let (_, reason) = open_reason(error);
+    assert!(reason.contains("schema version is 1, older than version 2"), "{reason}");
+}
+
 #[tokio::test]
 async fn open_newer_schema_rejected() {
     let (_dir, path, store) = new_store().await;

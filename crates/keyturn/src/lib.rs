@@ -37,7 +37,7 @@ pub use crate::migration::{MigrationEntry, MigrationPage, MAX_REPORT_KEYS};
 pub use crate::verify::{AuthRequest, Authentication};
 
 use keyturn_core::Clock;
-use keyturn_store::{DatabaseUrl, PostgresStore, SqliteOptions, SqliteStore, Store};
+use keyturn_store::{DatabaseUrl, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Store};
 
 use crate::settings::PepperSource;
 
@@ -65,13 +65,29 @@ pub async fn open(options: OpenOptions, clock: Arc<dyn Clock>) -> Result<Arc<Key
 /// SQLite only, because a PostgreSQL database is created by its administrator; keyturn creates
 /// only its tables there.
 pub async fn open_store(database: &DatabaseUrl, create_if_missing: bool) -> Result<Arc<dyn Store>, Error> {
+    open_store_with(database, create_if_missing, true).await
+}
+
+/// Opens the store named by a database URL like [`open_store`], but only when it already has
+/// this build's schema: the database is never created or migrated, and one without keyturn tables
+/// fails with [`StoreError::Open`](keyturn_store::StoreError::Open) naming it. For reading a
+/// database that a mistyped URL may name, such as the source of `keyturn store copy`.
+pub async fn open_existing_store(database: &DatabaseUrl) -> Result<Arc<dyn Store>, Error> {
+    open_store_with(database, false, false).await
+}
+
+async fn open_store_with(
+    database: &DatabaseUrl,
+    create_if_missing: bool,
+    migrate: bool,
+) -> Result<Arc<dyn Store>, Error> {
     let audit_key = settings::audit_key_from_env(database)?;
     if database.is_postgres() {
-        let options = settings::postgres_options_from_env()?;
+        let options = PostgresOptions { migrate, ..settings::postgres_options_from_env()? };
         let store = PostgresStore::open(database, &options).await?.with_audit_key(audit_key);
         return Ok(Arc::new(store));
     }
-    let sqlite = SqliteOptions { create_if_missing, ..SqliteOptions::default() };
+    let sqlite = SqliteOptions { create_if_missing, migrate, ..SqliteOptions::default() };
     let store = SqliteStore::open(database, &sqlite).await?.with_audit_key(audit_key);
     Ok(Arc::new(store))
 }

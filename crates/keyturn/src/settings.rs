@@ -167,6 +167,7 @@ fn postgres_options(read: impl Fn(&str) -> Option<String>) -> Result<PostgresOpt
         connect_timeout: duration(POSTGRES_CONNECT_TIMEOUT_VAR, defaults.connect_timeout, false)?,
         statement_timeout: duration(POSTGRES_STATEMENT_TIMEOUT_VAR, defaults.statement_timeout, true)?,
         acquire_timeout: duration(POSTGRES_ACQUIRE_TIMEOUT_VAR, defaults.acquire_timeout, false)?,
+        migrate: defaults.migrate,
     })
 }
 

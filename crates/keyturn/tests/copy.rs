@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::*;
 use keyturn::core::{Duration, PepperRing};
-use keyturn::store::{AuditFilter, DatabaseUrl, SqliteOptions, SqliteStore, Store};
+use keyturn::store::{AuditFilter, DatabaseUrl, SqliteOptions, SqliteStore, Store, StoreError};
 use keyturn::{copy_store, Config, Error, Issued, Keyring, RotateOptions};
 use sqlx::{Connection, PgConnection};
 
@@ -162,6 +162,27 @@ async fn copy_to_empty_source_copies_nothing() {
     assert!(target.row_counts().await.unwrap().is_empty());
 }
 
+/// Returns the store error inside `error`, which must be [`StoreError::Open`], as its reason.
+fn open_reason(error: Error) -> String {
+    match error {
+        Error::Store(StoreError::Open { reason, .. }) => reason,
+        other => panic!("expected StoreError::Open, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn open_existing_rejects_empty_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.db");
+    std::fs::File::create(&path).unwrap();
+    let url = DatabaseUrl::parse(path.to_str().unwrap()).unwrap();
+
+    let error = keyturn::open_existing_store(&url).await.err().expect("an empty file is no keyturn database");
+
+    assert!(open_reason(error).contains("no keyturn tables"));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+}
+
 /// A database of its own on the test server, dropped at the end of a passing test.
 struct TestDatabase {
     server: String,
@@ -192,6 +213,24 @@ impl TestDatabase {
         sqlx::raw_sql(&sql).execute(&mut admin).await.unwrap();
         admin.close().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn open_existing_rejects_empty_postgres_database() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let url = DatabaseUrl::parse(&database.url).unwrap();
+
+    let error = keyturn::open_existing_store(&url).await.err().expect("an empty database is no keyturn database");
+
+    assert!(open_reason(error).contains("no keyturn tables"));
+    let mut conn = PgConnection::connect(&database.url).await.unwrap();
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(tables, 0);
+    database.drop_database().await;
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use sqlx::{Connection, Executor, Row};
 
 use super::errors::classify;
 use super::TARGET;
+use crate::error::check_existing_schema;
 use crate::StoreError;
 
 /// The schema scripts in order; script `i` brings the schema to version `i + 1`.
@@ -118,6 +119,12 @@ async fn apply_missing(conn: &mut PgConnection, location: &str) -> Result<Option
     }
     tx.commit().await.map_err(classify)?;
     Ok(Some((current, latest)))
+}
+
+/// Checks, without writing, that the database has this build's schema version.
+pub(super) async fn check_existing(conn: &mut PgConnection, location: &str) -> Result<(), StoreError> {
+    let current = current_version(conn).await?;
+    check_existing_schema(location, current, latest_version())
 }
 
 /// Returns the newest version recorded, 0 for a database keyturn never migrated.

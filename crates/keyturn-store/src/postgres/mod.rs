@@ -63,6 +63,10 @@ pub struct PostgresOptions {
     /// How long an operation waits for a free pooled connection, including opening a new one,
     /// before it fails with [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
+    /// Whether to apply the schema migrations the database lacks, on by default. When off, the
+    /// database must already have this build's schema, or opening fails with
+    /// [`StoreError::Open`] and creates no table. `keyturn store copy` opens its source this way.
+    pub migrate: bool,
 }
 
 impl Default for PostgresOptions {
@@ -72,6 +76,7 @@ impl Default for PostgresOptions {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(5),
+            migrate: true,
         }
     }
 }
@@ -101,15 +106,21 @@ impl PostgresStore {
 
     /// Connects to the PostgreSQL database that `url` names and applies the schema migrations it
     /// lacks, holding an advisory lock so that instances starting together migrate it once.
+    /// With `options.migrate` off, it only checks that the schema is this build's.
     ///
     /// Fails with [`StoreError::Unavailable`] when the server cannot be reached within
     /// `options.connect_timeout`, and with [`StoreError::Open`] when it rejects the login, the
-    /// database does not exist, or a newer keyturn wrote its schema. No error shows the password.
+    /// database does not exist, or a newer keyturn wrote its schema. Without migrating, it also
+    /// fails when the schema is missing or older than this build's. No error shows the password.
     pub async fn open(url: &DatabaseUrl, options: &PostgresOptions) -> Result<PostgresStore, StoreError> {
         let target = connect::target(url, options)?;
 
         let mut conn = connect::connect_once(url, &target, options).await?;
-        let migrated = migrate::run(&mut conn, &target.location).await;
+        let migrated = if options.migrate {
+            migrate::run(&mut conn, &target.location).await
+        } else {
+            migrate::check_existing(&mut conn, &target.location).await
+        };
         // Closing ends the session, which also releases the migration lock if unlocking failed.
         let _ = conn.close().await;
         migrated?;

@@ -5,11 +5,13 @@
 
 use std::path::Path;
 
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{Executor, Row};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
 
 use super::errors::classify;
+use super::open::connect_error;
 use super::TARGET;
+use crate::error::check_existing_schema;
 use crate::StoreError;
 
 /// The schema scripts in order; script `i` brings the schema to version `i + 1`.
@@ -36,6 +38,21 @@ pub(super) async fn run(pool: &SqlitePool, path: &Path) -> Result<(), StoreError
         tracing::info!(target: TARGET, path = %path.display(), from, to, "migrated sqlite schema");
     }
     Ok(())
+}
+
+/// Checks on a read-only connection, which writes nothing to the file, that the database has this
+/// build's schema version.
+pub(super) async fn check_existing(path: &Path) -> Result<(), StoreError> {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .map_err(|error| connect_error(path, error))?;
+    let version = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await;
+    let _ = conn.close().await;
+    let current: i64 = version.map_err(|error| connect_error(path, error))?.try_get(0).map_err(classify)?;
+    check_existing_schema(&path.display().to_string(), current, latest_version())
 }
 
 /// Applies the missing scripts on a connection inside the caller's transaction and returns the

@@ -46,11 +46,21 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// The maximum number of connections in this process's pool; at least 1.
     pub max_connections: u32,
+    /// Whether to apply the schema migrations the database lacks, on by default. When off, the
+    /// file must exist and already have this build's schema, or opening fails with
+    /// [`StoreError::Open`] and leaves the file unchanged. `create_if_missing` is then ignored.
+    /// `keyturn store copy` opens its source this way.
+    pub migrate: bool,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { create_if_missing: false, busy_timeout: Duration::from_secs(5), max_connections: 4 }
+        SqliteOptions {
+            create_if_missing: false,
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 4,
+            migrate: true,
+        }
     }
 }
 
@@ -78,18 +88,28 @@ impl SqliteStore {
     }
 
     /// Opens the SQLite database that `url` names, creating the file only when
-    /// `options.create_if_missing` is set, and applies the schema migrations it lacks.
+    /// `options.create_if_missing` is set, and applies the schema migrations it lacks unless
+    /// `options.migrate` is off.
     ///
     /// Fails with [`StoreError::Open`] when the file is missing (run `keyturn init`), its
-    /// directory is missing or not writable, or a newer keyturn wrote its schema.
+    /// directory is missing or not writable, or a newer keyturn wrote its schema. Without
+    /// migrating, it also fails when the schema is missing or older than this build's.
     pub async fn open(url: &DatabaseUrl, options: &SqliteOptions) -> Result<SqliteStore, StoreError> {
         let path = open::resolve_path(url)?;
-        open::check_location(&path, options.create_if_missing)?;
-        if options.create_if_missing {
+        let create_if_missing = options.create_if_missing && options.migrate;
+        open::check_location(&path, create_if_missing)?;
+        if create_if_missing {
             open::create_private_file(&path)?;
         }
-        let pool = open::connect(&path, options).await?;
-        migrate::run(&pool, &path).await?;
+        if !options.migrate {
+            // Checked on a read-only connection first, because the pool switches the file to WAL,
+            // which writes to a file that is not a keyturn database yet.
+            migrate::check_existing(&path).await?;
+        }
+        let pool = open::connect(&path, &SqliteOptions { create_if_missing, ..options.clone() }).await?;
+        if options.migrate {
+            migrate::run(&pool, &path).await?;
+        }
 
         tracing::info!(target: TARGET, path = %path.display(), "opened sqlite store");
         let identity = file_identity(&path).ok_or_else(|| StoreError::Open {

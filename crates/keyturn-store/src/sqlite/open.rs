@@ -170,7 +170,7 @@ async fn check_wal(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
 
 /// Maps a failure to connect: a busy database is [`StoreError::Unavailable`], and a file SQLite
 /// cannot open or read is [`StoreError::Open`] naming the path.
-fn connect_error(path: &Path, error: sqlx::Error) -> StoreError {
+pub(super) fn connect_error(path: &Path, error: sqlx::Error) -> StoreError {
     let open = |reason: String| StoreError::Open { location: path.display().to_string(), reason };
     let sqlx::Error::Database(database_error) = &error else {
         return classify(error);
