@@ -214,17 +214,26 @@ fn warn_if_beside_database(database_path: Option<&Path>, pepper_path: &Path) {
 }
 
 /// Creates the first key with `keyturn:admin` in an empty database and prints its token once, so the
-/// operator can call the admin HTTP API, which accepts only keys, without another step.
+/// operator can call the admin HTTP API, which accepts only keys, without another step. When the
+/// database contains a key by the time of the insert, as after a concurrent `keyturn init`, it creates
+/// nothing and prints that.
 async fn create_bootstrap_admin(global: &GlobalArgs) -> Result<(), CliError> {
     let scopes = parse_scopes(&[BOOTSTRAP_SCOPE.to_owned()])?;
     let new = NewKey { name: BOOTSTRAP_NAME.to_owned(), scopes, ..NewKey::default() };
     with_keyring(global, |keyring| async move {
-        let issued = keyring.create(new, &Caller::cli()).await.map_err(|error| {
+        let created = keyring.create_if_empty(new, &Caller::cli()).await.map_err(|error| {
             CliError::new(format!(
                 "{error}; the database is ready, but its admin key was not created, so run `keyturn init` \
                  again or create one with `keyturn keys create --name \"{BOOTSTRAP_NAME}\" --scope {BOOTSTRAP_SCOPE}`"
             ))
         })?;
+        let Some(issued) = created else {
+            return emit(&format!(
+                "database {} already has keys, so no admin key was created; another `keyturn init` probably \
+                 created one at the same time and printed its token\n",
+                keyring.store().location()
+            ));
+        };
         let text = format!(
             "created key {} ({BOOTSTRAP_NAME}) with scope {BOOTSTRAP_SCOPE}; its token is\n{}",
             issued.record.key_id,

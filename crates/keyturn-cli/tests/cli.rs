@@ -355,6 +355,74 @@ fn init_retry_creates_missing_admin_key() {
     deployment.assert_no_token_in_stderr();
 }
 
+/// Runs `keyturn init` four times at once on one new PostgreSQL database, as hosts of one
+/// deployment starting together would: exactly one run creates and prints an admin key, and the
+/// others print that the database already has keys. Skipped without `KEYTURN_TEST_POSTGRES_URL`.
+#[test]
+fn init_concurrently_on_postgres_creates_one_admin_key() {
+    use sqlx::{Connection, PgConnection};
+
+    let Ok(server) = std::env::var("KEYTURN_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "CI must set KEYTURN_TEST_POSTGRES_URL");
+        eprintln!("skipping: KEYTURN_TEST_POSTGRES_URL is not set; run `scripts/with-postgres cargo test`");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let name = format!("kt_init_{}_{nanos}", std::process::id());
+    let admin_sql = |sql: String| {
+        runtime.block_on(async {
+            let mut admin = PgConnection::connect(&server).await.unwrap();
+            sqlx::raw_sql(&sql).execute(&mut admin).await.unwrap();
+            admin.close().await.unwrap();
+        })
+    };
+    admin_sql(format!("CREATE DATABASE \"{name}\""));
+    let (base, _) = server.rsplit_once('/').expect("the server URL names a database");
+    let database_url = format!("{base}/{name}");
+    let deployment = Deployment::uninitialised();
+    let pepper = "1:c2VjcmV0LXBlcHBlci1mb3ItdGVzdHMtb25seS0zMmI=";
+
+    let children: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            let mut command = deployment.command(&["init"]);
+            command
+                .env("KEYTURN_DATABASE_URL", &database_url)
+                .env("KEYTURN_PEPPER", pepper)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            command.spawn().expect("start keyturn init")
+        })
+        .collect();
+    let runs: Vec<Run> = children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().expect("wait for keyturn init");
+            Run {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        })
+        .collect();
+    let mut list = deployment.command(&["keys", "list", "--json"]);
+    list.env("KEYTURN_DATABASE_URL", &database_url).env("KEYTURN_PEPPER", pepper);
+    let listed = deployment.run_command(list, None);
+    admin_sql(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+
+    // Failure messages show stderr only, because stdout contains the issued tokens.
+    for run in &runs {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let tokens: Vec<String> = runs.iter().filter_map(printed_token).collect();
+    assert_eq!(tokens.len(), 1, "{} of 4 runs printed an admin token", tokens.len());
+    let skipped = runs.iter().filter(|run| run.stdout.contains("already has keys, so no admin key was created"));
+    assert_eq!(skipped.count(), 3);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let keys: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+}
+
 #[test]
 fn command_before_init_says_to_run_init() {
     let deployment = Deployment::uninitialised();

@@ -187,6 +187,12 @@ pub trait Store: Send + Sync + 'static {
     /// SQLite stores it. The service layer rejects control characters before they get here.
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError>;
 
+    /// Inserts a new key with its creation event like [`Store::insert_key`], but only when the
+    /// store holds no key, and returns whether it did. The check and the insert hold the write
+    /// lock together, so of concurrent callers on one empty database, in any process, exactly one
+    /// inserts its key. `keyturn init` creates the bootstrap admin key this way.
+    async fn insert_key_if_empty(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<bool, StoreError>;
+
     async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
 
     async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError>;

@@ -194,6 +194,7 @@ suite_tests!(
     list_overlapping_orders_and_filters,
     audit_filters,
     change_feed_order,
+    insert_if_empty_once,
 );
 
 /// Opens `count` stores on one database, each with its own pool, as separate instances would.
@@ -278,6 +279,16 @@ async fn insert_concurrently_across_instances() {
     let stores = instances(&database, 4).await;
 
     suite::insert_concurrently_all_succeed(&stores).await;
+
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insert_if_empty_concurrently_across_instances() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let stores = instances(&database, 8).await;
+
+    suite::insert_if_empty_concurrently_one_wins(&stores).await;
 
     database.drop_database().await;
 }

@@ -81,6 +81,7 @@ suite_tests!(
     list_overlapping_orders_and_filters,
     audit_filters,
     change_feed_order,
+    insert_if_empty_once,
 );
 
 /// Opens `count` stores on one file, each with its own pool, as separate processes would.
@@ -104,6 +105,13 @@ async fn insert_concurrently_across_pools() {
     let (_dir, path, _store) = new_store().await;
     let stores = shared_stores(&path, 4).await;
     suite::insert_concurrently_all_succeed(&stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insert_if_empty_concurrently_across_pools() {
+    let (_dir, path, _store) = new_store().await;
+    let stores = shared_stores(&path, 8).await;
+    suite::insert_if_empty_concurrently_one_wins(&stores).await;
 }
 
 /// Opens one new file from 6 pools at once, 10 times over. Each opener races to switch the file

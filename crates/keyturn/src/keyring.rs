@@ -174,6 +174,29 @@ impl Keyring {
         self_rotation: SelfRotationOptions,
         caller: &Caller,
     ) -> Result<Issued, Error> {
+        match self.create_key(new, self_rotation, caller, false).await? {
+            Some(issued) => Ok(issued),
+            None => Err(Error::Store(StoreError::Internal("the store inserted no key and reported no error".into()))),
+        }
+    }
+
+    /// Creates a key with the default self-rotation policy, like [`Keyring::create`], but only
+    /// when the store contains no key, and returns `None` otherwise. Of concurrent calls on one
+    /// empty database, from any process, exactly one creates its key, so `keyturn init` run on
+    /// several hosts at once issues one bootstrap admin key.
+    pub async fn create_if_empty(&self, new: NewKey, caller: &Caller) -> Result<Option<Issued>, Error> {
+        self.create_key(new, SelfRotationOptions::default(), caller, true).await
+    }
+
+    /// Validates `new`, builds its record and inserts it. With `only_if_empty`, returns `None`
+    /// when the store already contains a key. Otherwise it always returns a key or an error.
+    async fn create_key(
+        &self,
+        new: NewKey,
+        self_rotation: SelfRotationOptions,
+        caller: &Caller,
+        only_if_empty: bool,
+    ) -> Result<Option<Issued>, Error> {
         let now = self.clock.now();
         let name = check_text("name", &new.name)?;
         let owner = new.owner.as_deref().map(|owner| check_text("owner", owner)).transpose()?;
@@ -227,11 +250,20 @@ impl Keyring {
             let event = self
                 .event(AuditEventType::AuthnTokenCreated, now, &key_id, caller)
                 .with_details(creation_details(&record));
-            match self.store.insert_key(&record, &event).await {
-                Ok(()) => {
+            let inserted = if only_if_empty {
+                self.store.insert_key_if_empty(&record, &event).await
+            } else {
+                self.store.insert_key(&record, &event).await.map(|()| true)
+            };
+            match inserted {
+                Ok(true) => {
                     self.cache.evict([&key_id]);
                     tracing::info!(target: "keyturn::keyring", key_id = %key_id, actor = %caller.actor.to_stored(), "key created");
-                    return Ok(Issued { record, token });
+                    return Ok(Some(Issued { record, token }));
+                }
+                Ok(false) => {
+                    tracing::info!(target: "keyturn::keyring", actor = %caller.actor.to_stored(), "store already contains keys, so no key was created");
+                    return Ok(None);
                 }
                 Err(StoreError::DuplicateKeyId(_)) => continue,
                 Err(error) => return Err(error.into()),

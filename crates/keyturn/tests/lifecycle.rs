@@ -24,6 +24,31 @@ async fn default_policy_applies_to_new_key() {
 }
 
 #[tokio::test]
+async fn create_if_empty_creates_first_key_only() {
+    let fixture = Fixture::new().await;
+
+    let first = fixture.keyring.create_if_empty(new_key("first"), &cli()).await.unwrap();
+    let second = fixture.keyring.create_if_empty(new_key("second"), &cli()).await.unwrap();
+
+    let first = first.expect("an empty store gets the key");
+    assert!(second.is_none());
+    assert_eq!(outcome(&fixture, first.token.expose()).await, Outcome::Active);
+    let listed = fixture.keyring.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].record.key_id, first.record.key_id);
+}
+
+#[tokio::test]
+async fn create_if_empty_validates_input() {
+    let fixture = Fixture::new().await;
+
+    let error = fixture.keyring.create_if_empty(new_key("bad\nname"), &cli()).await.unwrap_err();
+
+    assert!(matches!(error, Error::InvalidInput { field: "name", .. }), "{error:?}");
+    assert!(fixture.keyring.list(&ListFilter::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn expiry_transitions_at_each_boundary() {
     let fixture = Fixture::new().await;
     let issued = fixture.keyring.create(new_key("expiring"), &cli()).await.unwrap();

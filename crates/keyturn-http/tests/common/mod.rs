@@ -156,6 +156,10 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.insert_key(key, event).await
     }
+    async fn insert_key_if_empty(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.insert_key_if_empty(key, event).await
+    }
     async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.check()?;
         self.inner.get_key(key_id).await

@@ -138,6 +138,21 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// Writes a new key, its creation event and its change row in `tx`, which holds the write
+    /// lock. The returned audit writes are announced once the transaction commits.
+    async fn write_new_key(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        key: &KeyRecord,
+        event: &NewAuditEvent,
+    ) -> Result<AuditWrites, StoreError> {
+        writes::insert_key(tx, key).await?;
+        let mut audit = self.audit_writes();
+        writes::insert_event(tx, event, &mut audit).await?;
+        writes::insert_change(tx, &key.key_id, key.created_at).await?;
+        Ok(audit)
+    }
+
     /// Starts a transaction that holds the write lock, for a mutation that appends audit events
     /// or change rows. The lock waits for the writer before it, within the statement timeout.
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
@@ -176,15 +191,27 @@ async fn commit(tx: Transaction<'static, Postgres>) -> Result<(), StoreError> {
 impl Store for PostgresStore {
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        writes::insert_key(&mut tx, key).await?;
-        let mut audit = self.audit_writes();
-        writes::insert_event(&mut tx, event, &mut audit).await?;
-        writes::insert_change(&mut tx, &key.key_id, key.created_at).await?;
+        let audit = self.write_new_key(&mut tx, key, event).await?;
         commit(tx).await?;
         audit.announce();
 
         tracing::debug!(target: TARGET, key_id = %key.key_id, "inserted key");
         Ok(())
+    }
+
+    async fn insert_key_if_empty(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query("SELECT 1 FROM keys LIMIT 1").fetch_optional(&mut *tx).await.map_err(classify)?;
+        if existing.is_some() {
+            // Dropping the transaction rolls it back; nothing was written.
+            return Ok(false);
+        }
+        let audit = self.write_new_key(&mut tx, key, event).await?;
+        commit(tx).await?;
+        audit.announce();
+
+        tracing::debug!(target: TARGET, key_id = %key.key_id, "inserted key into empty store");
+        Ok(true)
     }
 
     async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {

@@ -130,6 +130,21 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    /// Writes a new key, its creation event and its change row in `tx`, which holds the write
+    /// lock. The returned audit writes are announced once the transaction commits.
+    async fn write_new_key(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        key: &KeyRecord,
+        event: &NewAuditEvent,
+    ) -> Result<AuditWrites, StoreError> {
+        writes::insert_key(tx, key).await?;
+        let mut audit = self.audit_writes();
+        writes::insert_event(tx, event, &mut audit).await?;
+        writes::insert_change(tx, &key.key_id, key.created_at).await?;
+        Ok(audit)
+    }
+
     /// Starts a write transaction that holds the database's write lock from its first statement.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.check_file()?;
@@ -160,15 +175,27 @@ async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
 impl Store for SqliteStore {
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        writes::insert_key(&mut tx, key).await?;
-        let mut audit = self.audit_writes();
-        writes::insert_event(&mut tx, event, &mut audit).await?;
-        writes::insert_change(&mut tx, &key.key_id, key.created_at).await?;
+        let audit = self.write_new_key(&mut tx, key, event).await?;
         commit(tx).await?;
         audit.announce();
 
         tracing::debug!(target: TARGET, key_id = %key.key_id, "inserted key");
         Ok(())
+    }
+
+    async fn insert_key_if_empty(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query("SELECT 1 FROM keys LIMIT 1").fetch_optional(&mut *tx).await.map_err(classify)?;
+        if existing.is_some() {
+            // Dropping the transaction rolls it back; nothing was written.
+            return Ok(false);
+        }
+        let audit = self.write_new_key(&mut tx, key, event).await?;
+        commit(tx).await?;
+        audit.announce();
+
+        tracing::debug!(target: TARGET, key_id = %key.key_id, "inserted key into empty store");
+        Ok(true)
     }
 
     async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {

@@ -705,6 +705,45 @@ pub async fn rotate_concurrently_one_wins(stores: &[Arc<dyn Store>]) {
     assert_eq!(get(store, 1).await.successor_id, Some(winner));
 }
 
+/// Inserts a key when the store is empty, and then no second one.
+pub async fn insert_if_empty_once(store: &dyn Store) {
+    let first = key(1, None, 1_000);
+    let second = key(2, None, 2_000);
+
+    assert!(store.insert_key_if_empty(&first, &created_event(&first)).await.unwrap());
+    assert!(!store.insert_key_if_empty(&second, &created_event(&second)).await.unwrap());
+
+    assert_eq!(get(store, 1).await, first);
+    assert!(store.get_key(&key_id(2)).await.unwrap().is_none());
+    assert_eq!(audit_count(store).await, 1);
+    assert_eq!(all_changes(store).await, vec![key_id(1)]);
+}
+
+/// Runs one insert-if-empty of a different key from each of `stores` (separate pools on one
+/// empty database) at once: exactly one inserts its key, with one audit event and one change.
+pub async fn insert_if_empty_concurrently_one_wins(stores: &[Arc<dyn Store>]) {
+    let mut tasks = Vec::new();
+    for (n, store) in (1..).zip(stores) {
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            let key = key(n, Some("bootstrap"), 1_000 + i64::from(n));
+            store.insert_key_if_empty(&key, &created_event(&key)).await
+        }));
+    }
+    let mut inserted = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() {
+            inserted += 1;
+        }
+    }
+
+    assert_eq!(inserted, 1);
+    let store = stores[0].as_ref();
+    assert_eq!(store.list_keys(&KeyFilter::default()).await.unwrap().len(), 1);
+    assert_eq!(audit_count(store).await, 1);
+    assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 1);
+}
+
 /// Inserts 200 keys at once, spread over `stores`; every insert must succeed.
 pub async fn insert_concurrently_all_succeed(stores: &[Arc<dyn Store>]) {
     let mut tasks = Vec::new();

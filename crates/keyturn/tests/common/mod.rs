@@ -117,6 +117,10 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.insert_key(key, event).await
     }
+    async fn insert_key_if_empty(&self, key: &KeyRecord, event: &NewAuditEvent) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.insert_key_if_empty(key, event).await
+    }
     async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
         self.check()?;
