@@ -319,7 +319,7 @@ impl Keyring {
     #[pyo3(signature = (*, owner = None, state = None))]
     fn list(&self, py: Python<'_>, owner: Option<String>, state: Option<&str>) -> PyResult<Vec<KeyInfo>> {
         let state = state.map(parse_outcome).transpose()?;
-        let filter = ListFilter { owner, state };
+        let filter = ListFilter { owner, state, ..ListFilter::default() };
         let (runtime, keyring) = self.process(py)?;
         let views = py.detach(|| runtime.block_on(keyring.list(&filter))).map_err(to_py)?;
         Ok(views.into_iter().map(|view| KeyInfo::new(Arc::new(view.record), view.state)).collect())

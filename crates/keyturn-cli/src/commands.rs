@@ -61,7 +61,16 @@ pub async fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<(), CliErr
 }
 
 pub async fn list(global: &GlobalArgs, args: &ListArgs) -> Result<(), CliError> {
-    let filter = ListFilter { owner: args.owner.clone(), state: args.state.as_deref().map(parse_state).transpose()? };
+    let filter = ListFilter {
+        owner: args.owner.clone(),
+        state: args.state.as_deref().map(parse_state).transpose()?,
+        expiring_within: args
+            .expiring_within
+            .as_deref()
+            .map(|value| parse_duration("--expiring-within", value))
+            .transpose()?,
+        unused_for: args.unused_for.as_deref().map(|value| parse_duration("--unused-for", value)).transpose()?,
+    };
     with_keyring(global, |keyring| async move {
         let views = keyring.list(&filter).await?;
         if args.json {

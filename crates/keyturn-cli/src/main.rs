@@ -201,6 +201,12 @@ pub struct ListArgs {
     /// Only keys in this state now: active, expiring, grace, superseded, expired, rotated or revoked
     #[arg(long)]
     pub state: Option<String>,
+    /// Only keys still accepted that expire within this time from now, such as 30d
+    #[arg(long, value_name = "DURATION")]
+    pub expiring_within: Option<String>,
+    /// Only keys still accepted and unused for this long (stale keys), such as 90d
+    #[arg(long, value_name = "DURATION")]
+    pub unused_for: Option<String>,
     /// Print a JSON array instead of a table
     #[arg(long)]
     pub json: bool,

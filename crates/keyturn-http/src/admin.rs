@@ -36,6 +36,8 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 struct KeyListQuery {
     owner: Option<String>,
     state: Option<String>,
+    expiring_within: Option<String>,
+    unused_for: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -92,12 +94,27 @@ pub(crate) async fn list_keys(
 ) -> Result<Response, Error> {
     let admin = authenticate(&state, &headers, &uri, &client_addr, KEYS_READ).await?;
     let query: KeyListQuery = parse_query(&uri)?;
-    let filter = ListFilter { owner: query.owner, state: query.state.as_deref().map(parse_state).transpose()? };
+    let filter = ListFilter {
+        owner: query.owner,
+        state: query.state.as_deref().map(parse_state).transpose()?,
+        expiring_within: query
+            .expiring_within
+            .as_deref()
+            .map(|value| json::duration("expiring_within", value))
+            .transpose()?,
+        unused_for: query.unused_for.as_deref().map(|value| json::duration("unused_for", value)).transpose()?,
+    };
     let after = query.cursor.as_deref().map(|cursor| json::key_id("cursor", cursor)).transpose()?;
     let limit = page_size(query.limit)?;
 
     let page = state.keyring.list_page(&filter, after, limit).await?;
-    let parameters = json!({ "owner": filter.owner, "state": query.state, "limit": limit });
+    let parameters = json!({
+        "owner": filter.owner,
+        "state": query.state,
+        "expiring_within": query.expiring_within,
+        "unused_for": query.unused_for,
+        "limit": limit,
+    });
     state.keyring.record_admin_read(&admin.caller(), "list_keys", None, parameters).await?;
     let keys: Vec<Value> = page.keys.iter().map(|view| json::key_json(&view.record, &view.state)).collect();
     let next = page.next_after.as_ref().map(|key_id| key_id.as_str());

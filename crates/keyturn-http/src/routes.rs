@@ -20,6 +20,16 @@ pub(crate) fn api_operations() -> Vec<Operation> {
             .scope(admin::KEYS_READ)
             .query("owner", json!({ "type": "string" }), "only keys of this owner")
             .query("state", json!({ "type": "string" }), "only keys in this state now")
+            .query(
+                "expiring_within",
+                json!({ "type": "string" }),
+                "only keys still accepted that expire within this duration from now, such as 30d",
+            )
+            .query(
+                "unused_for",
+                json!({ "type": "string" }),
+                "only keys still accepted and unused for this duration (stale keys), such as 90d",
+            )
             .query("limit", limit.clone(), "the page size")
             .query("cursor", json!({ "type": "string" }), "next_cursor of the previous page")
             .response(200, "a page of keys", Some(schema("KeyPage")))

@@ -401,3 +401,25 @@ async fn admin_reads_audited_as_authz_admin() {
     assert_eq!(operations, ["list_keys", "show_key", "list_audit"], "{page}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn list_filters_expiring_and_unused_keys() {
+    let server = Server::start().await;
+    let reader = server.lasting_key("reader", &["keyturn:keys:read"]).await;
+    let token = reader.token.expose();
+    let soon = server.key("soon", &[]).await;
+
+    let (status, _, page) = call(&server, Method::GET, "/v1/keys?expiring_within=365d", Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let ids: Vec<&str> = page["keys"].as_array().unwrap().iter().map(|key| key["key_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [soon.record.key_id.as_str()], "a key without expiry is never expiring soon");
+
+    let (status, _, page) = call(&server, Method::GET, "/v1/keys?unused_for=1d", Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["keys"].as_array().unwrap().len(), 0, "keys created now are not stale: {page}");
+
+    let (status, _, problem) = call(&server, Method::GET, "/v1/keys?unused_for=soon", Some(token), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("unused_for"), "{problem}");
+    server.stop().await;
+}

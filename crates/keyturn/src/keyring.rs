@@ -89,6 +89,41 @@ pub struct RotateOptions {
 pub struct ListFilter {
     pub owner: Option<String>,
     pub state: Option<Outcome>,
+    /// Only keys still accepted whose expiry falls within this time from now: the keys to rotate
+    /// soon.
+    pub expiring_within: Option<Duration>,
+    /// Only keys still accepted that were not used for this long: last used before now minus
+    /// this, or never used and created before it. Usage is written behind, so a use in the last
+    /// flush interval may not count yet.
+    pub unused_for: Option<Duration>,
+}
+
+impl ListFilter {
+    /// Returns whether a key's record and state at `now` pass every filter except the owner,
+    /// which the store applies.
+    pub(crate) fn matches(&self, view: &KeyView, now: Instant) -> bool {
+        if self.state.is_some_and(|state| view.state.outcome != state) {
+            return false;
+        }
+        let accepted = view.state.outcome.is_allowed();
+        if let Some(window) = self.expiring_within {
+            let soon = view.record.expires_at.is_some_and(|expires_at| expires_at < now.saturating_add(window));
+            if !accepted || !soon {
+                return false;
+            }
+        }
+        if let Some(idle) = self.unused_for {
+            let since = view.record.last_used_at.unwrap_or(view.record.created_at);
+            if !accepted || since >= now.saturating_sub(idle) {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub(crate) fn needs_scan(&self) -> bool {
+        self.state.is_some() || self.expiring_within.is_some() || self.unused_for.is_some()
+    }
 }
 
 /// A newly issued key and its token, which is shown this once and never stored.
@@ -287,7 +322,7 @@ impl Keyring {
         let views = records
             .into_iter()
             .map(|record| KeyView { state: record.state_at(now), record })
-            .filter(|view| filter.state.is_none_or(|state| view.state.outcome == state))
+            .filter(|view| filter.matches(view, now))
             .collect();
         Ok(views)
     }

@@ -1,6 +1,6 @@
 //! Cursor pagination of the key listing, for front ends that page through many keys. The store
-//! applies the owner filter, the cursor and the limit in SQL; the state filter depends on the
-//! instant, so it is applied here.
+//! applies the owner filter, the cursor and the limit in SQL; the state, expiry and idle filters
+//! depend on the instant, so they are applied here.
 
 use keyturn_core::KeyId;
 use keyturn_store::KeyFilter;
@@ -29,7 +29,7 @@ impl Keyring {
     pub async fn list_page(&self, filter: &ListFilter, after: Option<KeyId>, limit: u32) -> Result<KeyPage, Error> {
         let now = self.clock.now();
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
-        let batch = if filter.state.is_some() { MAX_PAGE_SIZE } else { limit + 1 };
+        let batch = if filter.needs_scan() { MAX_PAGE_SIZE } else { limit + 1 };
         let mut keys: Vec<KeyView> = Vec::new();
         let mut scanned = after;
 
@@ -39,7 +39,7 @@ impl Keyring {
             let exhausted = records.len() < batch as usize;
             for record in records {
                 let view = KeyView { state: record.state_at(now), record };
-                if filter.state.is_some_and(|state| view.state.outcome != state) {
+                if !filter.matches(&view, now) {
                     scanned = Some(view.record.key_id);
                     continue;
                 }

@@ -276,9 +276,9 @@ async fn list_filters_by_owner_and_state() {
     fixture.keyring.create(NewKey { owner: Some("search".into()), ..new_key("b") }, &cli()).await.unwrap();
     fixture.keyring.revoke(&a.record.key_id, None, &cli()).await.unwrap();
 
-    let billing = ListFilter { owner: Some("billing".into()), state: None };
+    let billing = ListFilter { owner: Some("billing".into()), ..ListFilter::default() };
     assert_eq!(fixture.keyring.list(&billing).await.unwrap().len(), 1);
-    let revoked = ListFilter { owner: None, state: Some(Outcome::Revoked) };
+    let revoked = ListFilter { state: Some(Outcome::Revoked), ..ListFilter::default() };
     let listed = fixture.keyring.list(&revoked).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].record.key_id, a.record.key_id);
@@ -356,11 +356,38 @@ async fn list_page_follows_cursor_and_state() {
     assert_eq!(last.keys.len(), 1);
     assert_eq!(last.next_after, None);
 
-    let revoked = ListFilter { owner: None, state: Some(Outcome::Revoked) };
+    let revoked = ListFilter { state: Some(Outcome::Revoked), ..ListFilter::default() };
     let page = fixture.keyring.list_page(&revoked, None, 1).await.unwrap();
     assert_eq!(page.keys[0].record.key_id, ids[1]);
     assert_eq!(page.next_after.as_ref(), Some(&ids[1]));
     let page = fixture.keyring.list_page(&revoked, page.next_after, 1).await.unwrap();
     assert_eq!(page.keys[0].record.key_id, ids[3]);
     assert_eq!(page.next_after, None, "no revoked key follows the last one");
+}
+
+#[tokio::test]
+async fn list_filters_expiring_and_stale_keys() {
+    let fixture = Fixture::new().await;
+    let keyring = &fixture.keyring;
+    let old = keyring.create(new_key("old and idle"), &cli()).await.unwrap();
+    fixture.at(T0 + 50 * DAY);
+    let used = keyring.create(new_key("used"), &cli()).await.unwrap();
+    let revoked = keyring.create(new_key("revoked"), &cli()).await.unwrap();
+    keyring.revoke(&revoked.record.key_id, None, &cli()).await.unwrap();
+    fixture.at(T0 + 80 * DAY);
+    keyring.verify(used.token.expose(), &Default::default(), None).await.unwrap();
+    keyring.flush().await.unwrap();
+
+    let names = |views: Vec<keyturn::KeyView>| views.into_iter().map(|view| view.record.name).collect::<Vec<_>>();
+    let within = |days| ListFilter { expiring_within: Some(Duration::from_days(days)), ..ListFilter::default() };
+    // At T0 + 80 days the first key expires in 10 days and the second in 60.
+    assert_eq!(names(keyring.list(&within(30)).await.unwrap()), ["old and idle"]);
+    assert_eq!(names(keyring.list(&within(70)).await.unwrap()), ["old and idle", "used"]);
+
+    let idle = |days| ListFilter { unused_for: Some(Duration::from_days(days)), ..ListFilter::default() };
+    assert_eq!(names(keyring.list(&idle(60)).await.unwrap()), ["old and idle"]);
+    assert!(keyring.list(&idle(90)).await.unwrap().is_empty());
+    let page = keyring.list_page(&idle(60), None, 10).await.unwrap();
+    assert_eq!(page.keys.len(), 1);
+    assert_eq!(page.keys[0].record.key_id, old.record.key_id);
 }
