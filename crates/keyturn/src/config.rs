@@ -42,6 +42,10 @@ pub struct Config {
     /// How often usage counters, rehashes, exposure reports and guard audit events are written.
     /// Default 1 s.
     pub flush_interval: StdDuration,
+    /// Count verifications per key and outcome, with each key's first and last use and last
+    /// client address. Default on. Without it the migration report and the stale-key listing see
+    /// no use; lifecycle events that verifications observe are still recorded.
+    pub track_usage: bool,
     /// The brute-force guard's limits, or `None` to count no failures. Default on, with
     /// [`GuardConfig::default`].
     pub guard: Option<GuardConfig>,
@@ -73,6 +77,7 @@ impl Default for Config {
             max_concurrent_lookups: 16,
             lookup_timeout: StdDuration::from_millis(500),
             flush_interval: StdDuration::from_secs(1),
+            track_usage: true,
             guard: Some(GuardConfig::default()),
             trusted_proxies: TrustedProxies::default(),
         }

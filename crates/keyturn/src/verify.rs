@@ -75,11 +75,13 @@ impl Keyring {
         }
 
         let decision = Decision::evaluate(Arc::clone(&record), now, required);
-        self.pending.note_usage(key_id, decision.outcome, now, client_addr);
-        self.pending.note_observation(key_id, &decision, now, client_addr);
-        if record.first_used_at.is_none() && self.pending.note_first_use(key_id) {
-            self.flush_now.notify_one();
+        if self.config.track_usage {
+            self.pending.note_usage(key_id, decision.outcome, now, client_addr);
+            if record.first_used_at.is_none() && self.pending.note_first_use(key_id) {
+                self.flush_now.notify_one();
+            }
         }
+        self.pending.note_observation(key_id, &decision, now, client_addr);
         if record.pepper_id != *self.peppers.current_id() {
             self.pending.queue_rehash(key_id, &record.pepper_id, token);
         }

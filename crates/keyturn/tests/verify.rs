@@ -331,3 +331,16 @@ async fn strict_mode_reads_through_every_time() {
     assert!(!stats.fresh, "strict mode never trusts the cache");
     assert_eq!((stats.hits, stats.misses), (0, 2));
 }
+
+#[tokio::test]
+async fn usage_tracking_off_counts_nothing() {
+    let fixture = Fixture::with_config(keyturn::Config { track_usage: false, ..keyturn::Config::default() }).await;
+    let key = fixture.keyring.create(new_key("quiet"), &cli()).await.unwrap();
+    for _ in 0..3 {
+        fixture.keyring.verify(key.token.expose(), &Default::default(), Some("192.0.2.5")).await.unwrap();
+    }
+    fixture.keyring.flush().await.unwrap();
+    assert!(fixture.store.usage_counts(&key.record.key_id).await.unwrap().is_empty());
+    let record = fixture.keyring.get(&key.record.key_id).await.unwrap().record;
+    assert_eq!(record.first_used_at, None);
+}
