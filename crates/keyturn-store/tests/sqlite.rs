@@ -316,7 +316,7 @@ async fn open_without_migrate_rejects_old_schema() {
     let error = SqliteStore::open(&url_for(&path), &existing_options()).await.unwrap_err();
 
     let (_, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 1, older than version 2"), "{reason}");
+    assert!(reason.contains("schema version is 1, older than version 3"), "{reason}");
 }
 
 #[tokio::test]
