@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pytest
 from conftest import bearer, example, problem, run_cli
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, Response
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from keyturn import ConfigurationError, InvalidInputError, IssuedKey, KeyInfo, ManualClock
@@ -319,6 +319,28 @@ def test_lifecycle_headers_added_to_view_response(keyturn_env: KeyturnTestEnv) -
     assert response.status_code == 200
     assert response.headers["API-Key-Status"] == "expiring"
     assert "API-Key-Expires" in response.headers
+
+
+def test_app_after_request_sees_lifecycle_headers(keyturn_env: KeyturnTestEnv) -> None:
+    app, _ = make_app(keyturn_env)
+    seen: list[str | None] = []
+
+    @app.after_request
+    def record_status(response: Response) -> Response:
+        seen.append(response.headers.get("API-Key-Status"))
+        return response
+
+    expiring = keyturn_env.create_key(expires_in="10d")
+    active = keyturn_env.create_key()
+    client = app.test_client()
+    expiring_response = client.get("/any-key", headers=bearer(expiring.token))
+    active_response = client.get("/any-key", headers=bearer(active.token))
+
+    assert seen == ["expiring", None]
+    assert expiring_response.headers["API-Key-Status"] == "expiring"
+    assert active_response.status_code == 200
+    assert "API-Key-Status" not in active_response.headers
+    assert "API-Key-Expires" not in active_response.headers
 
 
 # ---------------------------------------------------------------------------------------------
