@@ -198,7 +198,7 @@ def absolute_rows(
         rows.append(
             (
                 "criterion postgres/*",
-                "not run (KEYTURN_BENCH_POSTGRES_URL unset)",
+                "not run (no PostgreSQL server)",
                 "",
                 "",
             )
