@@ -97,6 +97,15 @@ def ratio_rows(
                 lambda value: value <= 0.20,
             )
         )
+        for label, key in (
+            ("Flask, CPU time: no-check / keyturn", "cpu_keyturn_over_baseline"),
+            (
+                "Flask, CPU time: keyturn added / SHA-512 added",
+                "cpu_keyturn_added_over_sha512_added",
+            ),
+        ):
+            if key in ratios:
+                rows.append((label, f"{ratios[key]}", "", ""))
         rows.append(
             (
                 "Flask: keyturn added cost / scrypt added cost",
@@ -164,10 +173,13 @@ def absolute_rows(
     rows = []
     if flask:
         for name, figures in flask["variants"].items():
+            cpu = figures.get("cpu_microseconds_per_request")
+            cpu_text = "" if cpu is None else f"; CPU {cpu:.1f} us"
+            rate = f"{figures['requests_per_second']:,.0f}"
             rows.append(
                 (
                     f"Flask {name}: req/s (added us/request)",
-                    f"{figures['requests_per_second']:,.0f} ({figures['added_microseconds']:+.2f})",
+                    f"{rate} ({figures['added_microseconds']:+.2f}){cpu_text}",
                     "",
                     "",
                 )
