@@ -54,8 +54,7 @@ fn main() {
 
     let small = StoreFixture::open(&runtime, &dir.path().join("small.db"));
     let (small_tokens, _) = small.create_keys(&runtime, &peppers, SMALL_STORE_KEYS);
-    let startup_small = measure_startup(&runtime, &small, &peppers, &small_tokens);
-    let startup_large = measure_startup(&runtime, &large, &peppers, &tokens);
+    let startup = measure_startup(&runtime, &peppers, &[(&small, &small_tokens), (&large, &tokens)]);
 
     let report = json!({
         "keys": options.keys,
@@ -65,7 +64,7 @@ fn main() {
         "cold_verify_us": cold,
         "warm_verify_us": warm,
         "memory": memory,
-        "startup_ms": { "small": startup_small, "large": startup_large },
+        "startup_ms": { "small": startup[0], "large": startup[1] },
         "small_store_keys": SMALL_STORE_KEYS,
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
@@ -206,33 +205,45 @@ fn measure_latency(
 }
 
 /// Times opening the store, creating a keyring, its first cache sync and one verification of a
-/// random key: what a new process does before it serves its first request. The file is in the
-/// operating system's page cache, since it was just written.
-fn measure_startup(runtime: &Runtime, fixture: &StoreFixture, peppers: &PepperRing, tokens: &[Token]) -> Value {
-    let url = database_url(&fixture.path);
+/// random key: what a new process does before it serves its first request. The stores take turns,
+/// so that background work left by earlier steps, such as SQLite checkpointing a WAL file when its
+/// last connection closes, slows both alike. The files are in the operating system's page cache,
+/// since they were just written.
+fn measure_startup(runtime: &Runtime, peppers: &PepperRing, stores: &[(&StoreFixture, &[Token])]) -> Vec<Value> {
     let scopes = Scopes::default();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut runs = vec![Vec::with_capacity(STARTUP_RUNS); stores.len()];
+    let samples: Vec<Vec<usize>> =
+        stores.iter().map(|(_, tokens)| random_indices(tokens.len(), STARTUP_RUNS.min(tokens.len()))).collect();
 
-    let mut runs = Vec::with_capacity(STARTUP_RUNS);
-    for index in random_indices(tokens.len(), STARTUP_RUNS.min(tokens.len())) {
-        let started = Instant::now();
-        let store = runtime.block_on(keyturn::open_store(&url, false)).unwrap();
-        let keyring = Keyring::new(store, peppers.clone(), Arc::clone(&clock), Config::default());
-        runtime.block_on(keyring.sync_cache()).unwrap();
-        let decision = runtime.block_on(keyring.verify(tokens[index].expose(), &scopes, None)).unwrap();
-        runs.push(started.elapsed());
-        assert!(decision.allowed(), "a created key must verify");
+    for run in 0..STARTUP_RUNS {
+        for (store_index, (fixture, tokens)) in stores.iter().enumerate() {
+            let Some(&token_index) = samples[store_index].get(run) else { continue };
+            let url = database_url(&fixture.path);
+            let started = Instant::now();
+            let store = runtime.block_on(keyturn::open_store(&url, false)).unwrap();
+            let keyring = Keyring::new(store, peppers.clone(), Arc::clone(&clock), Config::default());
+            runtime.block_on(keyring.sync_cache()).unwrap();
+            let decision = runtime.block_on(keyring.verify(tokens[token_index].expose(), &scopes, None)).unwrap();
+            runs[store_index].push(started.elapsed());
+            assert!(decision.allowed(), "a created key must verify");
+        }
     }
-    runs.sort();
+
     let millis = |duration: Duration| round(duration.as_secs_f64() * 1e3, 2);
-    let startup = json!({
-        "keys": tokens.len(),
-        "median": millis(runs[runs.len() / 2]),
-        "max": millis(runs[runs.len() - 1]),
-        "runs": runs.len(),
-    });
-    println!("startup with {} keys: {startup}", tokens.len());
-    startup
+    let mut results = Vec::with_capacity(stores.len());
+    for ((_, tokens), mut durations) in stores.iter().zip(runs) {
+        durations.sort();
+        let startup = json!({
+            "keys": tokens.len(),
+            "median": millis(durations[durations.len() / 2]),
+            "max": millis(durations[durations.len() - 1]),
+            "runs": durations.len(),
+        });
+        println!("startup with {} keys: {startup}", tokens.len());
+        results.push(startup);
+    }
+    results
 }
 
 /// Returns `count` distinct indices below `len`, drawn at random.
