@@ -4,7 +4,9 @@ each key in another process, as in ``python/tests/test_gunicorn.py``, whose help
 reuses.
 
 Each trial creates a key, polls until both workers have accepted it (so both have it cached),
-revokes it, and polls until both reject it. The delay of a trial runs from just before the
+waits a random pause of up to one poll interval, revokes the key, and polls until both workers
+reject it. Without the pause, every trial would start right after a poll of the change
+sequence, so every delay would be close to a whole poll interval. The delay of a trial runs from just before the
 `keyturn keys revoke` process starts to the first rejection by the slower worker, so it includes
 the CLI's own start-up and is an upper bound of the delay after the commit. The figures use the
 format of the PostgreSQL test in ``python/tests/test_postgres.py``. All traffic goes to
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -28,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python" / "tests")
 
 from conftest import run_cli, run_gunicorn
 from test_gunicorn import pids, poll, server_environ
+
+# The default interval at which each worker polls the store's change sequence.
+POLL_INTERVAL_SECONDS = 0.25
 
 
 def main() -> int:
@@ -81,6 +87,7 @@ def run_trial(
             f"trial {trial}: one worker served every request before the revocation"
         )
 
+    time.sleep(random.uniform(0, POLL_INTERVAL_SECONDS))
     started = time.monotonic()
     run_cli(keyturn_bin, ["keys", "revoke", issued["key_id"]], environ)
     polling_started = time.monotonic() - started
