@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyturn::core::{Clock, PepperId, PepperRing, Scopes, SystemClock, Token};
-use keyturn::store::{DatabaseUrl, Store};
+use keyturn::store::{DatabaseUrl, SqliteOptions, SqliteStore, Store};
 use keyturn::{Caller, Config, Consistency, Keyring, NewKey};
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Value};
@@ -206,9 +206,9 @@ fn measure_latency(
 
 /// Times opening the store, creating a keyring, its first cache sync and one verification of a
 /// random key: what a new process does before it serves its first request. The stores take turns,
-/// so that background work left by earlier steps, such as SQLite checkpointing a WAL file when its
-/// last connection closes, slows both alike. The files are in the operating system's page cache,
-/// since they were just written.
+/// so that background work left by earlier steps slows both alike, and each run closes its store
+/// before the next one starts. The files are in the operating system's page cache, since they were
+/// just written.
 fn measure_startup(runtime: &Runtime, peppers: &PepperRing, stores: &[(&StoreFixture, &[Token])]) -> Vec<Value> {
     let scopes = Scopes::default();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -221,12 +221,17 @@ fn measure_startup(runtime: &Runtime, peppers: &PepperRing, stores: &[(&StoreFix
             let Some(&token_index) = samples[store_index].get(run) else { continue };
             let url = database_url(&fixture.path);
             let started = Instant::now();
-            let store = runtime.block_on(keyturn::open_store(&url, false)).unwrap();
-            let keyring = Keyring::new(store, peppers.clone(), Arc::clone(&clock), Config::default());
+            let store = Arc::new(runtime.block_on(SqliteStore::open(&url, &SqliteOptions::default())).unwrap());
+            let keyring = Keyring::new(store.clone(), peppers.clone(), Arc::clone(&clock), Config::default());
             runtime.block_on(keyring.sync_cache()).unwrap();
             let decision = runtime.block_on(keyring.verify(tokens[token_index].expose(), &scopes, None)).unwrap();
             runs[store_index].push(started.elapsed());
             assert!(decision.allowed(), "a created key must verify");
+
+            // Closing waits for SQLite's checkpoint when the last connection to a file closes,
+            // which would otherwise run in the background during the next run.
+            drop(keyring);
+            runtime.block_on(store.close());
         }
     }
 
