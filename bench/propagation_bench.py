@@ -34,6 +34,8 @@ from test_gunicorn import pids, poll, server_environ
 
 # The default interval at which each worker polls the store's change sequence.
 POLL_INTERVAL_SECONDS = 0.25
+# Most polling phases after a revocation before a trial fails.
+POLL_PHASES = 3
 
 
 def main() -> int:
@@ -42,7 +44,13 @@ def main() -> int:
     delays: list[float] = []
     with tempfile.TemporaryDirectory(prefix="keyturn-propagation-") as directory:
         root = Path(directory)
-        environ = {**server_environ(root), "RUST_LOG": "warn"}
+        # Every trial ends with hundreds of rejected requests from 127.0.0.1, after which the
+        # brute-force guard would reject with 429 instead of 401, so the guard is off.
+        environ = {
+            **server_environ(root),
+            "RUST_LOG": "warn",
+            "FLASK_KEYTURN_GUARD": "false",
+        }
         run_cli(keyturn_bin, ["init"], environ)
         with run_gunicorn(environ, root / "gunicorn.log", preload=True) as base_url:
             url = f"{base_url}/orders"
@@ -90,16 +98,21 @@ def run_trial(
     time.sleep(random.uniform(0, POLL_INTERVAL_SECONDS))
     started = time.monotonic()
     run_cli(keyturn_bin, ["keys", "revoke", issued["key_id"]], environ)
-    polling_started = time.monotonic() - started
-    answers = poll(url, issued["token"], lambda answers: len(pids(answers, 401)) >= 2)
 
-    first_rejections = {}
-    for answer in answers:
-        if answer.status == 401:
-            first_rejections.setdefault(answer.pid, answer.received)
-    if len(first_rejections) < 2:
-        raise SystemExit(f"trial {trial}: not every worker rejected the revoked key")
-    return polling_started + max(first_rejections.values())
+    # One worker can take every request of a polling phase on a busy machine, so a phase that
+    # saw only one worker reject the key is followed by another, up to POLL_PHASES in all.
+    first_rejections: dict[int, float] = {}
+    for _ in range(POLL_PHASES):
+        phase_started = time.monotonic() - started
+        answers = poll(
+            url, issued["token"], lambda answers: len(pids(answers, 401)) >= 2
+        )
+        for answer in answers:
+            if answer.status == 401:
+                first_rejections.setdefault(answer.pid, phase_started + answer.received)
+        if len(first_rejections) >= 2:
+            return max(first_rejections.values())
+    raise SystemExit(f"trial {trial}: not every worker rejected the revoked key")
 
 
 def percentile(values: list[float], fraction: float) -> float:
