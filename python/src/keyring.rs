@@ -33,11 +33,11 @@ pub(crate) struct Keyring {
     failed_open: Mutex<Option<(u32, std::time::Instant, String)>>,
 }
 
-/// How long after a failed attempt to reach the store the next one waits, so a web worker answers
+/// How long after a failed attempt to reach the store the next one waits, so a web worker responds
 /// 503 at once while the store is down instead of waiting out a connect timeout per request.
 const OPEN_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The longest one attempt to open the store may take in a web worker.
+/// The maximum time one attempt to open the store may take in a web worker.
 const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Native state of one process.

@@ -245,7 +245,7 @@ fn init_creates_database_and_private_pepper() {
     assert_eq!(fs::read(deployment.pepper_file()).unwrap(), pepper);
     assert_eq!(fs::read(&audit_key_file).unwrap(), audit_key);
 
-    // A lost audit key file is not replaced once the chain holds signed rows.
+    // A lost audit key file is not replaced once the chain contains signed rows.
     fs::remove_file(&audit_key_file).unwrap();
     let third = deployment.run(&["init"]);
     assert_eq!(third.code, 2, "{third:?}");

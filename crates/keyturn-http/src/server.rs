@@ -235,7 +235,7 @@ pub(crate) async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// `/readyz`: 200 when the store answers a query within the lookup timeout, so a load balancer
+/// `/readyz`: 200 when the store responds to a query within the lookup timeout, so a load balancer
 /// learns of an outage as fast as a verification does.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
     let timeout = state.keyring.config().lookup_timeout;
@@ -243,7 +243,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, Er
         .await
         .unwrap_or_else(|_| {
             Err(keyturn::store::StoreError::Unavailable(format!(
-                "the store did not answer within {} ms",
+                "the store did not respond within {} ms",
                 timeout.as_millis()
             )))
         })

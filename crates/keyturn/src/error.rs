@@ -56,7 +56,7 @@ pub enum Error {
 
     #[error("the key store is unavailable: {0}")]
     StoreUnavailable(String),
-    /// A store copy failed its check or stopped part-way; the message says what the target holds.
+    /// A store copy failed its check or stopped part-way. The message names what the target contains.
     #[error("store copy failed: {0}")]
     CopyCheck(String),
     #[error(transparent)]

@@ -178,14 +178,14 @@ pub fn default_pepper_file(database: &DatabaseUrl) -> Option<PathBuf> {
     database.sqlite_path().map(|path| absolute(&path.with_extension("pepper")))
 }
 
-/// The audit key file used for an embedded SQLite database when none is configured: the
+/// Returns the audit key file used for an embedded SQLite database when none is configured: the
 /// database path with the extension `.audit-key`. Like the pepper file next to the database, a
 /// development default only.
 pub fn default_audit_key_file(database: &DatabaseUrl) -> Option<PathBuf> {
     database.sqlite_path().map(|path| absolute(&path.with_extension("audit-key")))
 }
 
-/// Where the audit key comes from: `KEYTURN_AUDIT_KEY` (base64), the file named by
+/// Reads the audit key from `KEYTURN_AUDIT_KEY` (base64), the file named by
 /// `KEYTURN_AUDIT_KEY_FILE`, or, for a SQLite database, the file next to it when that file
 /// exists. `None` means no key: audit rows are then written without a MAC.
 pub fn audit_key_from_env(database: &DatabaseUrl) -> Result<Option<AuditKey>, Error> {
@@ -319,7 +319,7 @@ fn read_private_file(path: &Path) -> Result<String, Error> {
     read_secret_file(path, |path, reason| Error::PepperFile { path, reason })
 }
 
-/// Reads a file that holds a secret, after checking that only its owner can read it. `fail`
+/// Reads a file that contains a secret, after checking that only its owner can read it. `fail`
 /// builds the error from the absolute path and the reason.
 fn read_secret_file(path: &Path, fail: impl Fn(PathBuf, String) -> Error) -> Result<String, Error> {
     let fail = |reason: String| fail(absolute(path), reason);

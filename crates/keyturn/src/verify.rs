@@ -226,7 +226,7 @@ impl Keyring {
         })
     }
 
-    /// Reads a key record from the store and caches the answer.
+    /// Reads a key record from the store and caches the result.
     async fn read_through(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, Error> {
         let _permit = self.lookups.acquire().await.map_err(|_| Error::StoreUnavailable("keyring closed".into()))?;
         // Another verification may have loaded the record while this one waited for the permit.
