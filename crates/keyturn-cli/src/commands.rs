@@ -17,7 +17,7 @@ use crate::output::{self, emit};
 use crate::setup::open_keyring;
 use crate::{
     AuditListArgs, CreateArgs, GlobalArgs, ListArgs, MigrationReportArgs, RevokeArgs, RotateArgs, ShowArgs,
-    StoreCopyArgs,
+    StoreBackupArgs, StoreCopyArgs,
 };
 
 /// Opens the keyring, runs `command` on it and shuts the keyring down, so queued writes are
@@ -259,4 +259,11 @@ pub async fn store_copy(args: &StoreCopyArgs) -> Result<(), CliError> {
         source.location(),
         target.location()
     ))
+}
+
+/// Writes a backup of the SQLite database of `--database` to `--to` and prints where it went.
+pub async fn store_backup(global: &GlobalArgs, args: &StoreBackupArgs) -> Result<(), CliError> {
+    let database = keyturn::settings::resolve_database_url(global.database.as_deref())?;
+    keyturn::backup_store(&database, &args.to).await?;
+    emit(&format!("backed up {database} to {}\n", args.to.display()))
 }

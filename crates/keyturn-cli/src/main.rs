@@ -79,7 +79,7 @@ enum Command {
     /// Serve the admin API, the verify endpoints, health checks and metrics over HTTP until
     /// SIGTERM or SIGINT
     Serve(ServeArgs),
-    /// Copy a whole store to another database
+    /// Back up a store, or copy it to another database
     #[command(subcommand)]
     Store(StoreCommand),
 }
@@ -89,6 +89,16 @@ pub enum StoreCommand {
     /// Copy every key, usage counter and audit event to another database, such as from SQLite to
     /// PostgreSQL, then check the copy. Stop every writer of the source first
     Copy(StoreCopyArgs),
+    /// Write a consistent copy of a SQLite database to a new file while keyturn keeps running.
+    /// Back up the pepper and the audit key separately
+    Backup(StoreBackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreBackupArgs {
+    /// The backup file to create, such as /var/backups/keyturn-2026-12-05.db; it must not exist
+    #[arg(long, value_name = "FILE")]
+    pub to: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -393,6 +403,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit(AuditCommand::Export(args)) => audit::export(global, &args).await,
         Command::Serve(args) => serve::run(global, &args).await,
         Command::Store(StoreCommand::Copy(args)) => commands::store_copy(&args).await,
+        Command::Store(StoreCommand::Backup(args)) => commands::store_backup(global, &args).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

@@ -916,6 +916,65 @@ fn store_copy_from_empty_file_creates_nothing() {
     assert!(!target.exists());
 }
 
+#[test]
+fn store_backup_writes_private_verifiable_copy() {
+    let deployment = Deployment::new();
+    let created = deployment.run(&["keys", "create", "--name", "backed-up", "--json"]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let token = serde_json::from_str::<Value>(&created.stdout).unwrap()["token"].as_str().unwrap().to_owned();
+    deployment.tokens.borrow_mut().push(token.clone());
+    let backup = deployment.dir.path().join("backup.db");
+    let backup_arg = backup.display().to_string();
+
+    let run = deployment.run(&["store", "backup", "--to", &backup_arg]);
+
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains(&backup_arg), "{}", run.stdout);
+    assert_eq!(fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
+    // The backup verifies the same token and holds the whole signed audit chain.
+    let audit_key = deployment.dir.path().join("keyturn.audit-key");
+    let mut verify = deployment.command(&["keys", "verify"]);
+    verify.env("KEYTURN_DATABASE_URL", &backup).env("KEYTURN_PEPPER_FILE", deployment.pepper_file());
+    let verified = deployment.run_command_with_bytes(verify, token.as_bytes());
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    let mut audit = deployment.command(&["audit", "verify"]);
+    audit.env("KEYTURN_DATABASE_URL", &backup).env("KEYTURN_AUDIT_KEY_FILE", &audit_key);
+    let audited = deployment.run_command(audit, None);
+    assert_eq!(audited.code, 0, "{}{}", audited.stdout, audited.stderr);
+}
+
+#[test]
+fn missing_audit_key_file_names_audit_key_settings() {
+    let deployment = Deployment::new();
+    let mut audit = deployment.command(&["audit", "verify"]);
+    audit.env("KEYTURN_AUDIT_KEY_FILE", deployment.dir.path().join("gone.audit-key"));
+
+    let run = deployment.run_command(audit, None);
+
+    assert_one_line_error(&run, "set KEYTURN_AUDIT_KEY or KEYTURN_AUDIT_KEY_FILE");
+}
+
+#[test]
+fn store_backup_refuses_existing_file_missing_directory_and_postgres() {
+    let deployment = Deployment::new();
+    let existing = deployment.dir.path().join("existing.db");
+    fs::write(&existing, b"keep me").unwrap();
+    let missing = deployment.dir.path().join("missing").join("backup.db");
+
+    let over = deployment.run(&["store", "backup", "--to", &existing.display().to_string()]);
+    let nowhere = deployment.run(&["store", "backup", "--to", &missing.display().to_string()]);
+    let mut postgres = deployment.command(&["store", "backup", "--to", "pg.db"]);
+    postgres.env("KEYTURN_DATABASE_URL", "postgres://app:hunter2@127.0.0.1:1/keyturn");
+    let postgres = deployment.run_command(postgres, None);
+
+    assert_one_line_error(&over, "already exists");
+    assert_eq!(fs::read(&existing).unwrap(), b"keep me");
+    assert_one_line_error(&nowhere, "directory does not exist");
+    assert_one_line_error(&postgres, "pg_dump");
+    assert!(!postgres.stderr.contains("hunter2"), "{}", postgres.stderr);
+    assert!(!deployment.dir.path().join("pg.db").exists());
+}
+
 /// Runs raw SQL on a deployment's database behind keyturn's back, as an attacker with write
 /// access to the database could.
 fn tamper(database: &Path, sql: &str) {

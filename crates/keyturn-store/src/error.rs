@@ -30,6 +30,8 @@ pub enum StoreError {
     InvalidUrl { url: String, reason: String },
     #[error("cannot open database {location}: {reason}")]
     Open { location: String, reason: String },
+    #[error("cannot write a backup to {target}: {reason}")]
+    Backup { target: String, reason: String },
     #[error("the key store is unavailable: {0}")]
     Unavailable(String),
     #[error("stored row for key {key_id} is invalid: {reason}")]

@@ -76,6 +76,28 @@ pub async fn open_existing_store(database: &DatabaseUrl) -> Result<Arc<dyn Store
     open_store_with(database, false, false).await
 }
 
+/// Writes a consistent copy of the SQLite database that `database` names to `target`, a new file
+/// created with mode 0600, while other processes keep using the database. The database must
+/// already have this build's schema, so a backup taken before an upgrade is taken by the keyturn
+/// that wrote it. PostgreSQL is backed up with its own tools, such as `pg_dump`, and is refused
+/// here with an error that says so.
+pub async fn backup_store(database: &DatabaseUrl, target: &std::path::Path) -> Result<(), Error> {
+    if database.is_postgres() {
+        return Err(Error::InvalidInput {
+            field: "database",
+            reason: format!(
+                "{database} is a PostgreSQL database; back it up with pg_dump or your provider's backups, \
+                 because this command writes SQLite files only"
+            ),
+        });
+    }
+    let options = SqliteOptions { migrate: false, ..SqliteOptions::default() };
+    let store = SqliteStore::open(database, &options).await?;
+    let result = store.backup_to(target).await;
+    store.close().await;
+    Ok(result?)
+}
+
 async fn open_store_with(
     database: &DatabaseUrl,
     create_if_missing: bool,

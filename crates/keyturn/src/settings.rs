@@ -216,7 +216,8 @@ pub fn audit_key_file_to_create(database: &DatabaseUrl) -> Result<Option<PathBuf
 
 /// Reads an audit key file, which must be readable by its owner only.
 pub fn read_audit_key_file(path: &Path) -> Result<AuditKey, Error> {
-    let text = read_secret_file(path, |path, reason| Error::AuditKeyFile { path, reason })?;
+    let vars = [AUDIT_KEY_VAR, AUDIT_KEY_FILE_VAR];
+    let text = read_secret_file(path, vars, |path, reason| Error::AuditKeyFile { path, reason })?;
     let line = text.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#')).unwrap_or("");
     AuditKey::parse(line, &absolute(path).display().to_string()).map_err(Error::from)
 }
@@ -241,7 +242,7 @@ pub fn create_audit_key_file(path: &Path) -> Result<bool, Error> {
         .create_new(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|error| fail(io_reason(&error, &path)))?;
+        .map_err(|error| fail(io_reason(&error, &path, [AUDIT_KEY_VAR, AUDIT_KEY_FILE_VAR])))?;
     file.write_all(content.as_bytes()).and_then(|()| file.sync_all()).map_err(|error| fail(error.to_string()))?;
     Ok(true)
 }
@@ -283,12 +284,9 @@ pub fn create_pepper_file(path: &Path) -> Result<PepperFileStatus, Error> {
         "# keyturn pepper ring: one ID:BASE64 entry per line, the first is current. Keep this file\n\
          # secret (mode 0600) and out of the database backups; losing it invalidates every key.\n{entry}\n"
     );
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|error| Error::PepperFile { path: path.clone(), reason: io_reason(&error, &path) })?;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|error| {
+        Error::PepperFile { path: path.clone(), reason: io_reason(&error, &path, [PEPPER_VAR, PEPPER_FILE_VAR]) }
+    })?;
     file.write_all(content.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|error| Error::PepperFile { path: path.clone(), reason: error.to_string() })?;
@@ -316,14 +314,15 @@ pub async fn check_pepper_not_lost(store: &dyn Store, pepper_path: &Path) -> Res
 }
 
 fn read_private_file(path: &Path) -> Result<String, Error> {
-    read_secret_file(path, |path, reason| Error::PepperFile { path, reason })
+    read_secret_file(path, [PEPPER_VAR, PEPPER_FILE_VAR], |path, reason| Error::PepperFile { path, reason })
 }
 
-/// Reads a file that contains a secret, after checking that only its owner can read it. `fail`
-/// builds the error from the absolute path and the reason.
-fn read_secret_file(path: &Path, fail: impl Fn(PathBuf, String) -> Error) -> Result<String, Error> {
+/// Reads a file that contains a secret, after checking that only its owner can read it. `vars`
+/// names the variables that hold the secret or name its file, for the hint when the file is
+/// missing. `fail` builds the error from the absolute path and the reason.
+fn read_secret_file(path: &Path, vars: [&str; 2], fail: impl Fn(PathBuf, String) -> Error) -> Result<String, Error> {
     let fail = |reason: String| fail(absolute(path), reason);
-    let metadata = fs::metadata(path).map_err(|error| fail(io_reason(&error, path)))?;
+    let metadata = fs::metadata(path).map_err(|error| fail(io_reason(&error, path, vars)))?;
     if !metadata.is_file() {
         return Err(fail("it is not a regular file".to_owned()));
     }
@@ -335,18 +334,16 @@ fn read_secret_file(path: &Path, fail: impl Fn(PathBuf, String) -> Error) -> Res
         )));
     }
     debug_assert_eq!(metadata.permissions().mode() & 0o077, 0);
-    fs::read_to_string(path).map_err(|error| fail(io_reason(&error, path)))
+    fs::read_to_string(path).map_err(|error| fail(io_reason(&error, path, vars)))
 }
 
-fn io_reason(error: &std::io::Error, path: &Path) -> String {
+fn io_reason(error: &std::io::Error, path: &Path, [value_var, file_var]: [&str; 2]) -> String {
     match error.kind() {
         std::io::ErrorKind::NotFound => match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
                 format!("directory {} does not exist; create it first", parent.display())
             }
-            _ => format!(
-                "the file does not exist; run `keyturn init` to create it, or set {PEPPER_VAR} or {PEPPER_FILE_VAR}"
-            ),
+            _ => format!("the file does not exist; run `keyturn init` to create it, or set {value_var} or {file_var}"),
         },
         std::io::ErrorKind::PermissionDenied => "permission denied; run as the user that owns it".to_owned(),
         _ => error.to_string(),

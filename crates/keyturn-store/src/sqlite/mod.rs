@@ -6,6 +6,7 @@
 //! `writes`, key reads in `rows`, the schema in `migrate`, and path checks in `open`. Row decoding
 //! and the errors of a failed guard are shared with the other backends.
 
+mod backup;
 mod errors;
 mod migrate;
 mod open;
