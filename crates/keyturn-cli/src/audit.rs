@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use keyturn::settings::{self, AUDIT_KEY_FILE_VAR, AUDIT_KEY_VAR};
 use keyturn_core::chain::to_hex;
-use keyturn_core::{AuditEvent, ChainVerifier, Checkpoint, Instant};
+use keyturn_core::{AuditEvent, AuditEventType, ChainVerifier, Checkpoint, Instant};
 use keyturn_store::{AuditFilter, Store};
 use serde_json::{json, Value};
 
@@ -73,13 +73,7 @@ fn broken_chain(broken: &keyturn_core::ChainBreak) -> ExitCode {
 /// Writes the rows in the time range as JSON Lines, then a checkpoint of the newest row.
 pub async fn export(global: &GlobalArgs, args: &AuditExportArgs) -> Result<(), CliError> {
     let database = settings::resolve_database_url(global.database.as_deref())?;
-    let since = args.since.as_deref().map(|value| parse_instant("--since", value)).transpose()?;
-    let until = args.until.as_deref().map(|value| parse_instant("--until", value)).transpose()?;
-    if let (Some(since), Some(until)) = (since, until) {
-        if since >= until {
-            return Err(CliError::new(format!("--since {since} is not before --until {until}; swap them")));
-        }
-    }
+    let (since, until) = parse_range(args.since.as_deref(), args.until.as_deref())?;
     let store = keyturn::open_store(&database, false).await?;
 
     let mut after_seq = None;
@@ -121,6 +115,27 @@ fn export_line(row: &AuditEvent) -> Value {
 async fn page(store: &dyn Store, after_seq: Option<i64>) -> Result<Vec<AuditEvent>, CliError> {
     let filter = AuditFilter { after_seq, limit: Some(PAGE), ..AuditFilter::default() };
     Ok(store.list_audit(&filter).await.map_err(keyturn::Error::from)?)
+}
+
+/// Parses `--since` and `--until`, which must be in order when both are given.
+pub fn parse_range(since: Option<&str>, until: Option<&str>) -> Result<(Option<Instant>, Option<Instant>), CliError> {
+    let since = since.map(|value| parse_instant("--since", value)).transpose()?;
+    let until = until.map(|value| parse_instant("--until", value)).transpose()?;
+    if let (Some(since), Some(until)) = (since, until) {
+        if since >= until {
+            return Err(CliError::new(format!("--since {since} is not before --until {until}; swap them")));
+        }
+    }
+    Ok((since, until))
+}
+
+/// Parses `--event`: an audit event type as docs/audit.md lists them.
+pub fn parse_event_type(value: &str) -> Result<AuditEventType, CliError> {
+    serde_json::from_value(Value::String(value.to_owned())).map_err(|_| {
+        CliError::new(format!(
+            "invalid --event {value:?}: use an audit event type such as authn_token_revoked; docs/audit.md lists them"
+        ))
+    })
 }
 
 fn parse_instant(option: &str, value: &str) -> Result<Instant, CliError> {

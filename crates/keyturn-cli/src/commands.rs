@@ -164,8 +164,15 @@ pub async fn migration_report(global: &GlobalArgs, args: &MigrationReportArgs) -
 
 /// Runs `audit list`.
 pub async fn audit_list(global: &GlobalArgs, args: &AuditListArgs) -> Result<(), CliError> {
-    let filter =
-        AuditFilter { key_id: args.key_id.as_deref().map(parse_key_id).transpose()?, ..AuditFilter::default() };
+    let (since, until) = crate::audit::parse_range(args.since.as_deref(), args.until.as_deref())?;
+    let filter = AuditFilter {
+        key_id: args.key_id.as_deref().map(parse_key_id).transpose()?,
+        event: args.event.as_deref().map(crate::audit::parse_event_type).transpose()?,
+        since,
+        until,
+        after_seq: args.after_seq,
+        ..AuditFilter::default()
+    };
     with_keyring(global, |keyring| async move {
         let events = keyring.audit(&filter).await?;
         if args.json {

@@ -283,6 +283,18 @@ pub struct AuditListArgs {
     /// Only events of this key
     #[arg(long = "key", value_name = "KEY_ID")]
     pub key_id: Option<String>,
+    /// Only events of this type, such as authn_token_revoked
+    #[arg(long, value_name = "TYPE")]
+    pub event: Option<String>,
+    /// Only events at or after this instant, in RFC 3339 such as 2026-12-01T00:00:00Z
+    #[arg(long, value_name = "RFC3339", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Only events before this instant, in RFC 3339
+    #[arg(long, value_name = "RFC3339", allow_hyphen_values = true)]
+    pub until: Option<String>,
+    /// Only events with a sequence number greater than this, such as the newest one of a backup
+    #[arg(long = "after", value_name = "SEQ")]
+    pub after_seq: Option<i64>,
     /// Print a JSON array instead of text
     #[arg(long)]
     pub json: bool,

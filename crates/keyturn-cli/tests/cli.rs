@@ -944,6 +944,35 @@ fn store_backup_writes_private_verifiable_copy() {
 }
 
 #[test]
+fn audit_list_filters_by_event_and_time() {
+    let deployment = Deployment::new();
+    let created = deployment.run(&["keys", "create", "--name", "filtered", "--json"]);
+    let created: Value = serde_json::from_str(&created.stdout).unwrap();
+    let key_id = created["key_id"].as_str().unwrap().to_owned();
+    deployment.tokens.borrow_mut().push(created["token"].as_str().unwrap().to_owned());
+    assert_eq!(deployment.run(&["keys", "revoke", &key_id, "--reason", "filter test"]).code, 0);
+
+    let revoked = deployment.run(&["audit", "list", "--event", "authn_token_revoked", "--json"]);
+    let future = deployment.run(&["audit", "list", "--since", "2999-01-01T00:00:00Z", "--json"]);
+    let past = deployment.run(&["audit", "list", "--until", "2000-01-01T00:00:00Z", "--json"]);
+    let after = deployment.run(&["audit", "list", "--after", "2", "--json"]);
+    let unknown = deployment.run(&["audit", "list", "--event", "token_revoked"]);
+    let reversed =
+        deployment.run(&["audit", "list", "--since", "2027-01-01T00:00:00Z", "--until", "2026-01-01T00:00:00Z"]);
+
+    let rows: Vec<Value> = serde_json::from_str(&revoked.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{}", revoked.stdout);
+    assert_eq!(rows[0]["key_id"], key_id.as_str());
+    assert_eq!(future.stdout.trim(), "[]");
+    assert_eq!(past.stdout.trim(), "[]");
+    let after: Vec<Value> = serde_json::from_str(&after.stdout).unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["seq"], 3);
+    assert_one_line_error(&unknown, "invalid --event \"token_revoked\"");
+    assert_one_line_error(&reversed, "swap them");
+}
+
+#[test]
 fn missing_audit_key_file_names_audit_key_settings() {
     let deployment = Deployment::new();
     let mut audit = deployment.command(&["audit", "verify"]);
