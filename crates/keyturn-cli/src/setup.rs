@@ -86,7 +86,8 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
         }
     };
 
-    let store = match keyturn::open_store(&database, true).await {
+    // Only read through this store: the audit key file may not exist until init_audit_key.
+    let store = match keyturn::open_store_unsigned(&database, true).await {
         Ok(store) => store,
         Err(error) => {
             if let Some(PepperFileStatus::Created(pepper_path)) = &pepper_status {

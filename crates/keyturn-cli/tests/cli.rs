@@ -973,6 +973,30 @@ fn audit_list_filters_by_event_and_time() {
 }
 
 #[test]
+fn init_creates_configured_secret_files_and_signs_first_row() {
+    let deployment = Deployment::uninitialised();
+    let secrets = deployment.dir.path().join("secrets");
+    fs::create_dir(&secrets).unwrap();
+    let audit_key = secrets.join("keyturn.audit-key");
+    let pepper = secrets.join("keyturn.pepper");
+    let with_files = |args: &[&str]| {
+        let mut command = deployment.command(args);
+        command.env("KEYTURN_AUDIT_KEY_FILE", &audit_key).env("KEYTURN_PEPPER_FILE", &pepper);
+        command
+    };
+
+    let init = deployment.run_command(with_files(&["init"]), None);
+    deployment.tokens.borrow_mut().extend(printed_token(&init));
+    let verify = deployment.run_command(with_files(&["audit", "verify"]), None);
+
+    assert_eq!(init.code, 0, "{init:?}");
+    assert!(init.stdout.contains(&format!("created audit key file {}", audit_key.display())), "{init:?}");
+    assert_eq!(mode(&audit_key), 0o600);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(verify.stdout.starts_with("audit chain intact: 1 rows"), "{verify:?}");
+}
+
+#[test]
 fn missing_audit_key_file_names_audit_key_settings() {
     let deployment = Deployment::new();
     let mut audit = deployment.command(&["audit", "verify"]);

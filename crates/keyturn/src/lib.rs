@@ -98,12 +98,28 @@ pub async fn backup_store(database: &DatabaseUrl, target: &std::path::Path) -> R
     Ok(result?)
 }
 
+/// Opens the store named by a database URL like [`open_store`], without reading the audit key,
+/// so the store signs no audit row it appends. For a caller that only reads before the audit key
+/// exists: `keyturn init` checks the database for signed rows before it creates the key file.
+pub async fn open_store_unsigned(database: &DatabaseUrl, create_if_missing: bool) -> Result<Arc<dyn Store>, Error> {
+    open_store_signed_with(database, create_if_missing, true, None).await
+}
+
 async fn open_store_with(
     database: &DatabaseUrl,
     create_if_missing: bool,
     migrate: bool,
 ) -> Result<Arc<dyn Store>, Error> {
     let audit_key = settings::audit_key_from_env(database)?;
+    open_store_signed_with(database, create_if_missing, migrate, audit_key).await
+}
+
+async fn open_store_signed_with(
+    database: &DatabaseUrl,
+    create_if_missing: bool,
+    migrate: bool,
+    audit_key: Option<keyturn_core::AuditKey>,
+) -> Result<Arc<dyn Store>, Error> {
     if database.is_postgres() {
         let options = PostgresOptions { migrate, ..settings::postgres_options_from_env()? };
         let store = PostgresStore::open(database, &options).await?.with_audit_key(audit_key);
