@@ -38,6 +38,12 @@ pub enum AuditEventType {
     /// failures are rejected with 429 until a cooldown ends. Written once per such episode, with
     /// no key id, after OWASP's `authn_login_fail_max`.
     AuthnTokenFailMax,
+    /// Someone reported a key's token as leaked, and the report's token matched the key's hash.
+    /// The key is revoked in the same transaction unless it already was. The row names the
+    /// report's source and line, never the token.
+    AuthnTokenLeakReported,
+    /// A pepper was removed from the ring, after the keys still hashed under it were revoked.
+    AuthnPepperRetired,
 }
 
 /// Who caused an event.
@@ -91,6 +97,8 @@ impl AuditEventType {
             AuditEventType::AuthnPepperRotated => "authn_pepper_rotated",
             AuditEventType::AuthzAdmin => "authz_admin",
             AuditEventType::AuthnTokenFailMax => "authn_token_fail_max",
+            AuditEventType::AuthnTokenLeakReported => "authn_token_leak_reported",
+            AuditEventType::AuthnPepperRetired => "authn_pepper_retired",
         }
     }
 
@@ -108,6 +116,8 @@ impl AuditEventType {
             AuditEventType::AuthnPepperRotated,
             AuditEventType::AuthzAdmin,
             AuditEventType::AuthnTokenFailMax,
+            AuditEventType::AuthnTokenLeakReported,
+            AuditEventType::AuthnPepperRetired,
         ]
         .into_iter()
         .find(|event| event.as_str() == value)
@@ -206,6 +216,8 @@ mod tests {
             "authn_token_rehashed",
             "authn_token_self_rotated",
             "authn_token_fail_max",
+            "authn_token_leak_reported",
+            "authn_pepper_retired",
         ] {
             assert_eq!(AuditEventType::parse(name).unwrap().as_str(), name);
         }

@@ -25,6 +25,8 @@ pub enum StoreError {
          show the key to see its current successor, then run the rotation again if it is still needed"
     )]
     SuccessorMismatch { key_id: KeyId, expected: KeyId },
+    #[error("the selection matches more than {limit} keys, more than one bulk revocation may change; narrow it")]
+    SelectionTooLarge { limit: usize },
 
     #[error("invalid database URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },

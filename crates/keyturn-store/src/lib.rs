@@ -29,6 +29,7 @@ mod error;
 mod postgres;
 mod queries;
 mod rows;
+mod selection;
 mod sqlite;
 mod url;
 
@@ -44,6 +45,9 @@ pub use crate::audit_log::AUDIT_TARGET;
 pub const SILENCE_PGPASS_WARNING: &str = "sqlx_postgres::options::pgpass=off";
 pub use crate::error::StoreError;
 pub use crate::postgres::{PostgresOptions, PostgresStore};
+pub use crate::selection::{
+    BulkOutcome, BulkReport, BulkRevocation, BulkRevokedKey, KeySelection, PepperUsage, MAX_BULK_KEYS,
+};
 pub use crate::sqlite::{SqliteOptions, SqliteStore};
 pub use crate::url::DatabaseUrl;
 
@@ -299,6 +303,37 @@ pub trait Store: Send + Sync + 'static {
         tokio::time::sleep(timeout).await;
         Ok(())
     }
+
+    /// Reads the keys of a selection, in the order [`Store::revoke_selection`] reports them, and
+    /// the ids of a [`KeySelection::KeyIds`] selection that no key has. Fails with
+    /// [`StoreError::SelectionTooLarge`] when more than `limit` keys match. Writes nothing, so a
+    /// dry run of a bulk revocation calls it.
+    async fn select_keys(
+        &self,
+        selection: &KeySelection,
+        limit: usize,
+    ) -> Result<(Vec<KeyRecord>, Vec<KeyId>), StoreError>;
+
+    /// Revokes every key of a selection that is not revoked yet, in one transaction that holds
+    /// the write lock from the read of the selection to the commit. It appends the leading
+    /// events, then per key revoked now one revocation event and one change row, then the
+    /// closing events. A key revoked before keeps its revocation and is reported as
+    /// [`BulkOutcome::AlreadyRevoked`]. A selection larger than `revocation.limit` fails with
+    /// [`StoreError::SelectionTooLarge`], and nothing is written then.
+    async fn revoke_selection(&self, revocation: &BulkRevocation) -> Result<BulkReport, StoreError>;
+
+    /// Counts the live keys at `at` per pepper id, for every pepper id that a stored key names,
+    /// ordered by pepper id. A pepper id whose keys are all dead is listed with 0.
+    async fn pepper_usage(&self, at: Instant) -> Result<Vec<PepperUsage>, StoreError>;
+
+    /// Lists the ids of up to `limit` keys live at `at` and hashed under `pepper_id`, in creation
+    /// order.
+    async fn live_keys_under_pepper(
+        &self,
+        pepper_id: &PepperId,
+        at: Instant,
+        limit: u32,
+    ) -> Result<Vec<KeyId>, StoreError>;
 
     /// Returns where the data lives: the absolute path of a SQLite file, or the URL of a
     /// PostgreSQL database with its password replaced by `***`.

@@ -195,6 +195,11 @@ suite_tests!(
     audit_filters,
     change_feed_order,
     insert_if_empty_once,
+    revoke_selection_by_owner,
+    revoke_selection_by_key_ids,
+    revoke_selection_too_large_writes_nothing,
+    select_keys_writes_nothing,
+    pepper_usage_counts_live_keys,
 );
 
 /// Opens `count` stores on one database, each with its own pool, as separate instances would.

@@ -8,6 +8,7 @@
 
 mod backup;
 mod errors;
+mod incident;
 mod migrate;
 mod open;
 mod rows;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyturn_core::{AuditEvent, AuditKey, KeyId, KeyRecord, NewAuditEvent, Outcome};
+use keyturn_core::{AuditEvent, AuditKey, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId};
 use sqlx::sqlite::{Sqlite, SqlitePool};
 use sqlx::{Row, Transaction};
 
@@ -29,9 +30,10 @@ use crate::rows::{
     decode_audit_event, decode_change, decode_key, decode_overlapping, decode_usage_count, decode_uses_since_rotation,
 };
 use crate::{
-    AuditFilter, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey, Rehash, Revocation,
-    Rotation, RowCounts, Store, StoreError, UsageRecord,
+    AuditFilter, BulkReport, BulkRevocation, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey,
+    Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
 };
+use crate::{KeySelection, PepperUsage};
 
 /// The tracing target of every store log line.
 const TARGET: &str = "keyturn::store";
@@ -379,6 +381,45 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         rows.iter().map(decode_change).collect()
+    }
+
+    async fn select_keys(
+        &self,
+        selection: &KeySelection,
+        limit: usize,
+    ) -> Result<(Vec<KeyRecord>, Vec<KeyId>), StoreError> {
+        self.check_file()?;
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        incident::select(&mut conn, selection, limit).await
+    }
+
+    async fn revoke_selection(&self, revocation: &BulkRevocation) -> Result<BulkReport, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut audit = self.audit_writes();
+        let report = incident::revoke_selection(&mut tx, revocation, &mut audit).await?;
+        commit(tx).await?;
+        audit.announce();
+
+        let revoked = report.keys.iter().filter(|key| key.outcome == crate::BulkOutcome::Revoked).count();
+        tracing::debug!(target: TARGET, selected = report.keys.len(), revoked, "revoked selected keys");
+        Ok(report)
+    }
+
+    async fn pepper_usage(&self, at: Instant) -> Result<Vec<PepperUsage>, StoreError> {
+        self.check_file()?;
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        incident::pepper_usage(&mut conn, at).await
+    }
+
+    async fn live_keys_under_pepper(
+        &self,
+        pepper_id: &PepperId,
+        at: Instant,
+        limit: u32,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        self.check_file()?;
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        incident::live_keys_under_pepper(&mut conn, pepper_id, at, limit).await
     }
 
     fn location(&self) -> String {

@@ -14,7 +14,10 @@ use keyturn_store::{
 };
 use serde_json::{json, Map, Value};
 
-const DAY: i64 = 86_400_000;
+mod incident;
+pub use incident::*;
+
+pub(crate) const DAY: i64 = 86_400_000;
 
 /// Returns a 12-character key id ending in `n`.
 pub fn key_id(n: u32) -> KeyId {
@@ -92,7 +95,7 @@ pub fn rotation(old: &KeyRecord, new: u32, at: i64) -> Rotation {
     }
 }
 
-fn revocation(n: u32, at: i64, reason: &str) -> Revocation {
+pub(crate) fn revocation(n: u32, at: i64, reason: &str) -> Revocation {
     Revocation {
         key_id: key_id(n),
         revoked_at: Instant::from_millis(at),
