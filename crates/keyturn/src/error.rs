@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use keyturn_core::{Instant, KeyId, Outcome, SelfRotationDenied};
+use keyturn_core::{Instant, KeyId, Outcome, PepperId, SelfRotationDenied};
 use keyturn_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,21 @@ pub enum Error {
 
     #[error("{0}")]
     Pepper(String),
+    #[error(
+        "pepper {pepper_id} is not in the ring, whose peppers are {ring}; check the id with `keyturn pepper status`"
+    )]
+    UnknownPepper { pepper_id: PepperId, ring: String },
+    #[error(
+        "pepper {0} is the current pepper, which hashes every new key, so it cannot be retired; add a new current \
+         pepper with `keyturn pepper add --make-current`, restart every process, then retire this one"
+    )]
+    CurrentPepper(PepperId),
+    #[error(
+        "pepper {pepper_id} still hashes {count} live key(s) ({listed}); wait until they are rehashed under the \
+         current pepper, which happens when each is next verified, or expire, or retire it with --force to \
+         revoke them"
+    )]
+    PepperInUse { pepper_id: PepperId, count: usize, listed: String },
     #[error("cannot read pepper file {path}: {reason}")]
     PepperFile { path: PathBuf, reason: String },
     #[error("{0}")]
@@ -81,6 +96,10 @@ impl From<StoreError> for Error {
             // A rotation that lost a race with a revocation: the key is revoked now, which is a
             // conflict for the caller, not a store failure.
             StoreError::Revoked(key_id) => Error::NotRotatable { key_id, outcome: Outcome::Revoked },
+            StoreError::SelectionTooLarge { limit } => Error::InvalidInput {
+                field: "selection",
+                reason: format!("it matches more than {limit} keys, more than one bulk revocation changes; narrow it"),
+            },
             other => Error::Store(other),
         }
     }

@@ -518,7 +518,7 @@ pub(crate) fn creation_details(record: &KeyRecord) -> Value {
     })
 }
 
-fn check_text(field: &'static str, value: &str) -> Result<String, Error> {
+pub(crate) fn check_text(field: &'static str, value: &str) -> Result<String, Error> {
     let trimmed = value.trim();
     if trimmed.is_empty() || trimmed.chars().count() > MAX_TEXT_LEN || trimmed.chars().any(char::is_control) {
         return Err(Error::InvalidInput {
@@ -532,7 +532,7 @@ fn check_text(field: &'static str, value: &str) -> Result<String, Error> {
     Ok(trimmed.to_owned())
 }
 
-fn check_reason(value: &str) -> Result<String, Error> {
+pub(crate) fn check_reason(value: &str) -> Result<String, Error> {
     let trimmed = value.trim();
     if trimmed.chars().count() > MAX_REASON_LEN || trimmed.chars().any(char::is_control) {
         return Err(Error::InvalidInput {

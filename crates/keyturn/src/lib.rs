@@ -13,10 +13,13 @@ mod config;
 mod copy;
 mod error;
 mod guard;
+mod incident;
 pub mod json;
 mod keyring;
 mod listing;
 mod migration;
+pub mod pepper_file;
+mod pepper_ops;
 mod self_rotation;
 pub mod settings;
 mod verify;
@@ -31,9 +34,13 @@ pub use crate::config::{Config, Consistency};
 pub use crate::copy::{copy_store, CopyReport};
 pub use crate::error::Error;
 pub use crate::guard::{GuardConfig, GuardStats};
+pub use crate::incident::{
+    parse_token_lines, LeakResult, LeakStatus, ReportedToken, LEAK_REASON, MAX_LEAK_LINE_BYTES, MAX_LEAK_TOKENS,
+};
 pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, RotateOptions, SelfRotationOptions};
 pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};
 pub use crate::migration::{MigrationEntry, MigrationPage, MAX_REPORT_KEYS};
+pub use crate::pepper_ops::{PepperEntry, PepperRetirement, PepperStatus, PEPPER_RETIRED_REASON};
 pub use crate::verify::{AuthRequest, Authentication};
 
 use keyturn_core::Clock;

@@ -313,7 +313,7 @@ pub async fn check_pepper_not_lost(store: &dyn Store, pepper_path: &Path) -> Res
     )))
 }
 
-fn read_private_file(path: &Path) -> Result<String, Error> {
+pub(crate) fn read_private_file(path: &Path) -> Result<String, Error> {
     read_secret_file(path, [PEPPER_VAR, PEPPER_FILE_VAR], |path, reason| Error::PepperFile { path, reason })
 }
 
@@ -337,7 +337,7 @@ fn read_secret_file(path: &Path, vars: [&str; 2], fail: impl Fn(PathBuf, String)
     fs::read_to_string(path).map_err(|error| fail(io_reason(&error, path, vars)))
 }
 
-fn io_reason(error: &std::io::Error, path: &Path, [value_var, file_var]: [&str; 2]) -> String {
+pub(crate) fn io_reason(error: &std::io::Error, path: &Path, [value_var, file_var]: [&str; 2]) -> String {
     match error.kind() {
         std::io::ErrorKind::NotFound => match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {

@@ -228,6 +228,34 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.changes_since(after, limit).await
     }
+    async fn select_keys(
+        &self,
+        selection: &keyturn::store::KeySelection,
+        limit: usize,
+    ) -> Result<(Vec<KeyRecord>, Vec<KeyId>), StoreError> {
+        self.check()?;
+        self.inner.select_keys(selection, limit).await
+    }
+    async fn revoke_selection(
+        &self,
+        revocation: &keyturn::store::BulkRevocation,
+    ) -> Result<keyturn::store::BulkReport, StoreError> {
+        self.check()?;
+        self.inner.revoke_selection(revocation).await
+    }
+    async fn pepper_usage(&self, at: keyturn::core::Instant) -> Result<Vec<keyturn::store::PepperUsage>, StoreError> {
+        self.check()?;
+        self.inner.pepper_usage(at).await
+    }
+    async fn live_keys_under_pepper(
+        &self,
+        pepper_id: &keyturn::core::PepperId,
+        at: keyturn::core::Instant,
+        limit: u32,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        self.check()?;
+        self.inner.live_keys_under_pepper(pepper_id, at, limit).await
+    }
     fn location(&self) -> String {
         self.inner.location()
     }
