@@ -135,7 +135,10 @@ pub async fn rotate(global: &GlobalArgs, args: &RotateArgs) -> Result<(), CliErr
 }
 
 pub async fn revoke(global: &GlobalArgs, args: &RevokeArgs) -> Result<(), CliError> {
-    let key_id = parse_key_id(&args.key_id)?;
+    if args.owner.is_some() || args.dry_run {
+        return crate::incident::revoke_selection(global, args).await;
+    }
+    let key_id = parse_key_id(args.key_id.as_deref().unwrap_or_default())?;
     with_keyring(global, |keyring| async move {
         let record = keyring.revoke(&key_id, args.reason.as_deref(), &Caller::cli()).await?;
         let state = record.state_at(keyring.now());

@@ -6,7 +6,9 @@
 mod audit;
 mod commands;
 mod error;
+mod incident;
 mod output;
+mod pepper;
 mod serve;
 mod setup;
 mod verify;
@@ -82,6 +84,9 @@ enum Command {
     /// Back up a store, or copy it to another database
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Show the pepper ring and how many live keys each pepper hashes, add a pepper, or retire one
+    #[command(subcommand)]
+    Pepper(pepper::PepperCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,8 +131,10 @@ pub enum KeysCommand {
     Show(ShowArgs),
     /// Issue a successor; the old key keeps working until the end of the overlap window
     Rotate(RotateArgs),
-    /// Revoke a key at once; revocation is final
+    /// Revoke a key, or every key of an owner, at once; revocation is final
     Revoke(RevokeArgs),
+    /// Revoke the keys of leaked tokens read from stdin, one per line; tokens are never printed
+    ReportLeak(incident::ReportLeakArgs),
     /// Verify a token read from stdin; exits 0 when allowed, 1 when rejected, 2 on an error
     Verify(VerifyArgs),
     /// List the keys in their overlap window, the soonest to end first, with whether their
@@ -247,9 +254,16 @@ pub struct RotateArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("selection").required(true).args(["key_id", "owner"])))]
 pub struct RevokeArgs {
     /// Key id of the key to revoke
-    pub key_id: String,
+    pub key_id: Option<String>,
+    /// Revoke every key of this owner that is not revoked yet, in one transaction
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// List the keys that would be revoked, with their state, and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Reason recorded with the revocation and in the audit log
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
@@ -416,6 +430,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => serve::run(global, &args).await,
         Command::Store(StoreCommand::Copy(args)) => commands::store_copy(&args).await,
         Command::Store(StoreCommand::Backup(args)) => commands::store_backup(global, &args).await,
+        Command::Keys(KeysCommand::ReportLeak(args)) => incident::report_leak(global, &args).await,
+        Command::Pepper(command) => pepper::run(global, &command).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

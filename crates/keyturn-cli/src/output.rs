@@ -241,7 +241,7 @@ pub fn decision_text(decision: &Decision) -> String {
 
 /// Aligns `rows` under `header` with two spaces between columns. Widths count characters, so
 /// a wide character such as an ideograph can shift the columns after it.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -276,7 +276,7 @@ fn instant_text(instant: Option<Instant>) -> String {
 }
 
 /// Renders optional free text for people: escaped, or `-` when absent.
-fn text(value: Option<&str>) -> String {
+pub(crate) fn text(value: Option<&str>) -> String {
     value.map_or_else(|| "-".to_owned(), escape_text)
 }
 
@@ -285,7 +285,7 @@ fn text(value: Option<&str>) -> String {
 /// sequences, the Unicode line and paragraph separators, and the bidirectional formatting
 /// characters that reorder text. They become Rust escapes such as `\\`, `\n` and `\u{1b}`.
 /// Everything else, quotes included, is kept, so ordinary names print unchanged.
-fn escape_text(value: &str) -> String {
+pub(crate) fn escape_text(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
         if c == '\\' || needs_escape(c) {

@@ -1,12 +1,13 @@
-//! The JSON forms of keys, audit events and migration report entries that every front end
-//! prints: the `keyturn` CLI, the Python `to_dict()` methods and the HTTP API. Instants are
-//! RFC 3339 strings in UTC and durations use the notation that `Duration::parse` reads. No form
-//! contains a token or a hash.
+//! The JSON forms of keys, audit events, migration report entries, bulk revocations and leak
+//! report results that every front end prints: the `keyturn` CLI, the Python `to_dict()`
+//! methods and the HTTP API. Instants are RFC 3339 strings in UTC and durations use the notation
+//! that `Duration::parse` reads. No form contains a token or a hash.
 
 use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, KeyState};
+use keyturn_store::BulkOutcome;
 use serde_json::{json, Value};
 
-use crate::MigrationEntry;
+use crate::{LeakResult, MigrationEntry};
 
 /// Renders a key with its state at the instant the state was computed.
 pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
@@ -71,4 +72,54 @@ pub fn migration_entry_json(entry: &MigrationEntry) -> Value {
 
 fn rfc3339(instant: Option<Instant>) -> Value {
     instant.map_or(Value::Null, |instant| Value::String(instant.to_rfc3339()))
+}
+
+/// Renders the keys of a bulk revocation, or of its dry run when `dry_run` is set, with their
+/// state at `now` and, for a real run, whether each was revoked now or before.
+pub fn bulk_revocation_json(
+    keys: &[(KeyRecord, Option<BulkOutcome>)],
+    missing: &[KeyId],
+    dry_run: bool,
+    now: Instant,
+) -> Value {
+    let count = |outcome| keys.iter().filter(|(_, result)| *result == Some(outcome)).count();
+    let rows: Vec<Value> = keys
+        .iter()
+        .map(|(record, outcome)| {
+            json!({
+                "key_id": record.key_id.as_str(),
+                "name": record.name,
+                "owner": record.owner,
+                "state": record.state_at(now).outcome.as_str(),
+                "result": outcome.map(|outcome| match outcome {
+                    BulkOutcome::Revoked => "revoked",
+                    BulkOutcome::AlreadyRevoked => "already_revoked",
+                }),
+            })
+        })
+        .collect();
+    json!({
+        "dry_run": dry_run,
+        "keys": rows,
+        "missing_key_ids": missing.iter().map(KeyId::as_str).collect::<Vec<_>>(),
+        "revoked": count(BulkOutcome::Revoked),
+        "already_revoked": count(BulkOutcome::AlreadyRevoked),
+    })
+}
+
+/// Renders the per-token results of a leak report. They hold no token.
+pub fn leak_results_json(results: &[LeakResult]) -> Value {
+    Value::Array(
+        results
+            .iter()
+            .map(|result| {
+                json!({
+                    "line": result.line,
+                    "key_id": result.key_id.as_ref().map(KeyId::as_str),
+                    "status": result.status.as_str(),
+                    "detail": result.status.describe(),
+                })
+            })
+            .collect(),
+    )
 }
