@@ -13,6 +13,7 @@ mod auth;
 mod client;
 mod error;
 mod gateway;
+mod incident;
 mod json;
 mod layer;
 mod metrics;

@@ -313,6 +313,46 @@ fn schemas() -> Value {
             },
         },
         "RevokeKey": { "type": "object", "additionalProperties": false, "properties": { "reason": string } },
+        "RevokeKeys": {
+            "type": "object", "additionalProperties": false,
+            "description": "exactly one of owner and key_ids",
+            "properties": {
+                "owner": string,
+                "key_ids": { "type": "array", "items": string, "maxItems": 10_000 },
+                "reason": string,
+                "dry_run": { "type": "boolean", "default": false },
+            },
+        },
+        "BulkRevocation": {
+            "type": "object",
+            "properties": {
+                "dry_run": { "type": "boolean" },
+                "keys": { "type": "array", "items": { "type": "object", "properties": {
+                    "key_id": string, "name": string, "owner": nullable_string, "state": string,
+                    "result": { "type": ["string", "null"], "enum": ["revoked", "already_revoked", null] },
+                } } },
+                "missing_key_ids": { "type": "array", "items": string },
+                "revoked": { "type": "integer" },
+                "already_revoked": { "type": "integer" },
+            },
+        },
+        "LeakReport": {
+            "type": "object", "additionalProperties": false, "required": ["tokens"],
+            "properties": {
+                "tokens": { "type": "array", "items": string, "minItems": 1, "maxItems": 1000 },
+                "source": string,
+                "reason": string,
+            },
+        },
+        "LeakResults": {
+            "type": "object",
+            "properties": { "results": { "type": "array", "items": { "type": "object", "properties": {
+                "line": { "type": "integer", "description": "the token's position in tokens, from 1" },
+                "key_id": nullable_string,
+                "status": { "type": "string", "enum": ["revoked", "already_revoked", "not_found", "pepper_missing"] },
+                "detail": string,
+            } } } },
+        },
         "VerifyRequest": {
             "type": "object", "additionalProperties": false, "required": ["token"],
             "properties": { "token": string, "scopes": scopes },

@@ -6,7 +6,7 @@ use axum::http::Method;
 use serde_json::json;
 
 use crate::openapi::{problem, schema, Operation, EVERY_METHOD};
-use crate::{admin, gateway, metrics, openapi, self_rotate, server, verify};
+use crate::{admin, gateway, incident, metrics, openapi, self_rotate, server, verify};
 
 const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
@@ -49,6 +49,22 @@ pub(crate) fn api_operations() -> Vec<Operation> {
             .query("cursor", json!({ "type": "string" }), "next_cursor of the previous page")
             .response(200, "a page of the migration report", Some(schema("MigrationReport")))
             .response(400, "a query parameter is invalid", Some(problem())),
+        Operation::new(POST, "/v1/keys/revoke", "revoke_keys", incident::revoke_keys)
+            .summary("Revoke every key of an owner or of a list of key ids in one transaction, or list them")
+            .scope(admin::KEYS_WRITE)
+            .body(schema("RevokeKeys"), true)
+            .response(
+                200,
+                "each selected key with its result; nothing is written with dry_run",
+                Some(schema("BulkRevocation")),
+            )
+            .response(400, "the selection is missing, ambiguous or too large", Some(problem())),
+        Operation::new(POST, "/v1/keys/report-leak", "report_leak", incident::report_leak)
+            .summary("Revoke the keys of leaked tokens; results never contain a token")
+            .scope(admin::KEYS_WRITE)
+            .body(schema("LeakReport"), true)
+            .response(200, "one result per token, by position and key id", Some(schema("LeakResults")))
+            .response(400, "the token list is empty, too long or holds an over-long entry", Some(problem())),
         Operation::new(GET, "/v1/keys/{key_id}", "show_key", admin::show_key)
             .summary("Show a key, without its token")
             .scope(admin::KEYS_READ)
