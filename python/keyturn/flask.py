@@ -905,15 +905,32 @@ def rotate_command(
 
 
 @keys_cli.command("revoke")
-@click.argument("key_id")
+@click.argument("key_id", required=False)
+@click.option("--owner", help="Revoke every key of this owner that is not revoked yet, at once.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --owner, list the keys that would be revoked and write nothing.",
+)
 @click.option(
     "--reason",
     metavar="TEXT",
     help="Reason recorded with the revocation and in the audit log.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
-def revoke_command(key_id: str, reason: str | None, as_json: bool) -> None:
-    """Revoke a key at once; revocation is final."""
+def revoke_command(
+    key_id: str | None, owner: str | None, dry_run: bool, reason: str | None, as_json: bool
+) -> None:
+    """Revoke a key, or every key of an owner, at once; revocation is final."""
+    if (key_id is None) == (owner is None):
+        raise click.UsageError("give either a KEY_ID or --owner, not both")
+    if owner is not None:
+        _revoke_owner(owner, reason=reason, dry_run=dry_run, as_json=as_json)
+        return
+    if dry_run:
+        raise click.UsageError(
+            "--dry-run applies to --owner; use `keys show KEY_ID` to see one key"
+        )
     with _keyring_for_command() as keyring:
         key = keyring.revoke(key_id, reason=reason)
     if as_json:
@@ -921,6 +938,28 @@ def revoke_command(key_id: str, reason: str | None, as_json: bool) -> None:
     else:
         revoked_at = key.to_dict().get("revoked_at") or "now"
         click.echo(f"revoked key {key.key_id} at {revoked_at}")
+
+
+def _revoke_owner(owner: str, *, reason: str | None, dry_run: bool, as_json: bool) -> None:
+    with _keyring_for_command() as keyring:
+        report = keyring.revoke_owner(owner, reason=reason, dry_run=dry_run)
+    if as_json:
+        click.echo(_json_text(report))
+        return
+    keys = report["keys"]
+    if dry_run:
+        live = sum(1 for key in keys if key["state"] != "revoked")
+        click.echo(
+            f"dry run: {len(keys)} key(s) selected, {live} would be revoked, "
+            f"{len(keys) - live} already revoked; nothing was written"
+        )
+    else:
+        click.echo(
+            f"revoked {report['revoked']} key(s); {report['already_revoked']} were already revoked"
+        )
+    for key in keys:
+        result = key["result"] or key["state"]
+        click.echo(f"{key['key_id']}  {key['state']}  {result.replace('_', ' ')}")
 
 
 @keys_cli.command("migration-report")

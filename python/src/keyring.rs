@@ -11,14 +11,14 @@ use keyturn::core::{
     Clock, CredentialConfig, Expiry, KeyId, Outcome, ResponseConfig, Scopes, SystemClock, TokenFormat, TrustedProxies,
 };
 use keyturn::settings::{self, PepperSource};
-use keyturn::store::AuditFilter;
+use keyturn::store::{AuditFilter, KeySelection};
 use keyturn::{
     AuthRequest, Authentication, Caller, Config, Consistency, GuardConfig, ListFilter, NewKey, OpenOptions,
     RotateOptions, SelfRotationOptions,
 };
 use pyo3::prelude::*;
 
-use crate::convert::{py_to_json_object, to_duration, to_instant, to_std_duration};
+use crate::convert::{json_to_py, py_to_json_object, to_duration, to_instant, to_std_duration};
 use crate::errors::{configuration, invalid, to_py};
 use crate::report::MigrationEntry;
 use crate::values::{AuditEvent, AuthResult, IssuedKey, KeyInfo, ManualClock};
@@ -307,6 +307,37 @@ impl Keyring {
             .map_err(to_py)?;
         let state = record.state_at(keyring.now());
         Ok(KeyInfo::new(Arc::new(record), state))
+    }
+
+    /// Revokes every key of `owner` in one transaction, or lists them with `dry_run`, and returns
+    /// the report as a dict: the same form as `keyturn keys revoke --owner --json`.
+    #[pyo3(signature = (owner, *, reason = None, dry_run = false))]
+    fn revoke_owner<'py>(
+        &self,
+        py: Python<'py>,
+        owner: String,
+        reason: Option<String>,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let selection = KeySelection::Owner(owner);
+        let (runtime, keyring) = self.process(py)?;
+        let now = keyring.now();
+        let value = py
+            .detach(|| {
+                runtime.block_on(async {
+                    if dry_run {
+                        let (views, missing) = keyring.select_keys(&selection).await?;
+                        let keys: Vec<_> = views.into_iter().map(|view| (view.record, None)).collect();
+                        Ok(keyturn::json::bulk_revocation_json(&keys, &missing, true, now))
+                    } else {
+                        let report = keyring.revoke_selection(&selection, reason.as_deref(), &Caller::cli()).await?;
+                        let keys: Vec<_> = report.keys.into_iter().map(|key| (key.record, Some(key.outcome))).collect();
+                        Ok::<_, keyturn::Error>(keyturn::json::bulk_revocation_json(&keys, &report.missing, false, now))
+                    }
+                })
+            })
+            .map_err(to_py)?;
+        json_to_py(py, &value)
     }
 
     fn get(&self, py: Python<'_>, key_id: &str) -> PyResult<KeyInfo> {

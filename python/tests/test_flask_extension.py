@@ -652,6 +652,32 @@ def test_keys_revoke(cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv) -> None:
     assert_error_line(again, issued.key.key_id, "already revoked")
 
 
+def test_keys_revoke_owner(cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv) -> None:
+    first = keyturn_env.create_key("first", owner="team-a")
+    second = keyturn_env.create_key("second", owner="team-a")
+    other = keyturn_env.create_key("other", owner="team-b")
+    keyturn_env.revoke_key(second)
+
+    dry = invoke_json(cli, "revoke", "--owner", "team-a", "--dry-run")
+    after_dry = invoke_json(cli, "show", first.key.key_id)
+    report = invoke_json(cli, "revoke", "--owner", "team-a", "--reason", "offboarded")
+    text = cli.invoke(args=["keys", "revoke", "--owner", "team-a"])
+    both = cli.invoke(args=["keys", "revoke", first.key.key_id, "--owner", "team-a"])
+
+    assert dry["dry_run"] is True
+    assert sorted(key["key_id"] for key in dry["keys"]) == sorted(
+        [first.key.key_id, second.key.key_id]
+    )
+    assert after_dry["state"] == "active"
+    assert (report["revoked"], report["already_revoked"]) == (1, 1)
+    assert invoke_json(cli, "show", first.key.key_id)["revocation_reason"] == "offboarded"
+    assert invoke_json(cli, "show", other.key.key_id)["state"] == "active"
+    assert text.exit_code == 0, text.output
+    assert "revoked 0 key(s); 2 were already revoked" in text.stdout
+    assert both.exit_code == 2
+    assert "not both" in both.output
+
+
 def test_keys_errors_are_one_line(cli: FlaskCliRunner) -> None:
     assert_error_line(
         cli.invoke(args=["keys", "show", "AAAAAAAAAAAA"]), "AAAAAAAAAAAA", "not found"
