@@ -17,7 +17,7 @@ use crate::error::CliError;
 use crate::output::{self, emit};
 use crate::{GlobalArgs, RevokeArgs};
 
-/// The most bytes `report-leak` reads from stdin: the largest report with its line breaks and
+/// The maximum number of bytes `report-leak` reads from stdin: the largest report with its line breaks and
 /// some room for white space around the tokens.
 const MAX_INPUT_BYTES: usize = MAX_LEAK_TOKENS * (MAX_LEAK_LINE_BYTES + 2);
 
@@ -26,7 +26,7 @@ pub struct ReportLeakArgs {
     /// Reason recorded after "leak reported" in each revocation and in the audit log
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Where the tokens were found, such as a scanner or a URL, recorded in the audit log
+    /// The place the tokens were found, such as a scanner or a URL, recorded in the audit log
     #[arg(long, value_name = "TEXT")]
     pub source: Option<String>,
     /// Print a JSON object instead of text
@@ -75,7 +75,7 @@ pub async fn report_leak(global: &GlobalArgs, args: &ReportLeakArgs) -> Result<(
     drop(text);
     if tokens.is_empty() {
         return Err(CliError::new(
-            "stdin holds no token; pipe the leaked tokens in, one per line, such as `keyturn keys report-leak < tokens.txt`",
+            "stdin contains no token; pipe the leaked tokens in, one per line, such as `keyturn keys report-leak < tokens.txt`",
         ));
     }
 

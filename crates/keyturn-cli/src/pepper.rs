@@ -1,7 +1,7 @@
 //! `keyturn pepper status|add|retire`: pepper rotation. The ring lives outside the database, in
 //! `KEYTURN_PEPPER` or the file that `KEYTURN_PEPPER_FILE` (or the default next to a SQLite
 //! database) names. These commands edit a pepper file, atomically, but never the variable: with
-//! `KEYTURN_PEPPER` they say what to change in the secrets manager. No output, error or log line
+//! `KEYTURN_PEPPER` they print what to change in the secrets manager. No output, error or log line
 //! shows a pepper, apart from the one new entry that `add --print` writes to stdout.
 
 use clap::{Args, Subcommand};

@@ -269,7 +269,7 @@ fn report_leak_rejects_bad_input() {
     let long = format!("{token}\n{}\n", "x".repeat(600));
     let run = deployment.run(&["keys", "report-leak"], &long);
     assert_error(&run, "line 2 is 600 bytes long");
-    assert_error(&deployment.run(&["keys", "report-leak"], "\n  \n"), "stdin holds no token");
+    assert_error(&deployment.run(&["keys", "report-leak"], "\n  \n"), "stdin contains no token");
     let long_source = "s".repeat(200);
     assert_error(&deployment.run(&["keys", "report-leak", "--source", &long_source], &token), "invalid source");
 

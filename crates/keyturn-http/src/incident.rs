@@ -1,6 +1,6 @@
-//! The incident endpoints of the admin API: `POST /v1/keys/revoke`, which revokes every key of
-//! an owner or of a list of key ids in one transaction (or lists them, in a dry run), and
-//! `POST /v1/keys/report-leak`, which revokes the keys of leaked tokens. Both require
+//! The incident endpoints of the admin API. `POST /v1/keys/revoke` revokes every key of an owner
+//! or of a list of key ids in one transaction, or lists them in a dry run.
+//! `POST /v1/keys/report-leak` revokes the keys of leaked tokens. Both require
 //! `keyturn:keys:write`, and the server's body limit bounds their input. No response, error or
 //! log line of a leak report names a token: results give each token's position and key id.
 

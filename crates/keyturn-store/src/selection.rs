@@ -13,11 +13,12 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use crate::rows::KEY_COLUMNS;
 use crate::StoreError;
 
-/// The most keys one bulk revocation may select. They are revoked in one transaction, which
+/// The maximum number of keys one bulk revocation may select. They are revoked in one transaction, which
 /// holds the write lock for about a second per few thousand keys.
 pub const MAX_BULK_KEYS: usize = 10_000;
 
-/// Which keys a bulk revocation selects. More selectors may be added, so match with a wildcard.
+/// The selector of the keys a bulk revocation revokes. More selectors may be added, so match
+/// with a wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeySelection {
@@ -41,7 +42,7 @@ pub struct BulkRevocation {
     pub leading_events: Vec<NewAuditEvent>,
     /// Events appended once, after the revocations, such as a pepper's retirement.
     pub closing_events: Vec<NewAuditEvent>,
-    /// The most keys the selection may match; a larger selection fails with
+    /// The maximum number of keys the selection may match; a larger selection fails with
     /// [`StoreError::SelectionTooLarge`] and writes nothing. At most [`MAX_BULK_KEYS`].
     pub limit: usize,
 }
@@ -61,7 +62,7 @@ pub struct BulkRevokedKey {
     pub outcome: BulkOutcome,
 }
 
-/// What a bulk revocation did, key by key in selection order.
+/// The result of a bulk revocation, key by key in selection order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BulkReport {
     pub keys: Vec<BulkRevokedKey>,

@@ -3,7 +3,7 @@
 //! transaction, so an incident is handled whole or not at all. Pepper retirement lives in
 //! `pepper_ops.rs`.
 //!
-//! A leak report holds tokens, so [`ReportedToken`] redacts its `Debug` output and zeroizes the
+//! A leak report contains tokens, so [`ReportedToken`] redacts its `Debug` output and zeroizes the
 //! token on drop, and no result, log line or audit row names a token: only its line and, when the
 //! token parsed, its key id.
 
@@ -17,9 +17,9 @@ use zeroize::Zeroizing;
 use crate::keyring::{check_reason, check_text};
 use crate::{Caller, Error, KeyView, Keyring};
 
-/// The most tokens one leak report may carry.
+/// The maximum number of tokens in one leak report.
 pub const MAX_LEAK_TOKENS: usize = 1_000;
-/// The longest line of a leak report, in bytes. A token is far shorter; a longer line is not a
+/// The maximum length of a line of a leak report, in bytes. A token is far shorter; a longer line is not a
 /// token of any prefix keyturn accepts.
 pub const MAX_LEAK_LINE_BYTES: usize = 512;
 /// The revocation reason of a key whose token was reported leaked, before the report's reason.
@@ -31,7 +31,7 @@ pub struct ReportedToken {
     token: Zeroizing<String>,
 }
 
-/// What a leak report did with one token.
+/// The outcome of a leak report for one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeakStatus {
     /// The token matched its key, which this report revoked.
@@ -45,7 +45,7 @@ pub enum LeakStatus {
     PepperMissing,
 }
 
-/// The result of one token of a leak report. It never holds the token.
+/// The result of one token of a leak report. It never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeakResult {
     pub line: usize,
@@ -138,7 +138,7 @@ impl Keyring {
     /// Revokes every key of a selection that is not revoked yet, in one transaction, with one
     /// revocation audit event and one change row per key revoked now. Keys revoked before are
     /// reported as such and keep their revocation. A key that has expired or whose overlap
-    /// window ended is revoked too, so it stays rejected whatever its record says.
+    /// window ended is revoked too, so it stays rejected whatever its record states.
     pub async fn revoke_selection(
         &self,
         selection: &KeySelection,
@@ -199,7 +199,7 @@ impl Keyring {
         let mut leading_events = Vec::new();
         for reported in tokens {
             let (key_id, unmatched) = self.check_reported(&reported.token).await?;
-            // A matching token is reported as revoked until the transaction says otherwise.
+            // A matching token is reported as revoked until the transaction reports otherwise.
             let status = unmatched.unwrap_or(LeakStatus::Revoked);
             if unmatched.is_none() {
                 if let Some(key_id) = &key_id {

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::settings::{absolute, io_reason, read_private_file, PEPPER_FILE_VAR, PEPPER_VAR};
 use crate::Error;
 
-/// Where a new pepper goes in the ring.
+/// The position of a new pepper in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// First, so it becomes the current pepper and hashes every new key.

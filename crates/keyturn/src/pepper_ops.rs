@@ -38,7 +38,7 @@ pub struct PepperEntry {
     pub live_keys: u64,
 }
 
-/// What retiring a pepper did in the store.
+/// The result of retiring a pepper in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PepperRetirement {
     pub pepper_id: PepperId,
