@@ -41,8 +41,14 @@ impl Deployment {
     }
 
     fn with_env(env: Vec<(String, String)>) -> Self {
+        Self::with_env_in(|_| env)
+    }
+
+    /// Creates a deployment whose extra environment `env` builds from its directory.
+    fn with_env_in(env: impl FnOnce(&std::path::Path) -> Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("keyturn.db");
+        let env = env(dir.path());
         let deployment = Deployment { dir, database, env, outputs: RefCell::default() };
         let init = deployment.run(&["init"], "");
         assert_eq!(init.code, 0, "{init:?}");
@@ -394,4 +400,85 @@ fn pepper_retire_refuses_then_forces() {
     let values = deployment.pepper_values();
     deployment.assert_never_printed(&values.iter().map(String::as_str).collect::<Vec<_>>());
     deployment.assert_never_printed(&[&old_token]);
+}
+
+/// A PostgreSQL database created for one test and dropped at its end.
+struct PostgresDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    /// Creates a database, or returns `None` when no test server is configured outside CI.
+    fn create() -> Option<Self> {
+        let Ok(server) = std::env::var("KEYTURN_TEST_POSTGRES_URL") else {
+            assert!(std::env::var_os("CI").is_none(), "CI must set KEYTURN_TEST_POSTGRES_URL");
+            eprintln!("skipping: KEYTURN_TEST_POSTGRES_URL is not set; run `scripts/with-postgres cargo test`");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("kt_incident_{}_{nanos}", std::process::id());
+        let (base, _) = server.rsplit_once('/').expect("the server URL names a database");
+        let url = format!("{base}/{name}");
+        let database = PostgresDatabase { server, name, url };
+        database.execute(&format!("CREATE DATABASE \"{}\"", database.name));
+        Some(database)
+    }
+
+    fn execute(&self, sql: &str) {
+        use sqlx::{Connection, PgConnection};
+
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut admin = PgConnection::connect(&self.server).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut admin).await.unwrap();
+            admin.close().await.unwrap();
+        });
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        self.execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+    }
+}
+
+#[test]
+fn incident_commands_on_postgres() {
+    let Some(database) = PostgresDatabase::create() else { return };
+    let deployment = Deployment::with_env_in(|dir| {
+        vec![
+            ("KEYTURN_DATABASE_URL".to_owned(), database.url.clone()),
+            ("KEYTURN_PEPPER_FILE".to_owned(), dir.join("keyturn.pepper").display().to_string()),
+        ]
+    });
+    let (first, first_token) = deployment.create("billing");
+    let (second, second_token) = deployment.create("billing");
+    let before = deployment.snapshot();
+
+    let dry = deployment.json(&["keys", "revoke", "--owner", "billing", "--dry-run"]);
+    assert_eq!(dry["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(deployment.snapshot(), before, "a dry run writes nothing");
+    let leak = deployment.run(&["keys", "report-leak", "--source", "scanner"], &format!("{first_token}\n"));
+    assert_eq!(leak.code, 0, "{leak:?}");
+    assert!(leak.stdout.contains(&format!("line 1: key {first}: revoked now")), "{leak:?}");
+    let report = deployment.json(&["keys", "revoke", "--owner", "billing", "--reason", "incident 3"]);
+    assert_eq!((report["revoked"].as_u64(), report["already_revoked"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(deployment.state(&second)["revocation_reason"], "incident 3");
+
+    assert_eq!(deployment.run(&["pepper", "add", "--make-current"], "").code, 0);
+    let (third, _) = deployment.create("search");
+    let status = deployment.json(&["pepper", "status"]);
+    assert_eq!((status["live_keys"].as_u64(), status["live_keys_under_current"].as_u64()), (Some(2), Some(1)));
+    let forced = deployment.run(&["pepper", "retire", "1", "--force"], "");
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert!(forced.stdout.contains("revoked 1 live key(s)"), "the bootstrap admin key: {forced:?}");
+    assert_eq!(pepper_ids(&fs::read_to_string(deployment.pepper_file()).unwrap()), vec!["2"]);
+    assert_eq!(deployment.state(&third)["state"], "active");
+
+    let values = deployment.pepper_values();
+    let mut secrets: Vec<&str> = values.iter().map(String::as_str).collect();
+    secrets.extend([first_token.as_str(), second_token.as_str()]);
+    deployment.assert_never_printed(&secrets);
 }
