@@ -169,4 +169,11 @@ async fn pepper_retire_checks_use() {
         assert!(!audit.contains(entry.split_once(':').unwrap().1), "an audit row contains a pepper");
     }
     assert!(PepperRing::parse_list(&new_entry).is_ok());
+
+    // A process whose ring lacks pepper 1 still lists the keys stored under it.
+    let without_old = with_ring(&fixture, &[&new_entry]).await;
+    let status = without_old.pepper_status().await.unwrap();
+    let listed: Vec<(&str, bool, u64)> =
+        status.peppers.iter().map(|entry| (entry.pepper_id.as_str(), entry.in_ring, entry.live_keys)).collect();
+    assert_eq!(listed, vec![("2", true, 1), ("1", false, 0)]);
 }
