@@ -13,8 +13,12 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use crate::rows::KEY_COLUMNS;
 use crate::StoreError;
 
-/// The maximum number of keys one bulk revocation may select. They are revoked in one transaction, which
-/// holds the write lock for about a second per few thousand keys.
+/// The maximum number of keys one bulk revocation may select. They are revoked in one
+/// transaction that holds the write lock throughout.
+///
+/// NOTE: in a debug build on 2 cores, revoking 10,000 keys took 5.1 s on SQLite and 6.2 s on
+/// PostgreSQL (`revoke_selection_at_limit`). Other writers wait for the lock meanwhile, and fail
+/// as unavailable once their busy timeout or statement timeout (5 s by default) runs out.
 pub const MAX_BULK_KEYS: usize = 10_000;
 
 /// The selector of the keys a bulk revocation revokes. More selectors may be added, so match

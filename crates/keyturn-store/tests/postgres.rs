@@ -200,6 +200,7 @@ suite_tests!(
     revoke_selection_too_large_writes_nothing,
     select_keys_writes_nothing,
     pepper_usage_counts_live_keys,
+    revoke_selection_at_limit,
 );
 
 /// Opens `count` stores on one database, each with its own pool, as separate instances would.

@@ -87,6 +87,7 @@ suite_tests!(
     revoke_selection_too_large_writes_nothing,
     select_keys_writes_nothing,
     pepper_usage_counts_live_keys,
+    revoke_selection_at_limit,
 );
 
 /// Opens `count` stores on one file, each with its own pool, as separate processes would.

@@ -248,7 +248,7 @@ impl Keyring {
                 // The key was deleted between the check and the transaction.
                 None => LeakStatus::NotFound,
             };
-            tracing::warn!(
+            tracing::info!(
                 target: "keyturn::keyring",
                 key_id = %key_id,
                 line = result.line,

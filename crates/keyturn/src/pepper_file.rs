@@ -5,7 +5,8 @@
 //! Comment and blank lines are kept. No error or log line of this module shows a pepper.
 //!
 //! NOTE: two edits of one file at the same time can lose one of them, because neither locks the
-//! file. Run one `keyturn pepper` edit at a time.
+//! file. Run one `keyturn pepper` edit at a time. The new file belongs to the user who ran the
+//! edit, so run it as the user that owns the pepper file.
 
 use std::fs;
 use std::io::Write;
@@ -68,16 +69,15 @@ pub fn add_pepper(path: &Path, id: Option<PepperId>, placement: Placement) -> Re
     }
 
     let entry = generate_entry(&id);
-    let lines: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<&str> = text.lines().collect();
     let entry_lines: Vec<usize> = lines.iter().enumerate().filter(|(_, line)| is_entry(line)).map(|(i, _)| i).collect();
     // The file parsed, so it has at least one entry.
     let at = match placement {
         Placement::Current => entry_lines.first().copied().unwrap_or(lines.len()),
         Placement::Last => entry_lines.last().map_or(lines.len(), |last| last + 1),
     };
-    let mut new_lines: Vec<&str> = lines.clone();
-    new_lines.insert(at, entry.as_str());
-    write_ring(path, &new_lines)?;
+    lines.insert(at, entry.as_str());
+    write_ring(path, &lines)?;
     Ok(id)
 }
 

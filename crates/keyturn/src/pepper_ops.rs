@@ -141,7 +141,7 @@ impl Keyring {
             .filter(|key| key.outcome == BulkOutcome::Revoked)
             .map(|key| key.record.key_id)
             .collect();
-        tracing::warn!(
+        tracing::info!(
             target: "keyturn::keyring",
             pepper_id = %pepper_id,
             revoked = revoked.len(),

@@ -1,7 +1,9 @@
 //! The suite of bulk revocation and pepper usage, mounted for every backend like the rest.
 
 use keyturn_core::{Actor, AuditEventType, Instant, KeyId, NewAuditEvent, PepperId};
-use keyturn_store::{AuditFilter, BulkOutcome, BulkRevocation, KeySelection, Store, StoreError};
+use keyturn_store::{
+    AuditFilter, BulkOutcome, BulkRevocation, CopiedKey, KeySelection, Store, StoreError, MAX_BULK_KEYS,
+};
 use serde_json::json;
 
 use super::{insert, key, key_id, revocation, rotation, DAY};
@@ -166,4 +168,31 @@ pub async fn pepper_usage_counts_live_keys(store: &dyn Store) {
     let later = store.pepper_usage(Instant::from_millis(grace_end)).await.unwrap();
     let old_later = later.iter().find(|entry| entry.pepper_id.as_str() == "old").unwrap();
     assert_eq!(old_later.live_keys, 1);
+}
+
+/// Revokes [`MAX_BULK_KEYS`] keys selected by key id in one transaction: the largest selection
+/// binds that many parameters, within both backends' limits. Prints how long it took.
+pub async fn revoke_selection_at_limit(store: &dyn Store) {
+    let keys: Vec<CopiedKey> = (1..=MAX_BULK_KEYS as u32)
+        .map(|n| CopiedKey {
+            record: key(n, Some("bulk"), 1_000),
+            last_client_addr: None,
+            usage: Vec::new(),
+            uses_since_rotation: 0,
+        })
+        .collect();
+    store.import(&keys, &[]).await.unwrap();
+    let ids: Vec<KeyId> = keys.iter().map(|key| key.record.key_id.clone()).collect();
+    let mut revocation = bulk(KeySelection::KeyIds(ids), 5_000);
+    revocation.limit = MAX_BULK_KEYS;
+
+    let started = std::time::Instant::now();
+    let report = store.revoke_selection(&revocation).await.unwrap();
+    let elapsed = started.elapsed();
+
+    eprintln!("revoked {} keys in one transaction in {elapsed:?}", report.keys.len());
+    assert_eq!(report.keys.len(), MAX_BULK_KEYS);
+    assert!(report.keys.iter().all(|key| key.outcome == BulkOutcome::Revoked));
+    assert_eq!(events_of(store, AuditEventType::AuthnTokenRevoked).await.len(), MAX_BULK_KEYS);
+    assert_eq!(store.changes_since(0, 20_000).await.unwrap().len(), MAX_BULK_KEYS);
 }
