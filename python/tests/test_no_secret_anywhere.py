@@ -165,6 +165,17 @@ def test_no_secret_anywhere(tmp_path: Path, keyturn_bin: Path) -> None:
             headers = {**bearer(wrong), "X-Forwarded-For": "198.51.100.9"}
             seen.response("guard", session.get(f"{gateway}/v1/auth", headers=headers))
 
+        # A leak report with a real, a forged and a malformed token, then a bulk revocation.
+        leaked = new_key("leaked", owner="incident")
+        new_key("bulk", owner="incident")
+        reported = [leaked["token"], with_wrong_secret(active["token"]), active["token"][:-3]]
+        report = post("/v1/keys/report-leak", {"tokens": reported, "source": "scanner"})
+        assert report.status_code == 200, report.text
+        seen.response("report-leak", report)
+        bulk = post("/v1/keys/revoke", {"owner": "incident", "reason": "test"})
+        assert bulk.json()["revoked"] == 1, bulk.text
+        seen.response("bulk revoke", bulk)
+
         seen.response("audit", session.get(api + "/v1/audit?limit=500", headers=bearer(admin)))
         seen.response("keys", session.get(api + "/v1/keys?limit=500", headers=bearer(admin)))
         seen.response("metrics", session.get(api + "/metrics", timeout=REQUEST_TIMEOUT))
@@ -194,6 +205,7 @@ def test_no_secret_anywhere(tmp_path: Path, keyturn_bin: Path) -> None:
         "authn_token_superseded_used",
         "authn_pepper_rotated",
         "authn_token_fail_max",
+        "authn_token_leak_reported",
         "authz_admin",
     ):
         assert event in events, f"no {event} row: {sorted(str(e) for e in events)}"
