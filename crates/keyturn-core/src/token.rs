@@ -58,6 +58,14 @@ impl KeyId {
     }
 }
 
+/// Lets a map keyed by [`KeyId`] be searched with a `&str`. The derived `Hash` and `Eq` of
+/// `KeyId` are those of its string, as `Borrow` requires.
+impl std::borrow::Borrow<str> for KeyId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for KeyId {
     type Error = Error;
 
@@ -127,6 +135,13 @@ impl TokenFormat {
     /// Checks length, alphabet, prefix, structure and checksum, in that order, without touching
     /// any store. The error names the first defect found and never quotes the token.
     pub fn parse<'a>(&self, token: &'a str) -> Result<ParsedToken<'a>, Error> {
+        let key_id = self.parse_key_id(token)?;
+        Ok(ParsedToken { key_id: KeyId(key_id.to_owned()), token })
+    }
+
+    /// Checks a token as [`TokenFormat::parse`] does and returns its key id as a slice of it,
+    /// without allocating: the verify path looks the key id up in a map keyed by [`KeyId`].
+    pub fn parse_key_id<'a>(&self, token: &'a str) -> Result<&'a str, Error> {
         let expected = self.token_len();
         if token.len() != expected {
             return Err(Error::TokenLength { expected, actual: token.len() });
@@ -148,7 +163,7 @@ impl TokenFormat {
         if decode_checksum(checksum) != Some(crc32fast::hash(body.as_bytes())) {
             return Err(Error::TokenChecksum);
         }
-        Ok(ParsedToken { key_id: KeyId(key_id.to_owned()), token })
+        Ok(key_id)
     }
 }
 
@@ -211,6 +226,18 @@ mod tests {
 
     fn format() -> TokenFormat {
         TokenFormat::default()
+    }
+
+    #[test]
+    fn parse_key_id_matches_parse() {
+        let key_id = KeyId::parse("abcdefABCDEF").unwrap();
+        let token = format().generate(&key_id, &mut OsRng);
+        assert_eq!(format().parse_key_id(token.expose()), Ok("abcdefABCDEF"));
+        let mut corrupt = token.expose().to_owned();
+        corrupt.pop();
+        corrupt.push(if token.expose().ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(format().parse_key_id(&corrupt), Err(Error::TokenChecksum));
+        assert_eq!(format().parse(&corrupt).unwrap_err(), Error::TokenChecksum);
     }
 
     #[test]
