@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::usage::UsageCells;
 use crate::{Error, Keyring};
 
 const MAX_QUEUED_REHASHES: usize = 10_000;
@@ -29,6 +30,8 @@ const CHANGES_PER_READ: u32 = 1_000;
 #[derive(Default)]
 pub(crate) struct Pending {
     inner: Mutex<PendingInner>,
+    /// The usage counters of cached keys, which verifications update without taking `inner`.
+    pub(crate) cells: UsageCells,
 }
 
 #[derive(Default)]
@@ -75,6 +78,7 @@ pub(crate) struct Background {
 }
 
 impl Pending {
+    /// Counts one verification of a key that was not served from the cache.
     pub(crate) fn note_usage(&self, key_id: &KeyId, outcome: Outcome, now: Instant, client_addr: Option<&str>) {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let record = match inner.usage.get_mut(key_id) {
@@ -195,7 +199,9 @@ impl Pending {
     }
 
     fn take(&self) -> Queued {
+        let cached_usage = self.cells.take();
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        merge_usage(&mut inner.usage, cached_usage);
         Queued {
             usage: inner.usage.drain().map(|(_, record)| record).collect(),
             rehash: inner.rehash.drain().map(|(key_id, (from, token))| (key_id, from, token)).collect(),
@@ -217,21 +223,7 @@ impl Pending {
     /// Puts usage back after a failed write, merging with what arrived meanwhile.
     fn restore_usage(&self, records: Vec<UsageRecord>) {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for record in records {
-            let Some(current) = inner.usage.get_mut(&record.key_id) else {
-                inner.usage.insert(record.key_id.clone(), record);
-                continue;
-            };
-            current.first_used_at = current.first_used_at.min(record.first_used_at);
-            current.last_used_at = current.last_used_at.max(record.last_used_at);
-            current.last_client_addr = current.last_client_addr.take().or(record.last_client_addr);
-            for (outcome, count) in record.counts {
-                match current.counts.iter_mut().find(|(counted, _)| *counted == outcome) {
-                    Some((_, existing)) => *existing += count,
-                    None => current.counts.push((outcome, count)),
-                }
-            }
-        }
+        merge_usage(&mut inner.usage, records);
     }
 
     fn first_exposure_report(&self, key_id: &KeyId) -> bool {
@@ -396,6 +388,31 @@ impl Keyring {
         self.store.append_audit(&event).await?;
         tracing::warn!(target: "keyturn::verify", key_id = %record.key_id, parameter = %exposure.parameter, "token exposed in url query; rotate the key");
         Ok(())
+    }
+}
+
+/// Adds `records` to the queued usage, one record per key. Two records of one key keep the
+/// client address of the later last use.
+fn merge_usage(usage: &mut HashMap<KeyId, UsageRecord>, records: Vec<UsageRecord>) {
+    for record in records {
+        let Some(current) = usage.get_mut(&record.key_id) else {
+            usage.insert(record.key_id.clone(), record);
+            continue;
+        };
+        let newer = record.last_used_at > current.last_used_at;
+        current.first_used_at = current.first_used_at.min(record.first_used_at);
+        current.last_used_at = current.last_used_at.max(record.last_used_at);
+        current.last_client_addr = if newer {
+            record.last_client_addr.or(current.last_client_addr.take())
+        } else {
+            current.last_client_addr.take().or(record.last_client_addr)
+        };
+        for (outcome, count) in record.counts {
+            match current.counts.iter_mut().find(|(counted, _)| *counted == outcome) {
+                Some((_, existing)) => *existing += count,
+                None => current.counts.push((outcome, count)),
+            }
+        }
     }
 }
 

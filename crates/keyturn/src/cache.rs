@@ -14,17 +14,22 @@ use std::time::Instant as MonotonicInstant;
 
 use keyturn_core::{KeyId, KeyRecord};
 
+use crate::usage::UsageCell;
+
 /// A cached lookup: the record, or `None` for a key id the store does not know.
 #[derive(Debug, Clone)]
 struct Entry {
     record: Option<Arc<KeyRecord>>,
+    /// The usage counters of a known key, when usage tracking is on.
+    usage: Option<Arc<UsageCell>>,
     loaded_at_ms: i64,
 }
 
 /// The result of a cache lookup.
 #[derive(Debug, Clone)]
 pub(crate) enum Cached {
-    Known(Arc<KeyRecord>),
+    /// A known key, with its usage counters when usage tracking is on.
+    Known(Arc<KeyRecord>, Option<Arc<UsageCell>>),
     Unknown,
     Miss,
 }
@@ -63,6 +68,8 @@ pub(crate) struct Cache {
     /// The change sequence number the cache has applied.
     synced_seq: AtomicI64,
     enabled: AtomicBool,
+    /// Whether known entries get usage counters.
+    track_usage: bool,
     max_staleness_ms: i64,
     unknown_ttl_ms: i64,
     capacity: usize,
@@ -70,7 +77,7 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
-    pub(crate) fn new(max_staleness_ms: i64, unknown_ttl_ms: i64, capacity: usize) -> Self {
+    pub(crate) fn new(max_staleness_ms: i64, unknown_ttl_ms: i64, capacity: usize, track_usage: bool) -> Self {
         Cache {
             origin: MonotonicInstant::now(),
             entries: RwLock::new(HashMap::new()),
@@ -78,6 +85,7 @@ impl Cache {
             synced_at_ms: AtomicI64::new(-1),
             synced_seq: AtomicI64::new(0),
             enabled: AtomicBool::new(true),
+            track_usage,
             max_staleness_ms,
             unknown_ttl_ms,
             capacity,
@@ -97,14 +105,15 @@ impl Cache {
         self.enabled.load(Ordering::Relaxed) && synced >= 0 && self.now_ms() - synced <= self.max_staleness_ms
     }
 
-    pub(crate) fn lookup(&self, key_id: &KeyId) -> Cached {
+    /// Looks up a key id, given as the slice of the token that holds it.
+    pub(crate) fn lookup(&self, key_id: &str) -> Cached {
         if !self.is_fresh() {
             return Cached::Miss;
         }
         let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         match entries.get(key_id) {
-            Some(Entry { record: Some(record), .. }) => Cached::Known(Arc::clone(record)),
-            Some(Entry { record: None, loaded_at_ms }) if self.now_ms() - loaded_at_ms < self.unknown_ttl_ms => {
+            Some(Entry { record: Some(record), usage, .. }) => Cached::Known(Arc::clone(record), usage.clone()),
+            Some(Entry { record: None, loaded_at_ms, .. }) if self.now_ms() - loaded_at_ms < self.unknown_ttl_ms => {
                 Cached::Unknown
             }
             _ => Cached::Miss,
@@ -134,7 +143,8 @@ impl Cache {
                 return;
             }
         }
-        entries.insert(key_id, Entry { record, loaded_at_ms: self.now_ms() });
+        let usage = record.as_ref().filter(|_| self.track_usage).map(|_| Arc::new(UsageCell::new(key_id.clone())));
+        entries.insert(key_id, Entry { record, usage, loaded_at_ms: self.now_ms() });
     }
 
     pub(crate) fn evict<'a>(&self, key_ids: impl IntoIterator<Item = &'a KeyId>) {

@@ -163,8 +163,12 @@ impl Keyring {
     /// Creates a keyring over an open store. Background work starts with
     /// [`Keyring::start_background`]; until then every verification reads through to the store.
     pub fn new(store: Arc<dyn Store>, peppers: PepperRing, clock: Arc<dyn Clock>, config: Config) -> Arc<Self> {
-        let cache =
-            Cache::new(millis(config.consistency.max_staleness), millis(config.unknown_key_ttl), config.cache_capacity);
+        let cache = Cache::new(
+            millis(config.consistency.max_staleness),
+            millis(config.unknown_key_ttl),
+            config.cache_capacity,
+            config.track_usage,
+        );
         if config.consistency.strict {
             cache.disable();
         }

@@ -22,6 +22,7 @@ pub mod pepper_file;
 mod pepper_ops;
 mod self_rotation;
 pub mod settings;
+mod usage;
 mod verify;
 
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use keyturn_core::{
-    extract_credential, Actor, AuditEventType, Decision, Duration, HttpResponse, Instant, KeyId, KeyRecord,
+    extract_credential, Actor, AuditEventType, Credential, Decision, Duration, HttpResponse, Instant, KeyId, KeyRecord,
     NewAuditEvent, Outcome, Scopes,
 };
 use serde_json::json;
@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::cache::{CacheStats, Cached};
 use crate::guard::{Block, Verdict};
 use crate::keyring::millis;
+use crate::usage::UsageCell;
 use crate::{Error, GuardStats, Keyring};
 
 /// The parts of an HTTP request that authentication reads.
@@ -41,6 +42,13 @@ pub enum Authentication {
     Rejected { response: HttpResponse, decision: Option<Decision> },
 }
 
+/// A verification as far as the cache can take it.
+enum FromCache {
+    Decided(Decision),
+    /// The key id is neither cached nor remembered as unknown, or the cache is stale or off.
+    NeedsStore(KeyId),
+}
+
 impl Authentication {
     pub fn is_allowed(&self) -> bool {
         matches!(self, Authentication::Allowed { .. })
@@ -52,32 +60,92 @@ impl Keyring {
     /// is needed and unreachable: never a rejection for a store fault.
     pub async fn verify(&self, token: &str, required: &Scopes, client_addr: Option<&str>) -> Result<Decision, Error> {
         let now = self.clock.now();
-        let Ok(parsed) = self.config.format.parse(token) else {
-            tracing::debug!(target: "keyturn::verify", outcome = "invalid", "malformed token");
-            return Ok(Decision::invalid(required));
+        let key_id = match self.verify_from_cache(token, required, client_addr, now) {
+            FromCache::Decided(decision) => return Ok(decision),
+            FromCache::NeedsStore(key_id) => key_id,
         };
-        let key_id = parsed.key_id();
-        let Some(record) = self.lookup(key_id).await? else {
+        let Some(record) = self.read_through(&key_id).await? else {
             tracing::debug!(target: "keyturn::verify", key_id = %key_id, outcome = "invalid", "unknown key id");
             return Ok(Decision::invalid(required));
         };
+        Ok(self.check_secret(token, record, None, required, client_addr, now))
+    }
 
+    /// Verifies a token like [`Keyring::verify`] when the cache can decide without the store:
+    /// a malformed token, a cached key or a remembered unknown key id. Returns `None` when the
+    /// verification needs a store read; then call [`Keyring::verify`]. Never blocks, so a
+    /// caller may run it without leaving its thread or releasing a lock such as Python's GIL.
+    pub fn verify_cached(&self, token: &str, required: &Scopes, client_addr: Option<&str>) -> Option<Decision> {
+        match self.verify_from_cache(token, required, client_addr, self.clock.now()) {
+            FromCache::Decided(decision) => Some(decision),
+            FromCache::NeedsStore(_) => None,
+        }
+    }
+
+    fn verify_from_cache(&self, token: &str, required: &Scopes, client_addr: Option<&str>, now: Instant) -> FromCache {
+        let Ok(key_id) = self.config.format.parse_key_id(token) else {
+            tracing::debug!(target: "keyturn::verify", outcome = "invalid", "malformed token");
+            return FromCache::Decided(Decision::invalid(required));
+        };
+        let (record, usage) = match self.cache.lookup(key_id) {
+            Cached::Known(record, usage) => (record, usage),
+            Cached::Unknown => {
+                self.cache.count_hit();
+                tracing::debug!(target: "keyturn::verify", key_id = %key_id, outcome = "invalid", "unknown key id");
+                return FromCache::Decided(Decision::invalid(required));
+            }
+            Cached::Miss => {
+                // The parser accepted the key id, so it is well-formed; the fallback only keeps
+                // this total.
+                return match KeyId::parse(key_id) {
+                    Ok(key_id) => FromCache::NeedsStore(key_id),
+                    Err(_) => FromCache::Decided(Decision::invalid(required)),
+                };
+            }
+        };
+        self.cache.count_hit();
+        FromCache::Decided(self.check_secret(token, record, usage, required, client_addr, now))
+    }
+
+    /// Compares the token's HMAC with the record's hash, evaluates the key's state and queues
+    /// the usage counters and observed lifecycle events of a matching token.
+    fn check_secret(
+        &self,
+        token: &str,
+        record: Arc<KeyRecord>,
+        usage: Option<Arc<UsageCell>>,
+        required: &Scopes,
+        client_addr: Option<&str>,
+        now: Instant,
+    ) -> Decision {
+        let key_id = &record.key_id;
         let Some(hash) = self.peppers.hash_with(&record.pepper_id, token) else {
             tracing::error!(
                 target: "keyturn::verify", key_id = %key_id, pepper_id = %record.pepper_id,
                 "key is hashed under a pepper missing from the ring; add that pepper back to verify it"
             );
-            return Ok(Decision::invalid(required));
+            return Decision::invalid(required);
         };
         if hash != record.hash {
             tracing::debug!(target: "keyturn::verify", key_id = %key_id, outcome = "invalid", "secret mismatch");
-            return Ok(Decision::invalid(required));
+            return Decision::invalid(required);
         }
 
         let decision = Decision::evaluate(Arc::clone(&record), now, required);
         if self.config.track_usage {
-            self.pending.note_usage(key_id, decision.outcome, now, client_addr);
-            if record.first_used_at.is_none() && self.pending.note_first_use(key_id) {
+            // A key served from the cache counts in its entry's atomic counters; one read from
+            // the store, when the cache is off or stale, counts in the queue behind a mutex.
+            let first_use = match &usage {
+                Some(cell) => {
+                    self.pending.cells.note(cell, decision.outcome, now, client_addr);
+                    record.first_used_at.is_none() && cell.note_first_use()
+                }
+                None => {
+                    self.pending.note_usage(key_id, decision.outcome, now, client_addr);
+                    record.first_used_at.is_none()
+                }
+            };
+            if first_use && self.pending.note_first_use(key_id) {
                 self.flush_now.notify_one();
             }
         }
@@ -86,29 +154,55 @@ impl Keyring {
             self.pending.queue_rehash(key_id, &record.pepper_id, token);
         }
         tracing::debug!(target: "keyturn::verify", key_id = %key_id, outcome = decision.code(), "verified");
-        Ok(decision)
+        decision
     }
 
     /// Authenticates a request: finds its API key, verifies it and builds the response. The
     /// result for the same request at the same instant is identical in every front end.
     pub async fn authenticate(&self, request: &AuthRequest<'_>, required: &Scopes) -> Authentication {
-        let responses = &self.config.responses;
-        let reject = |response| Authentication::Rejected { response, decision: None };
-
-        if let Some(response) = self.check_query(request.query, request.client_addr) {
-            return reject(response);
-        }
-        let credential = match extract_credential(request.authorization, request.api_key, responses.api_key_header()) {
-            Ok(Some(credential)) => credential,
-            Ok(None) => return reject(responses.missing_credentials()),
-            Err(error) => return reject(responses.invalid_request(&error.to_string())),
+        let credential = match self.find_credential(request) {
+            Ok(credential) => credential,
+            Err(response) => return Authentication::Rejected { response, decision: None },
         };
+        let verified = self.verify(credential.as_str(), required, request.client_addr).await;
+        self.respond(verified, request.client_addr)
+    }
 
-        match self.verify(credential.as_str(), required, request.client_addr).await {
+    /// Authenticates a request like [`Keyring::authenticate`] when that needs no store read, and
+    /// returns `None` when it does; then call [`Keyring::authenticate`]. A request with a token
+    /// in its query never reaches the store, so calling both queues its exposure once. Never
+    /// blocks.
+    pub fn authenticate_cached(&self, request: &AuthRequest<'_>, required: &Scopes) -> Option<Authentication> {
+        let credential = match self.find_credential(request) {
+            Ok(credential) => credential,
+            Err(response) => return Some(Authentication::Rejected { response, decision: None }),
+        };
+        let decision = self.verify_cached(credential.as_str(), required, request.client_addr)?;
+        Some(self.respond(Ok(decision), request.client_addr))
+    }
+
+    /// Returns the request's credential, or the rejection of a request with a token in its
+    /// query, without a credential or with two.
+    fn find_credential(&self, request: &AuthRequest<'_>) -> Result<Credential, HttpResponse> {
+        let responses = &self.config.responses;
+        if let Some(response) = self.check_query(request.query, request.client_addr) {
+            return Err(response);
+        }
+        match extract_credential(request.authorization, request.api_key, responses.api_key_header()) {
+            Ok(Some(credential)) => Ok(credential),
+            Ok(None) => Err(responses.missing_credentials()),
+            Err(error) => Err(responses.invalid_request(&error.to_string())),
+        }
+    }
+
+    /// Builds the response to a verification, after counting a failure with the guard.
+    fn respond(&self, verified: Result<Decision, Error>, client_addr: Option<&str>) -> Authentication {
+        let responses = &self.config.responses;
+        match verified {
             Ok(decision) => {
                 // A throttled failure gets only the 429, so its usual rejection is never built.
-                if let Some(throttled) = self.guard_failure(decision.outcome, request.client_addr) {
-                    return reject(throttled);
+                if let Some(throttled) = self.guard_failure(decision.outcome, client_addr) {
+                    return Authentication::Rejected { response: throttled, decision: None };
                 }
                 match responses.rejection(&decision) {
                     None => Authentication::Allowed { headers: decision.lifecycle_headers(), decision },
@@ -117,7 +211,7 @@ impl Keyring {
             }
             Err(error) => {
                 tracing::warn!(target: "keyturn::verify", error = %error, "store unavailable during verification");
-                reject(responses.store_unavailable())
+                Authentication::Rejected { response: responses.store_unavailable(), decision: None }
             }
         }
     }
@@ -205,32 +299,20 @@ impl Keyring {
         );
     }
 
-    /// Finds a key record, from the cache while it is fresh, else from the store. Concurrent store
-    /// reads are bounded so that a flood of unknown ids cannot overload the store. Counts a cache
-    /// hit when the cache returns the result, and a cache miss before reading the store.
-    async fn lookup(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, Error> {
-        match self.cache.lookup(key_id) {
-            Cached::Known(record) => {
-                self.cache.count_hit();
-                return Ok(Some(record));
-            }
-            Cached::Unknown => {
-                self.cache.count_hit();
-                return Ok(None);
-            }
-            Cached::Miss => {}
-        }
+    /// Reads a key record from the store, within the lookup timeout, and caches the result.
+    /// Concurrent store reads are bounded so that a flood of unknown ids cannot overload the
+    /// store. Counts a cache miss before reading the store.
+    async fn read_through(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, Error> {
         let timeout = self.config.lookup_timeout;
-        tokio::time::timeout(timeout, self.read_through(key_id)).await.unwrap_or_else(|_| {
+        tokio::time::timeout(timeout, self.read_store(key_id)).await.unwrap_or_else(|_| {
             Err(Error::StoreUnavailable(format!("reading key {key_id} took longer than {}ms", timeout.as_millis())))
         })
     }
 
-    /// Reads a key record from the store and caches the result.
-    async fn read_through(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, Error> {
+    async fn read_store(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, Error> {
         let _permit = self.lookups.acquire().await.map_err(|_| Error::StoreUnavailable("keyring closed".into()))?;
         // Another verification may have loaded the record while this one waited for the permit.
-        if let Cached::Known(record) = self.cache.lookup(key_id) {
+        if let Cached::Known(record, _) = self.cache.lookup(key_id.as_str()) {
             self.cache.count_hit();
             return Ok(Some(record));
         }
