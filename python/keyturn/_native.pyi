@@ -177,6 +177,17 @@ class Keyring:
         A failed verification counts against ``client_addr`` in the brute-force guard, which may
         reject it with 429; pass the address that ``client_addr()`` returns.
         """
+    def authenticate_wsgi(
+        self,
+        authorization: str | None,
+        api_key: str | None,
+        query: Sequence[tuple[str, str]],
+        scopes: Sequence[str],
+        remote_addr: str | None,
+        forwarded_for: str | None,
+    ) -> AuthResult:
+        """Authenticate a request from the values of a WSGI environ, which holds one value per
+        header: the same as ``authenticate`` with the address ``client_addr()`` returns."""
     def client_addr(self, remote_addr: str | None, forwarded_for: Sequence[str] = ()) -> str | None:
         """Return the client address of a request from ``remote_addr`` with these
         ``X-Forwarded-For`` values: ``remote_addr`` itself unless it is one of

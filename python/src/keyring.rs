@@ -3,7 +3,8 @@
 //! Construction validates the settings and loads the pepper, without threads or connections.
 //! The tokio runtime, the database pool and the background tasks are created on first use in
 //! each process and recreated after a fork, because a runtime inherited through `fork` has no
-//! threads and would hang every gunicorn worker. The GIL is released while keyturn works.
+//! threads and would hang every gunicorn worker. The GIL is released while keyturn waits for the
+//! store; a verification served from the cache runs with the GIL held, since it never waits.
 
 use std::sync::{Arc, Mutex};
 
@@ -158,16 +159,6 @@ impl Keyring {
         client_addr: Option<String>,
     ) -> PyResult<AuthResult> {
         let required = parse_scopes(&scopes)?;
-        let (runtime, keyring) = match self.process(py) {
-            Ok(process) => process,
-            Err(error) => {
-                // A request must get 503, never a 500, when the store cannot be opened; the cause
-                // is logged and the next request tries to open it again.
-                tracing::error!(target: "keyturn::store", error = %error, "cannot open the key store");
-                let response = self.options.config.responses.store_unavailable();
-                return AuthResult::rejected(py, response, None);
-            }
-        };
         let authorization: Vec<&str> = authorization.iter().map(String::as_str).collect();
         let api_key: Vec<&str> = api_key.iter().map(String::as_str).collect();
         let query: Vec<(&str, &str)> = query.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
@@ -177,12 +168,40 @@ impl Keyring {
             query: &query,
             client_addr: client_addr.as_deref(),
         };
+        self.authenticate_request(py, &request, &required)
+    }
 
-        let result = py.detach(|| runtime.block_on(keyring.authenticate(&request, &required)));
-        match result {
-            Authentication::Allowed { decision, headers } => AuthResult::allowed(py, decision, headers),
-            Authentication::Rejected { response, decision } => AuthResult::rejected(py, response, decision),
-        }
+    /// Authenticates a request from a WSGI server, which joins repeated headers into one value:
+    /// the same as `authenticate` with the client address that `client_addr` returns, in one
+    /// call.
+    #[pyo3(signature = (authorization, api_key, query, scopes, remote_addr, forwarded_for))]
+    #[allow(clippy::too_many_arguments)]
+    fn authenticate_wsgi(
+        &self,
+        py: Python<'_>,
+        authorization: Option<&str>,
+        api_key: Option<&str>,
+        query: Vec<(String, String)>,
+        scopes: Vec<String>,
+        remote_addr: Option<&str>,
+        forwarded_for: Option<&str>,
+    ) -> PyResult<AuthResult> {
+        let required = parse_scopes(&scopes)?;
+        let client_addr = remote_addr.map(|remote_addr| {
+            let forwarded_for: &[&str] = match &forwarded_for {
+                Some(value) => std::slice::from_ref(value),
+                None => &[],
+            };
+            self.options.config.trusted_proxies.client_addr(remote_addr, forwarded_for)
+        });
+        let query: Vec<(&str, &str)> = query.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        let request = AuthRequest {
+            authorization: authorization.as_slice(),
+            api_key: api_key.as_slice(),
+            query: &query,
+            client_addr: client_addr.as_deref(),
+        };
+        self.authenticate_request(py, &request, &required)
     }
 
     /// Returns the client address of a request from `remote_addr`: the address itself, or the
@@ -216,20 +235,23 @@ impl Keyring {
                 self.options.config.responses.invalid_request(&error.to_string())
             }),
         };
-        response.map(|response| AuthResult::rejected(py, response, None)).transpose()
+        Ok(response.map(|response| AuthResult::rejected(response, None)))
     }
 
     #[pyo3(signature = (token, scopes = Vec::new()))]
     fn verify(&self, py: Python<'_>, token: &str, scopes: Vec<String>) -> PyResult<AuthResult> {
         let required = parse_scopes(&scopes)?;
         let (runtime, keyring) = self.process(py)?;
-        let decision = py.detach(|| runtime.block_on(keyring.verify(token, &required, None))).map_err(to_py)?;
+        let decision = match keyring.verify_cached(token, &required, None) {
+            Some(decision) => decision,
+            None => py.detach(|| runtime.block_on(keyring.verify(token, &required, None))).map_err(to_py)?,
+        };
         match keyring.config().responses.rejection(&decision) {
             None => {
                 let headers = decision.lifecycle_headers();
-                AuthResult::allowed(py, decision, headers)
+                Ok(AuthResult::allowed(decision, headers))
             }
-            Some(response) => AuthResult::rejected(py, response, Some(decision)),
+            Some(response) => Ok(AuthResult::rejected(response, Some(decision))),
         }
     }
 
@@ -406,6 +428,34 @@ impl Keyring {
 }
 
 impl Keyring {
+    fn authenticate_request(
+        &self,
+        py: Python<'_>,
+        request: &AuthRequest<'_>,
+        required: &Scopes,
+    ) -> PyResult<AuthResult> {
+        let (runtime, keyring) = match self.process(py) {
+            Ok(process) => process,
+            Err(error) => {
+                // A request must get 503, never a 500, when the store cannot be opened; the cause
+                // is logged and the next request tries to open it again.
+                tracing::error!(target: "keyturn::store", error = %error, "cannot open the key store");
+                let response = self.options.config.responses.store_unavailable();
+                return Ok(AuthResult::rejected(response, None));
+            }
+        };
+        // A cache hit finishes here, holding the GIL: it takes well under a microsecond, less
+        // than releasing the GIL and entering the runtime would. Only a store read leaves it.
+        let result = match keyring.authenticate_cached(request, required) {
+            Some(result) => result,
+            None => py.detach(|| runtime.block_on(keyring.authenticate(request, required))),
+        };
+        Ok(match result {
+            Authentication::Allowed { decision, headers } => AuthResult::allowed(decision, headers),
+            Authentication::Rejected { response, decision } => AuthResult::rejected(response, decision),
+        })
+    }
+
     /// Returns this process's runtime and keyring, creating them on first use and after a fork.
     ///
     /// The fast path only tries the lock, so it never waits while holding the GIL. The slow path

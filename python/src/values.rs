@@ -2,10 +2,12 @@
 //! the shared `ManualClock`. Instants are converted to `datetime` only when read, which keeps the
 //! per-request cost of `AuthResult` low. Only `IssuedKey` holds a token, and its `repr` hides it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use keyturn::core::{self, Clock, HttpResponse, Instant, KeyRecord, KeyState};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 
 use crate::convert::{json_to_py, to_datetime, to_duration, to_instant, to_optional_datetime};
@@ -182,13 +184,13 @@ impl IssuedKey {
     }
 }
 
-/// The result of authenticating a request or verifying a token.
+/// The result of authenticating a request or verifying a token. Its `KeyInfo` is created on
+/// first access, because most requests never read it.
 #[pyclass(module = "keyturn._native", frozen)]
 pub(crate) struct AuthResult {
     #[pyo3(get)]
     allowed: bool,
-    #[pyo3(get)]
-    code: String,
+    code: Cow<'static, str>,
     #[pyo3(get)]
     outcome: Option<&'static str>,
     #[pyo3(get)]
@@ -196,53 +198,63 @@ pub(crate) struct AuthResult {
     #[pyo3(get)]
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
-    #[pyo3(get)]
-    key: Option<Py<KeyInfo>>,
+    /// The verified key and its state, when the secret matched.
+    verified: Option<(Arc<KeyRecord>, KeyState)>,
+    key: PyOnceLock<Option<Py<KeyInfo>>>,
 }
 
 impl AuthResult {
-    pub(crate) fn allowed(
-        py: Python<'_>,
-        decision: core::Decision,
-        headers: Vec<(&'static str, String)>,
-    ) -> PyResult<Self> {
-        Ok(AuthResult {
+    pub(crate) fn allowed(decision: core::Decision, headers: Vec<(&'static str, String)>) -> Self {
+        AuthResult {
             allowed: true,
-            code: decision.code().to_owned(),
+            code: Cow::Borrowed(decision.code()),
             outcome: Some(decision.outcome.as_str()),
             status: 200,
             headers,
             body: Vec::new(),
-            key: key_of(py, &decision)?,
-        })
+            verified: verified_key(&decision),
+            key: PyOnceLock::new(),
+        }
     }
 
-    pub(crate) fn rejected(py: Python<'_>, response: HttpResponse, decision: Option<core::Decision>) -> PyResult<Self> {
+    pub(crate) fn rejected(response: HttpResponse, decision: Option<core::Decision>) -> Self {
         let code = match &decision {
-            Some(decision) => decision.code().to_owned(),
-            None => problem_code(&response.body),
+            Some(decision) => Cow::Borrowed(decision.code()),
+            None => Cow::Owned(problem_code(&response.body)),
         };
-        let key = match &decision {
-            Some(decision) => key_of(py, decision)?,
-            None => None,
-        };
-        Ok(AuthResult {
+        AuthResult {
             allowed: false,
             code,
             outcome: decision.as_ref().filter(|d| d.key.is_some()).map(|d| d.outcome.as_str()),
             status: response.status,
             headers: response.headers,
             body: response.body,
-            key,
-        })
+            verified: decision.as_ref().and_then(verified_key),
+            key: PyOnceLock::new(),
+        }
     }
 }
 
 #[pymethods]
 impl AuthResult {
     #[getter]
+    fn code(&self) -> &str {
+        &self.code
+    }
+
+    #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.body)
+    }
+
+    /// The key when its secret matched, the same object on every access.
+    #[getter]
+    fn key(&self, py: Python<'_>) -> PyResult<Option<Py<KeyInfo>>> {
+        let key = self.key.get_or_try_init(py, || match &self.verified {
+            Some((record, state)) => Py::new(py, KeyInfo::new(Arc::clone(record), *state)).map(Some),
+            None => Ok(None),
+        })?;
+        Ok(key.as_ref().map(|key| key.clone_ref(py)))
     }
 
     fn __repr__(&self) -> String {
@@ -250,10 +262,9 @@ impl AuthResult {
     }
 }
 
-fn key_of(py: Python<'_>, decision: &core::Decision) -> PyResult<Option<Py<KeyInfo>>> {
-    let Some(record) = &decision.key else { return Ok(None) };
-    let state = KeyState { outcome: decision.outcome, deadline: decision.deadline };
-    Ok(Some(Py::new(py, KeyInfo::new(Arc::clone(record), state))?))
+fn verified_key(decision: &core::Decision) -> Option<(Arc<KeyRecord>, KeyState)> {
+    let record = decision.key.as_ref()?;
+    Some((Arc::clone(record), KeyState { outcome: decision.outcome, deadline: decision.deadline }))
 }
 
 fn problem_code(body: &[u8]) -> String {

@@ -100,3 +100,48 @@ def test_silent_store_answers_unavailable_fast(monkeypatch: pytest.MonkeyPatch) 
     # within a second answers at once instead of trying again.
     assert 1.5 < first < 10, first
     assert second < 1, second
+
+
+def test_authenticate_wsgi_matches_authenticate(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path}/keyturn.db"
+    keyturn.init(database)
+    keyring = keyturn.Keyring(database_url=database, trusted_proxies=["10.0.0.0/8"])
+    try:
+        token = keyring.create("wsgi", scopes=["orders:read"]).token
+        keyring.sync()
+        header = f"Bearer {token}"
+        for scopes in ([], ["orders:read"], ["orders:write"]):
+            client = keyring.client_addr("10.0.0.5", ["198.51.100.7"])
+            expected = keyring.authenticate([header], [], [], scopes, client)
+            result = keyring.authenticate_wsgi(header, None, [], scopes, "10.0.0.5", "198.51.100.7")
+            assert (result.allowed, result.code, result.status) == (
+                expected.allowed,
+                expected.code,
+                expected.status,
+            )
+            assert result.headers == expected.headers
+            assert result.body == expected.body
+
+        missing = keyring.authenticate_wsgi(None, None, [], [], None, None)
+        assert (missing.allowed, missing.code, missing.status) == (
+            False,
+            "missing_credentials",
+            401,
+        )
+        assert missing.key is None
+    finally:
+        keyring.close()
+
+
+def test_auth_result_key_is_one_object(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path}/keyturn.db"
+    keyturn.init(database)
+    keyring = keyturn.Keyring(database_url=database)
+    try:
+        issued = keyring.create("same key")
+        result = keyring.verify(issued.token)
+        assert result.allowed
+        assert result.key is result.key
+        assert result.key.key_id == issued.key.key_id
+    finally:
+        keyring.close()
