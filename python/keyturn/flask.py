@@ -325,8 +325,8 @@ class _AppState:
 
 
 class _RouteRequirement(NamedTuple):
-    """What the before_request hook does for one endpoint, kept per endpoint so that a request
-    repeats none of the attribute lookups that decide it."""
+    """The before_request hook's decision for one endpoint, kept so that a request repeats none
+    of the attribute lookups behind it."""
 
     #: The view this was computed for; a view replaced in ``app.view_functions`` is looked at again.
     view: Any

@@ -4,7 +4,7 @@
 //! The tokio runtime, the database pool and the background tasks are created on first use in
 //! each process and recreated after a fork, because a runtime inherited through `fork` has no
 //! threads and would hang every gunicorn worker. The GIL is released while keyturn waits for the
-//! store; a verification served from the cache runs with the GIL held, since it never waits.
+//! store. A verification that the cache decides runs with the GIL held, because it never awaits.
 
 use std::sync::{Arc, Mutex};
 

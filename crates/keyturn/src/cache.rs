@@ -105,7 +105,7 @@ impl Cache {
         self.enabled.load(Ordering::Relaxed) && synced >= 0 && self.now_ms() - synced <= self.max_staleness_ms
     }
 
-    /// Looks up a key id, given as the slice of the token that holds it.
+    /// Looks up a key id, given as the slice of the token that contains it.
     pub(crate) fn lookup(&self, key_id: &str) -> Cached {
         if !self.is_fresh() {
             return Cached::Miss;

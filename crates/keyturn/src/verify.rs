@@ -73,8 +73,9 @@ impl Keyring {
 
     /// Verifies a token like [`Keyring::verify`] when the cache can decide without the store:
     /// a malformed token, a cached key or a remembered unknown key id. Returns `None` when the
-    /// verification needs a store read; then call [`Keyring::verify`]. Never blocks, so a
-    /// caller may run it without leaving its thread or releasing a lock such as Python's GIL.
+    /// verification needs a store read; then call [`Keyring::verify`]. It never awaits and
+    /// takes only short in-memory locks, so a caller may run it on its own thread while holding
+    /// a lock such as Python's GIL.
     pub fn verify_cached(&self, token: &str, required: &Scopes, client_addr: Option<&str>) -> Option<Decision> {
         match self.verify_from_cache(token, required, client_addr, self.clock.now()) {
             FromCache::Decided(decision) => Some(decision),
@@ -133,8 +134,8 @@ impl Keyring {
 
         let decision = Decision::evaluate(Arc::clone(&record), now, required);
         if self.config.track_usage {
-            // A key served from the cache counts in its entry's atomic counters; one read from
-            // the store, when the cache is off or stale, counts in the queue behind a mutex.
+            // A key served from the cache counts in its entry's atomic counters. A key read from
+            // the store, because the cache is off, stale or missed, counts in the mutex's map.
             let first_use = match &usage {
                 Some(cell) => {
                     self.pending.cells.note(cell, decision.outcome, now, client_addr);
@@ -170,8 +171,8 @@ impl Keyring {
 
     /// Authenticates a request like [`Keyring::authenticate`] when that needs no store read, and
     /// returns `None` when it does; then call [`Keyring::authenticate`]. A request with a token
-    /// in its query never reaches the store, so calling both queues its exposure once. Never
-    /// blocks.
+    /// in its query never reaches the store, so calling both queues its exposure once. Like
+    /// [`Keyring::verify_cached`], it never awaits.
     pub fn authenticate_cached(&self, request: &AuthRequest<'_>, required: &Scopes) -> Option<Authentication> {
         let credential = match self.find_credential(request) {
             Ok(credential) => credential,
