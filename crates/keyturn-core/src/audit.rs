@@ -44,6 +44,11 @@ pub enum AuditEventType {
     AuthnTokenLeakReported,
     /// A pepper was removed from the ring, after the keys still hashed under it were revoked.
     AuthnPepperRetired,
+    /// A named policy was added, changed or removed. The details hold the old and new values
+    /// and how many existing keys received the new instants.
+    AuthzPolicyChanged,
+    /// A rotated key's overlap window was shortened because its successor was first used.
+    AuthnTokenOverlapShortened,
 }
 
 /// Who caused an event.
@@ -99,6 +104,8 @@ impl AuditEventType {
             AuditEventType::AuthnTokenFailMax => "authn_token_fail_max",
             AuditEventType::AuthnTokenLeakReported => "authn_token_leak_reported",
             AuditEventType::AuthnPepperRetired => "authn_pepper_retired",
+            AuditEventType::AuthzPolicyChanged => "authz_policy_changed",
+            AuditEventType::AuthnTokenOverlapShortened => "authn_token_overlap_shortened",
         }
     }
 
@@ -118,6 +125,8 @@ impl AuditEventType {
             AuditEventType::AuthnTokenFailMax,
             AuditEventType::AuthnTokenLeakReported,
             AuditEventType::AuthnPepperRetired,
+            AuditEventType::AuthzPolicyChanged,
+            AuditEventType::AuthnTokenOverlapShortened,
         ]
         .into_iter()
         .find(|event| event.as_str() == value)

@@ -45,6 +45,8 @@ pub enum Error {
          scopes under \"keyturn:\" are {reserved}"
     )]
     InvalidScope { scope: String, reserved: &'static str },
+    #[error("invalid policy name {name}: use 1 to 64 characters of [a-z0-9_-], such as \"ci-bots\"")]
+    InvalidPolicyName { name: String },
     #[error("invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
 }

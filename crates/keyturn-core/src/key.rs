@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{Duration, Instant, KeyId, Outcome, PepperId, Scopes, TokenHash};
+use crate::{Duration, Instant, KeyId, Outcome, PepperId, PolicyName, Scopes, TokenHash};
 
 /// Everything the store keeps about one key. The secret itself is never part of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +40,11 @@ pub struct KeyRecord {
     /// Usage, written behind the verify path; it may lag by one flush interval.
     pub first_used_at: Option<Instant>,
     pub last_used_at: Option<Instant>,
+    /// The name of the policy the key was created under; successors keep it.
+    pub policy: PolicyName,
+    /// Set by a rotation that asked for it: how long the old key keeps working after its
+    /// successor's first use, within the overlap window. See [`KeyRecord::shortened_overlap_end`].
+    pub overlap_after_first_use: Option<Duration>,
 }
 
 /// The state of a key at one instant: its outcome and the next deadline the client must act
@@ -98,6 +103,18 @@ impl KeyRecord {
         self.grace_ends_at().map_or(requested, |hard| requested.min(hard))
     }
 
+    /// Returns the end of the overlap window once the successor was first used at
+    /// `successor_first_used_at`: `min(overlap_ends_at, successor_first_used_at +
+    /// overlap_after_first_use)`, never before `rotated_at`. Returns `None` when the key has no
+    /// overlap after first use, is not in an overlap window, or the window would not get shorter.
+    pub fn shortened_overlap_end(&self, successor_first_used_at: Instant) -> Option<Instant> {
+        let after = self.overlap_after_first_use?;
+        let current = self.overlap_ends_at?;
+        let rotated_at = self.rotated_at?;
+        let shortened = current.min(successor_first_used_at.saturating_add(after)).max(rotated_at);
+        (shortened < current).then_some(shortened)
+    }
+
     /// Returns the expiry of a successor created at `now`: the same lifetime as this key, counted from
     /// `now`, or no expiry when this key has none.
     pub fn successor_expires_at(&self, now: Instant) -> Option<Instant> {
@@ -135,6 +152,8 @@ pub(crate) mod tests {
             max_chain_lifetime: Duration::from_days(365),
             first_used_at: None,
             last_used_at: None,
+            policy: PolicyName::default_name(),
+            overlap_after_first_use: None,
         }
     }
 
@@ -223,6 +242,36 @@ pub(crate) mod tests {
         let key = record(1_000, Some(1_000 + 30 * DAY));
         assert_eq!(key.successor_expires_at(Instant::from_millis(5 * DAY)), Some(Instant::from_millis(35 * DAY)));
         assert_eq!(record(0, None).successor_expires_at(Instant::from_millis(5)), None);
+    }
+
+    #[test]
+    fn overlap_shortens_after_first_use() {
+        let mut key = record(0, Some(90 * DAY));
+        key.rotated_at = Some(Instant::from_millis(DAY));
+        key.overlap_ends_at = Some(Instant::from_millis(8 * DAY));
+        assert_eq!(key.shortened_overlap_end(Instant::from_millis(2 * DAY)), None);
+
+        key.overlap_after_first_use = Some(Duration::from_days(1));
+        let first_use = Instant::from_millis(2 * DAY);
+        let end = key.shortened_overlap_end(first_use).unwrap();
+        assert_eq!(end, Instant::from_millis(3 * DAY));
+        key.overlap_ends_at = Some(end);
+        assert_eq!(at(&key, 3 * DAY - 1).outcome, Outcome::Superseded);
+        assert_eq!(at(&key, 3 * DAY).outcome, Outcome::Rotated);
+        assert_eq!(key.shortened_overlap_end(first_use), None, "a second flush shortens nothing");
+    }
+
+    #[test]
+    fn shortened_overlap_keeps_cap_and_floor() {
+        let mut key = record(0, Some(90 * DAY));
+        key.rotated_at = Some(Instant::from_millis(DAY));
+        key.overlap_ends_at = Some(Instant::from_millis(2 * DAY));
+        key.overlap_after_first_use = Some(Duration::from_days(5));
+        assert_eq!(key.shortened_overlap_end(Instant::from_millis(DAY)), None, "the hard maximum holds");
+
+        key.overlap_after_first_use = Some(Duration::ZERO);
+        let before_rotation = Instant::from_millis(DAY - 10);
+        assert_eq!(key.shortened_overlap_end(before_rotation), Some(Instant::from_millis(DAY)));
     }
 
     #[test]

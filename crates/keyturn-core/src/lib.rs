@@ -17,6 +17,7 @@ pub mod credentials;
 mod error;
 pub mod key;
 pub mod migration;
+pub mod named_policy;
 pub mod outcome;
 pub mod pepper;
 pub mod policy;
@@ -34,6 +35,7 @@ pub use crate::credentials::{extract_credential, Credential, CredentialConfig, R
 pub use crate::error::{quote_value, Error};
 pub use crate::key::{KeyRecord, KeyState};
 pub use crate::migration::MigrationStatus;
+pub use crate::named_policy::{FieldChange, NamedPolicy, PolicyName, DEFAULT_POLICY};
 pub use crate::outcome::{Decision, Outcome};
 pub use crate::pepper::{PepperId, PepperRing, TokenHash};
 pub use crate::policy::{Expiry, Policy, DEFAULT_MAX_CHAIN_LIFETIME};

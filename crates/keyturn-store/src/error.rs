@@ -27,6 +27,13 @@ pub enum StoreError {
     SuccessorMismatch { key_id: KeyId, expected: KeyId },
     #[error("the selection matches more than {limit} keys, more than one bulk revocation may change; narrow it")]
     SelectionTooLarge { limit: usize },
+    #[error(
+        "policy {name} is still referenced by {keys} key(s) that are not revoked, so it cannot be removed; \
+         keep it in the file, or revoke or rotate those keys under another policy first"
+    )]
+    PolicyInUse { name: String, keys: u64 },
+    #[error("policy {name} changed while this update ran; read the policies again and retry")]
+    PolicyConflict { name: String },
 
     #[error("invalid database URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },

@@ -26,6 +26,8 @@
 mod audit_log;
 mod conflicts;
 mod error;
+mod overlap;
+mod policies;
 mod postgres;
 mod queries;
 mod rows;
@@ -44,6 +46,7 @@ pub use crate::audit_log::AUDIT_TARGET;
 /// `~/.pgpass` line by quoting the whole line, password included.
 pub const SILENCE_PGPASS_WARNING: &str = "sqlx_postgres::options::pgpass=off";
 pub use crate::error::StoreError;
+pub use crate::policies::{PolicyChange, PolicyKeyCounts, PolicyUpdate};
 pub use crate::postgres::{PostgresOptions, PostgresStore};
 pub use crate::selection::{
     BulkOutcome, BulkReport, BulkRevocation, BulkRevokedKey, KeySelection, PepperUsage, MAX_BULK_KEYS,
@@ -114,6 +117,9 @@ pub struct Rotation {
     /// used; it is revoked and replaced by `successor`. When unset, the old key must have none.
     pub replace_unused_successor: Option<KeyId>,
     pub events: Vec<NewAuditEvent>,
+    /// Written to the old key, unless the rotation replaces a successor: how long the old key
+    /// keeps working after the successor's first use. See [`Store::record_usage`].
+    pub overlap_after_first_use: Option<keyturn_core::Duration>,
 }
 
 /// A revocation to apply atomically with its audit event.
@@ -231,8 +237,16 @@ pub trait Store: Send + Sync + 'static {
     /// is not counted at all. A record written before the rotation commits is not counted
     /// either, because the key has no `rotated_at` yet.
     ///
-    /// On [`PostgresStore`] it takes no write lock, so it never waits for a lifecycle change to
-    /// commit, but it may wait for the row lock of a key that a change is updating. When the
+    /// When a record is the first use of a successor whose old key was rotated with an overlap
+    /// after first use, the same transaction lowers the old key's `overlap_ends_at` to
+    /// [`KeyRecord::shortened_overlap_end`] of the successor's stored `first_used_at`, and
+    /// appends an `authn_token_overlap_shortened` event (actor `system`, at the record's
+    /// `last_used_at`) and a change row for the old key. A later flush of the same first use
+    /// finds nothing to shorten, so concurrent processes record one shortening.
+    ///
+    /// On [`PostgresStore`] it takes no write lock, unless a record may shorten an overlap window,
+    /// so it rarely waits for a lifecycle change to commit, but it may wait for the row lock of a
+    /// key that a change is updating. When the
     /// server breaks a deadlock with a concurrent rotation, it fails with
     /// [`StoreError::Unavailable`] and can be retried. On SQLite it waits for the write lock
     /// like every write.
@@ -334,6 +348,34 @@ pub trait Store: Send + Sync + 'static {
         at: Instant,
         limit: u32,
     ) -> Result<Vec<KeyId>, StoreError>;
+
+    /// Lists the stored named policies by name. The built-in `default` policy is listed only
+    /// when the store holds a version of it.
+    async fn list_policies(&self) -> Result<Vec<keyturn_core::NamedPolicy>, StoreError>;
+
+    async fn get_policy(
+        &self,
+        name: &keyturn_core::PolicyName,
+    ) -> Result<Option<keyturn_core::NamedPolicy>, StoreError>;
+
+    /// Counts the keys of a policy that applying it to existing keys would update at `at`, and
+    /// the keys that still reference it. See [`PolicyKeyCounts`].
+    async fn count_policy_keys(
+        &self,
+        name: &keyturn_core::PolicyName,
+        at: Instant,
+    ) -> Result<PolicyKeyCounts, StoreError>;
+
+    /// Applies every change of `update` in one transaction and returns, per change, how many
+    /// keys received new instants. Each change must find the policy as its `old` says, or
+    /// nothing is written and it fails with [`StoreError::PolicyConflict`]. A removal of a
+    /// policy that a key which is not revoked still references fails with
+    /// [`StoreError::PolicyInUse`]. With `apply_to_existing`, every live key of the policy (not
+    /// revoked, not rotated, and not past its grace period at `update.at`) gets the expiry
+    /// `created_at + max_lifetime` (at most the latest RFC 3339 instant) and the policy's grace
+    /// period, warning window, self-rotation and maximum chain lifetime, and a change row. The
+    /// store adds `keys_updated` to each change's audit event before writing it.
+    async fn apply_policy_update(&self, update: &PolicyUpdate) -> Result<Vec<u64>, StoreError>;
 
     /// Returns where the data lives: the absolute path of a SQLite file, or the URL of a
     /// PostgreSQL database with its password replaced by `***`.

@@ -6,8 +6,8 @@
 //! sequence number. No error quotes a hash. The SQL that selects the rows lives in each backend.
 
 use keyturn_core::{
-    Actor, AuditEvent, AuditEventType, Duration, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId, Scopes,
-    TokenHash,
+    Actor, AuditEvent, AuditEventType, Duration, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId,
+    PolicyName, Scopes, TokenHash,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
@@ -20,7 +20,8 @@ use crate::{Change, OverlappingKey, StoreError, UsageRecord};
 /// name. `last_client_addr` is stored but not part of the record.
 pub(crate) const KEY_COLUMNS: &str = "key_id, name, owner, scopes, metadata, hash, pepper_id, created_at, \
      expires_at, grace_ms, warn_before_ms, revoked_at, revocation_reason, rotated_at, overlap_ends_at, \
-     successor_id, predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at";
+     successor_id, predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at, \
+     policy, overlap_after_first_use_ms";
 
 /// Typed access to the columns of one row, by name. A NULL column reads as `None`, and a column
 /// of another type is an error.
@@ -129,6 +130,19 @@ impl<R: StoredRow> KeyRow<'_, R> {
         Ok(Duration::from_millis(millis))
     }
 
+    fn optional_duration(&self, column: &str) -> Result<Option<Duration>, StoreError> {
+        let millis = self.row.integer(column).map_err(|error| self.corrupt(column, error))?;
+        match millis {
+            Some(millis) if millis < 0 => Err(self.corrupt(column, format!("negative duration {millis} ms"))),
+            other => Ok(other.map(Duration::from_millis)),
+        }
+    }
+
+    fn policy_name(&self, column: &str) -> Result<PolicyName, StoreError> {
+        let text = self.required_text(column)?;
+        PolicyName::parse(&text).map_err(|error| self.corrupt(column, error))
+    }
+
     fn count(&self, column: &str) -> Result<u64, StoreError> {
         let value = self.row.integer(column).map_err(|error| self.corrupt(column, error))?;
         let value = self.required(column, value)?;
@@ -192,6 +206,8 @@ pub(crate) fn decode_key<R: StoredRow>(row: &R) -> Result<KeyRecord, StoreError>
         max_chain_lifetime: reader.duration("max_chain_lifetime_ms")?,
         first_used_at: reader.instant("first_used_at")?,
         last_used_at: reader.instant("last_used_at")?,
+        policy: reader.policy_name("policy")?,
+        overlap_after_first_use: reader.optional_duration("overlap_after_first_use_ms")?,
     })
 }
 

@@ -203,6 +203,31 @@ suite_tests!(
     revoke_selection_at_limit,
 );
 
+macro_rules! policy_suite_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let Some(database) = TestDatabase::create().await else { return };
+                let store = database.open().await;
+                suite::policies::$name(&store).await;
+                store.close().await;
+                database.drop_database().await;
+            }
+        )*
+    };
+}
+
+policy_suite_tests!(
+    policy_crud,
+    policy_stale_change_conflicts,
+    policy_apply_to_existing,
+    policy_update_is_one_transaction,
+    overlap_shortens_at_first_use,
+    overlap_cap_holds_without_successor_use,
+    overlap_without_after_first_use_stays,
+);
+
 /// Opens `count` stores on one database, each with its own pool, as separate instances would.
 async fn instances(database: &TestDatabase, count: usize) -> Vec<Arc<dyn Store>> {
     let mut stores: Vec<Arc<dyn Store>> = Vec::new();
@@ -246,7 +271,7 @@ async fn open_new_database_concurrently_migrates_once() {
         .iter()
         .map(|row| row.get("version"))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     conn.close().await.unwrap();
 
     for store in &stores {
@@ -383,14 +408,14 @@ async fn concurrent_writers_keep_sequences_gap_free() {
 async fn open_newer_schema_rejected() {
     let Some(database) = TestDatabase::create().await else { return };
     database.open().await.close().await;
-    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (4)").await;
+    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (5)").await;
 
     let error = PostgresStore::open(&database.database_url(), &options()).await.unwrap_err();
 
     match error {
         StoreError::Open { location, reason } => {
             assert_eq!(location, database.database_url().to_string());
-            assert!(reason.contains("schema version is 4"), "{reason}");
+            assert!(reason.contains("schema version is 5"), "{reason}");
             assert!(reason.contains("newer keyturn"), "{reason}");
         }
         other => panic!("expected StoreError::Open, got {other:?}"),
@@ -880,5 +905,15 @@ async fn wait_for_change_without_server_polls() {
     store.wait_for_change(0, Duration::from_millis(300)).await.unwrap();
 
     assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlap_shortening_across_instances_recorded_once() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let stores = instances(&database, 4).await;
+
+    suite::policies::overlap_shortening_recorded_once(&stores).await;
+
     database.drop_database().await;
 }

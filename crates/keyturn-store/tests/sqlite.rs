@@ -90,6 +90,28 @@ suite_tests!(
     revoke_selection_at_limit,
 );
 
+macro_rules! policy_suite_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (_dir, _path, store) = new_store().await;
+                suite::policies::$name(&store).await;
+            }
+        )*
+    };
+}
+
+policy_suite_tests!(
+    policy_crud,
+    policy_stale_change_conflicts,
+    policy_apply_to_existing,
+    policy_update_is_one_transaction,
+    overlap_shortens_at_first_use,
+    overlap_cap_holds_without_successor_use,
+    overlap_without_after_first_use_stays,
+);
+
 /// Opens `count` stores on one file, each with its own pool, as separate processes would.
 async fn shared_stores(path: &Path, count: usize) -> Vec<Arc<dyn Store>> {
     let mut stores: Vec<Arc<dyn Store>> = Vec::new();
@@ -142,7 +164,7 @@ async fn open_new_file_concurrently_migrates_once() {
         assert!(stores[5].get_key(&suite::key_id(1)).await.unwrap().is_some());
         let mut conn = raw_connection(&path).await;
         let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
         assert_eq!(mode, "wal");
     }
@@ -322,19 +344,19 @@ async fn open_without_migrate_rejects_old_schema() {
     let error = SqliteStore::open(&url_for(&path), &existing_options()).await.unwrap_err();
 
     let (_, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 1, older than version 3"), "{reason}");
+    assert!(reason.contains("schema version is 1, older than version 4"), "{reason}");
 }
 
 #[tokio::test]
 async fn open_newer_schema_rejected() {
     let (_dir, path, store) = new_store().await;
     store.close().await;
-    raw_execute(&path, "PRAGMA user_version = 4").await;
+    raw_execute(&path, "PRAGMA user_version = 5").await;
 
     let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
 
     let (_location, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 4"), "{reason}");
+    assert!(reason.contains("schema version is 5"), "{reason}");
     assert!(reason.contains("newer keyturn"), "{reason}");
 }
 
@@ -496,4 +518,11 @@ async fn deleted_file_makes_store_unavailable() {
     let revocation = Revocation { key_id, revoked_at: Instant::from_millis(1), reason: None, event };
     let error = store.revoke_key(&revocation).await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlap_shortening_across_pools_recorded_once() {
+    let (_dir, path, _store) = new_store().await;
+    let stores = shared_stores(&path, 4).await;
+    suite::policies::overlap_shortening_recorded_once(&stores).await;
 }

@@ -13,6 +13,7 @@ mod errors;
 mod incident;
 mod migrate;
 mod notify;
+mod policies;
 mod writes;
 
 use std::fmt;
@@ -20,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyturn_core::{AuditEvent, AuditKey, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId};
+use keyturn_core::{
+    AuditEvent, AuditKey, Instant, KeyId, KeyRecord, NamedPolicy, NewAuditEvent, Outcome, PepperId, PolicyName,
+};
 use sqlx::postgres::{PgConnection, PgPool, Postgres};
 use sqlx::{Connection, Row, Transaction};
 
@@ -34,7 +37,7 @@ use crate::rows::{
 };
 use crate::{
     AuditFilter, BulkReport, BulkRevocation, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey,
-    Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
+    PolicyKeyCounts, PolicyUpdate, Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
 };
 use crate::{KeySelection, PepperUsage};
 
@@ -285,11 +288,20 @@ impl Store for PostgresStore {
         let mut ordered: Vec<&UsageRecord> = usage.iter().collect();
         ordered.sort_by(|a, b| a.key_id.as_str().cmp(b.key_id.as_str()));
 
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // A flush that may shorten an overlap window appends an audit event and a change row,
+        // so it takes the write lock first, in the same order as every lifecycle change.
+        let shortens = policies::may_shorten_overlap(&self.pool, usage).await?;
+        let mut tx = if shortens { self.begin_write().await? } else { self.pool.begin().await.map_err(classify)? };
+        let mut audit = self.audit_writes();
         for record in ordered {
             writes::record_usage(&mut tx, record).await?;
+            if shortens {
+                policies::shorten_overlap(&mut tx, record, &mut audit).await?;
+            }
         }
-        commit(tx).await
+        commit(tx).await?;
+        audit.announce();
+        Ok(())
     }
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError> {
@@ -438,6 +450,34 @@ impl Store for PostgresStore {
     ) -> Result<Vec<KeyId>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(classify)?;
         incident::live_keys_under_pepper(&mut conn, pepper_id, at, limit).await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<NamedPolicy>, StoreError> {
+        policies::list(&self.pool).await
+    }
+
+    async fn get_policy(&self, name: &PolicyName) -> Result<Option<NamedPolicy>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        policies::get(&mut conn, name).await
+    }
+
+    async fn count_policy_keys(
+        &self,
+        name: &PolicyName,
+        at: keyturn_core::Instant,
+    ) -> Result<PolicyKeyCounts, StoreError> {
+        policies::count_keys(&self.pool, name, at).await
+    }
+
+    async fn apply_policy_update(&self, update: &PolicyUpdate) -> Result<Vec<u64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut audit = self.audit_writes();
+        let counts = policies::apply(&mut tx, update, &mut audit).await?;
+        commit(tx).await?;
+        audit.announce();
+
+        tracing::debug!(target: TARGET, changes = update.changes.len(), "applied policy update");
+        Ok(counts)
     }
 
     fn location(&self) -> String {

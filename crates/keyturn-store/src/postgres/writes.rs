@@ -5,7 +5,7 @@
 //! Every lifecycle change also appends one `changes` row per key it touched, and each such row
 //! sends a notification that PostgreSQL delivers when the transaction commits.
 
-use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, NewAuditEvent};
+use keyturn_core::{AuditEvent, Duration, Instant, KeyId, KeyRecord, NewAuditEvent};
 use sqlx::postgres::PgConnection;
 use sqlx::Row;
 
@@ -21,8 +21,10 @@ pub(super) async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Resu
     sqlx::query(
         "INSERT INTO keys (key_id, name, owner, scopes, metadata, hash, pepper_id, created_at, expires_at, \
          grace_ms, warn_before_ms, revoked_at, revocation_reason, rotated_at, overlap_ends_at, successor_id, \
-         predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+         predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at, \
+         policy, overlap_after_first_use_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+         $23, $24)",
     )
     .bind(key.key_id.as_str())
     .bind(&key.name)
@@ -46,6 +48,8 @@ pub(super) async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Resu
     .bind(key.max_chain_lifetime.as_millis())
     .bind(key.first_used_at.map(Instant::as_millis))
     .bind(key.last_used_at.map(Instant::as_millis))
+    .bind(key.policy.as_str())
+    .bind(key.overlap_after_first_use.map(Duration::as_millis))
     .execute(&mut *conn)
     .await
     .map_err(|error| {
@@ -190,13 +194,14 @@ pub(super) async fn rotate(
     match &rotation.replace_unused_successor {
         None => {
             let linked = sqlx::query(
-                "UPDATE keys SET successor_id = $1, rotated_at = $2, overlap_ends_at = $3 \
-                 WHERE key_id = $4 AND revoked_at IS NULL AND successor_id IS NULL",
+                "UPDATE keys SET successor_id = $1, rotated_at = $2, overlap_ends_at = $3, \
+                 overlap_after_first_use_ms = $5 WHERE key_id = $4 AND revoked_at IS NULL AND successor_id IS NULL",
             )
             .bind(new_id.as_str())
             .bind(rotation.rotated_at.as_millis())
             .bind(rotation.overlap_ends_at.as_millis())
             .bind(old_id.as_str())
+            .bind(rotation.overlap_after_first_use.map(Duration::as_millis))
             .execute(&mut *conn)
             .await
             .map_err(classify)?;

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_self_rotation.sql"),
     include_str!("../../migrations/sqlite/0003_usage_since_rotation.sql"),
+    include_str!("../../migrations/sqlite/0004_named_policies.sql"),
 ];
 
 /// The schema version this build writes.

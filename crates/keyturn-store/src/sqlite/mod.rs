@@ -11,6 +11,7 @@ mod errors;
 mod incident;
 mod migrate;
 mod open;
+mod policies;
 mod rows;
 mod writes;
 
@@ -19,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyturn_core::{AuditEvent, AuditKey, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId};
+use keyturn_core::{
+    AuditEvent, AuditKey, Instant, KeyId, KeyRecord, NamedPolicy, NewAuditEvent, Outcome, PepperId, PolicyName,
+};
 use sqlx::sqlite::{Sqlite, SqlitePool};
 use sqlx::{Row, Transaction};
 
@@ -31,7 +34,7 @@ use crate::rows::{
 };
 use crate::{
     AuditFilter, BulkReport, BulkRevocation, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey,
-    Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
+    PolicyKeyCounts, PolicyUpdate, Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
 };
 use crate::{KeySelection, PepperUsage};
 
@@ -266,10 +269,14 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
+        let mut audit = self.audit_writes();
         for record in usage {
             writes::record_usage(&mut tx, record).await?;
+            policies::shorten_overlap(&mut tx, record, &mut audit).await?;
         }
-        commit(tx).await
+        commit(tx).await?;
+        audit.announce();
+        Ok(())
     }
 
     async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, StoreError> {
@@ -420,6 +427,30 @@ impl Store for SqliteStore {
         self.check_file()?;
         let mut conn = self.pool.acquire().await.map_err(classify)?;
         incident::live_keys_under_pepper(&mut conn, pepper_id, at, limit).await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<NamedPolicy>, StoreError> {
+        policies::list(&self.pool).await
+    }
+
+    async fn get_policy(&self, name: &PolicyName) -> Result<Option<NamedPolicy>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        policies::get(&mut conn, name).await
+    }
+
+    async fn count_policy_keys(&self, name: &PolicyName, at: Instant) -> Result<PolicyKeyCounts, StoreError> {
+        policies::count_keys(&self.pool, name, at).await
+    }
+
+    async fn apply_policy_update(&self, update: &PolicyUpdate) -> Result<Vec<u64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut audit = self.audit_writes();
+        let counts = policies::apply(&mut tx, update, &mut audit).await?;
+        commit(tx).await?;
+        audit.announce();
+
+        tracing::debug!(target: TARGET, changes = update.changes.len(), "applied policy update");
+        Ok(counts)
     }
 
     fn location(&self) -> String {

@@ -4,7 +4,7 @@
 //! transaction, which rolls everything back. Every lifecycle change also appends one `changes`
 //! row per key it touched.
 
-use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, NewAuditEvent};
+use keyturn_core::{AuditEvent, Duration, Instant, KeyId, KeyRecord, NewAuditEvent};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
 
@@ -20,8 +20,9 @@ pub(super) async fn insert_key(conn: &mut SqliteConnection, key: &KeyRecord) -> 
     sqlx::query(
         "INSERT INTO keys (key_id, name, owner, scopes, metadata, hash, pepper_id, created_at, expires_at, \
          grace_ms, warn_before_ms, revoked_at, revocation_reason, rotated_at, overlap_ends_at, successor_id, \
-         predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at, \
+         policy, overlap_after_first_use_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.key_id.as_str())
     .bind(&key.name)
@@ -45,6 +46,8 @@ pub(super) async fn insert_key(conn: &mut SqliteConnection, key: &KeyRecord) -> 
     .bind(key.max_chain_lifetime.as_millis())
     .bind(key.first_used_at.map(Instant::as_millis))
     .bind(key.last_used_at.map(Instant::as_millis))
+    .bind(key.policy.as_str())
+    .bind(key.overlap_after_first_use.map(Duration::as_millis))
     .execute(&mut *conn)
     .await
     .map_err(|error| {
@@ -184,12 +187,13 @@ pub(super) async fn rotate(
     match &rotation.replace_unused_successor {
         None => {
             let linked = sqlx::query(
-                "UPDATE keys SET successor_id = ?, rotated_at = ?, overlap_ends_at = ? \
+                "UPDATE keys SET successor_id = ?, rotated_at = ?, overlap_ends_at = ?, overlap_after_first_use_ms = ? \
                  WHERE key_id = ? AND revoked_at IS NULL AND successor_id IS NULL",
             )
             .bind(new_id.as_str())
             .bind(rotation.rotated_at.as_millis())
             .bind(rotation.overlap_ends_at.as_millis())
+            .bind(rotation.overlap_after_first_use.map(Duration::as_millis))
             .bind(old_id.as_str())
             .execute(&mut *conn)
             .await

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use keyturn_core::{
-    Actor, AuditEventType, Duration, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId, Scopes, TokenHash,
+    Actor, AuditEventType, Duration, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId, PolicyName, Scopes,
+    TokenHash,
 };
 use keyturn_store::{
     AuditFilter, Change, KeyFilter, OverlapFilter, Rehash, Revocation, Rotation, Store, StoreError, UsageRecord,
@@ -16,6 +17,7 @@ use serde_json::{json, Map, Value};
 
 mod incident;
 pub use incident::*;
+pub mod policies;
 
 pub(crate) const DAY: i64 = 86_400_000;
 
@@ -53,6 +55,8 @@ pub fn key(n: u32, owner: Option<&str>, created: i64) -> KeyRecord {
         max_chain_lifetime: Duration::from_days(365),
         first_used_at: None,
         last_used_at: None,
+        policy: PolicyName::default_name(),
+        overlap_after_first_use: None,
     }
 }
 
@@ -69,7 +73,7 @@ pub async fn insert(store: &dyn Store, key: &KeyRecord) {
     store.insert_key(key, &created_event(key)).await.unwrap();
 }
 
-async fn get(store: &dyn Store, n: u32) -> KeyRecord {
+pub async fn get(store: &dyn Store, n: u32) -> KeyRecord {
     store.get_key(&key_id(n)).await.unwrap().unwrap()
 }
 
@@ -92,6 +96,7 @@ pub fn rotation(old: &KeyRecord, new: u32, at: i64) -> Rotation {
         events: vec![rotated, created_event(&successor)],
         successor,
         replace_unused_successor: None,
+        overlap_after_first_use: None,
     }
 }
 
@@ -110,11 +115,11 @@ pub(crate) fn revocation(n: u32, at: i64, reason: &str) -> Revocation {
     }
 }
 
-async fn all_changes(store: &dyn Store) -> Vec<KeyId> {
+pub async fn all_changes(store: &dyn Store) -> Vec<KeyId> {
     store.changes_since(0, 1_000).await.unwrap().into_iter().map(|change| change.key_id).collect()
 }
 
-async fn audit_count(store: &dyn Store) -> usize {
+pub async fn audit_count(store: &dyn Store) -> usize {
     store.list_audit(&AuditFilter::default()).await.unwrap().len()
 }
 
@@ -467,7 +472,7 @@ pub async fn usage_accumulates(store: &dyn Store) {
 }
 
 /// Returns a usage record of key `n` with uses from `first` to `last`.
-fn usage(n: u32, first: i64, last: i64, addr: Option<&str>, counts: Vec<(Outcome, u64)>) -> UsageRecord {
+pub fn usage(n: u32, first: i64, last: i64, addr: Option<&str>, counts: Vec<(Outcome, u64)>) -> UsageRecord {
     UsageRecord {
         key_id: key_id(n),
         first_used_at: Instant::from_millis(first),
