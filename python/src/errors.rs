@@ -100,7 +100,9 @@ pub(crate) fn raise(kind: Kind, message: impl Into<String>) -> PyErr {
 /// Maps a service error to its exception: the one table of Rust errors to Python classes.
 pub(crate) fn to_py(error: Error) -> PyErr {
     let kind = match &error {
-        Error::Invalid(_) | Error::InvalidInput { .. } | Error::ReservedScope => Kind::InvalidInput,
+        Error::Invalid(_) | Error::InvalidInput { .. } | Error::ReservedScope | Error::UnknownPolicy(_) => {
+            Kind::InvalidInput
+        }
         Error::NotFound(_) => Kind::NotFound,
         Error::NotRotatable { .. }
         | Error::AlreadyRotated { .. }
@@ -112,7 +114,12 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         Error::StoreUnavailable(_) => Kind::StoreUnavailable,
         Error::Store(StoreError::InvalidUrl { .. } | StoreError::Open { .. }) => Kind::Configuration,
         Error::Store(StoreError::NotFound(_)) => Kind::NotFound,
-        Error::Store(StoreError::Revoked(_) | StoreError::SuccessorMismatch { .. }) => Kind::Conflict,
+        Error::Store(
+            StoreError::Revoked(_)
+            | StoreError::SuccessorMismatch { .. }
+            | StoreError::PolicyInUse { .. }
+            | StoreError::PolicyConflict { .. },
+        ) => Kind::Conflict,
         _ => Kind::Base,
     };
     raise(kind, error.to_string())

@@ -9,7 +9,8 @@
 use std::sync::{Arc, Mutex};
 
 use keyturn::core::{
-    Clock, CredentialConfig, Expiry, KeyId, Outcome, ResponseConfig, Scopes, SystemClock, TokenFormat, TrustedProxies,
+    Clock, CredentialConfig, Expiry, KeyId, Outcome, PolicyName, ResponseConfig, Scopes, SystemClock, TokenFormat,
+    TrustedProxies,
 };
 use keyturn::settings::{self, PepperSource};
 use keyturn::store::{AuditFilter, KeySelection};
@@ -257,7 +258,8 @@ impl Keyring {
 
     #[pyo3(signature = (
         name, *, owner = None, scopes = Vec::new(), expires_in = None, expires_at = None, no_expiry = false,
-        grace = None, warn_before = None, metadata = None, self_rotation = None, max_chain_lifetime = None
+        grace = None, warn_before = None, metadata = None, self_rotation = None, max_chain_lifetime = None,
+        policy = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create(
@@ -274,6 +276,7 @@ impl Keyring {
         metadata: Option<&Bound<'_, PyAny>>,
         self_rotation: Option<bool>,
         max_chain_lifetime: Option<&Bound<'_, PyAny>>,
+        policy: Option<&str>,
     ) -> PyResult<IssuedKey> {
         let expiry = match (expires_in, expires_at, no_expiry) {
             (None, None, false) => None,
@@ -290,6 +293,9 @@ impl Keyring {
             expiry,
             grace: grace.map(|value| to_duration(value, "grace")).transpose()?,
             warn_before: warn_before.map(|value| to_duration(value, "warn_before")).transpose()?,
+            policy: policy
+                .map(|name| PolicyName::parse(name).map_err(|error| invalid(error.to_string())))
+                .transpose()?,
         };
         let policy = SelfRotationOptions {
             allowed: self_rotation,
@@ -300,19 +306,23 @@ impl Keyring {
         IssuedKey::new(py, issued, keyring.now())
     }
 
-    #[pyo3(signature = (key_id, *, overlap = None, replace_unused_successor = false))]
+    #[pyo3(signature = (key_id, *, overlap = None, replace_unused_successor = false, overlap_after_first_use = None))]
     fn rotate(
         &self,
         py: Python<'_>,
         key_id: &str,
         overlap: Option<&Bound<'_, PyAny>>,
         replace_unused_successor: bool,
+        overlap_after_first_use: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<IssuedKey> {
         let key_id = parse_key_id(key_id)?;
         let options = RotateOptions {
             overlap: overlap.map(|value| to_duration(value, "overlap")).transpose()?,
             expiry: None,
             replace_unused_successor,
+            overlap_after_first_use: overlap_after_first_use
+                .map(|value| to_duration(value, "overlap_after_first_use"))
+                .transpose()?,
         };
         let (runtime, keyring) = self.process(py)?;
         let issued =

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use keyturn::{Caller, Keyring, ListFilter, NewKey, RotateOptions, SelfRotationOptions};
-use keyturn_core::{Duration, Expiry, Instant, KeyId, Outcome, Scopes};
+use keyturn_core::{Duration, Expiry, Instant, KeyId, Outcome, PolicyName, Scopes};
 use keyturn_store::AuditFilter;
 
 use crate::error::CliError;
@@ -42,6 +42,7 @@ pub async fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<(), CliErr
         expiry: parse_expiry(args)?,
         grace: args.grace.as_deref().map(|value| parse_duration("--grace", value)).transpose()?,
         warn_before: args.warn_before.as_deref().map(|value| parse_duration("--warn-before", value)).transpose()?,
+        policy: args.policy.as_deref().map(PolicyName::parse).transpose()?,
     };
     let max_chain_lifetime =
         args.max_chain_lifetime.as_deref().map(|value| parse_duration("--max-chain-lifetime", value)).transpose()?;
@@ -102,6 +103,11 @@ pub async fn rotate(global: &GlobalArgs, args: &RotateArgs) -> Result<(), CliErr
         overlap: args.overlap.as_deref().map(|value| parse_duration("--overlap", value)).transpose()?,
         expiry: None,
         replace_unused_successor: args.replace_unused_successor,
+        overlap_after_first_use: args
+            .overlap_after_first_use
+            .as_deref()
+            .map(|value| parse_duration("--overlap-after-first-use", value))
+            .transpose()?,
     };
 
     with_keyring(global, |keyring| async move {

@@ -9,6 +9,7 @@ mod error;
 mod incident;
 mod output;
 mod pepper;
+mod policies;
 mod serve;
 mod setup;
 mod verify;
@@ -75,6 +76,9 @@ enum Command {
     /// Create, list, show, rotate, revoke and verify keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Apply, list and show the named policies that keys are created under
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
     /// Read the audit log
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -87,6 +91,47 @@ enum Command {
     /// Show the pepper ring and how many live keys each pepper hashes, add a pepper, or retire one
     #[command(subcommand)]
     Pepper(pepper::PepperCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    /// Make the stored policies those of a TOML file: add, change and remove policies in one
+    /// transaction, and print each change field by field
+    Apply(PoliciesApplyArgs),
+    /// List the policies, with the built-in default
+    List(PoliciesListArgs),
+    /// Show one policy
+    Show(PoliciesShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PoliciesApplyArgs {
+    /// TOML file with one [policies.NAME] table per policy
+    #[arg(value_name = "FILE.toml")]
+    pub file: std::path::PathBuf,
+    /// Print what would change, and how many keys would get new instants, without writing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the new expiry (created at plus the new maximum lifetime), grace period,
+    /// warning window and self-rotation rules into every live key of each changed policy
+    #[arg(long)]
+    pub apply_to_existing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PoliciesListArgs {
+    /// Print a JSON array instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PoliciesShowArgs {
+    /// Name of the policy, such as default
+    pub name: String,
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +250,10 @@ pub struct CreateArgs {
     /// itself, such as 180d [default: 365d]
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub max_chain_lifetime: Option<String>,
+    /// Named policy whose lifetime, grace period, warning window, overlap and self-rotation rules
+    /// the key gets; the options above override single values [default: default]
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
     /// Print a JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -242,9 +291,14 @@ pub struct ShowArgs {
 pub struct RotateArgs {
     /// Key id of the key to rotate
     pub key_id: String,
-    /// How long the old key keeps working, such as 1d or 0s [default: 1d]
+    /// How long the old key keeps working at most, such as 1d or 0s [default: the default
+    /// overlap of the key's policy, 1d for the default policy]
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub overlap: Option<String>,
+    /// End the overlap this long after the successor's first use, if that comes before the end
+    /// set by --overlap, such as 1h [default: the key's policy's value, else none]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub overlap_after_first_use: Option<String>,
     /// Replace an existing successor that was never used instead of failing
     #[arg(long)]
     pub replace_unused_successor: bool,
@@ -421,6 +475,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::List(args)) => commands::list(global, &args).await,
         Command::Keys(KeysCommand::Show(args)) => commands::show(global, &args).await,
         Command::Keys(KeysCommand::Rotate(args)) => commands::rotate(global, &args).await,
+        Command::Policies(PoliciesCommand::Apply(args)) => policies::apply(global, &args).await,
+        Command::Policies(PoliciesCommand::List(args)) => policies::list(global, &args).await,
+        Command::Policies(PoliciesCommand::Show(args)) => policies::show(global, &args).await,
         Command::Keys(KeysCommand::Revoke(args)) => commands::revoke(global, &args).await,
         Command::Keys(KeysCommand::Verify(args)) => return verify::run(global, &args).await,
         Command::Keys(KeysCommand::MigrationReport(args)) => commands::migration_report(global, &args).await,

@@ -102,6 +102,8 @@ pub fn key_details(record: &KeyRecord, state: &KeyState) -> String {
         ("first used at", instant_text(record.first_used_at)),
         ("last used at", instant_text(record.last_used_at)),
         ("metadata", escape_json_text(&Value::Object(record.metadata.clone()).to_string())),
+        ("policy", record.policy.to_string()),
+        ("overlap after first use", record.overlap_after_first_use.map_or_else(|| "-".to_owned(), |d| d.to_string())),
     ];
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     rows.iter().map(|(label, value)| format!("{label:<width$}  {value}\n")).collect()

@@ -6,7 +6,7 @@
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
 use keyturn::{Issued, NewKey, RotateOptions, SelfRotationOptions};
-use keyturn_core::{AuditEvent, Duration, Expiry, Instant, KeyId, KeyRecord, KeyState, Scopes};
+use keyturn_core::{AuditEvent, Duration, Expiry, Instant, KeyId, KeyRecord, KeyState, PolicyName, Scopes};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -34,6 +34,7 @@ pub(crate) struct CreateKeyBody {
     warn_before: Option<String>,
     self_rotation: Option<bool>,
     max_chain_lifetime: Option<String>,
+    policy: Option<String>,
 }
 
 /// The body of `POST /v1/keys/{key_id}/rotate`; an empty body takes every default.
@@ -45,6 +46,7 @@ pub(crate) struct RotateBody {
     expires_at: Option<String>,
     #[serde(default)]
     replace_unused_successor: bool,
+    overlap_after_first_use: Option<String>,
 }
 
 /// The body of `POST /v1/keys/{key_id}/revoke`; an empty body revokes without a reason.
@@ -154,6 +156,7 @@ impl CreateKeyBody {
             expiry,
             grace: self.grace.as_deref().map(|value| duration("grace", value)).transpose()?,
             warn_before: self.warn_before.as_deref().map(|value| duration("warn_before", value)).transpose()?,
+            policy: self.policy.as_deref().map(policy_name).transpose()?,
         };
         Ok((new, self_rotation))
     }
@@ -176,8 +179,18 @@ impl RotateBody {
             overlap: self.overlap.as_deref().map(|value| duration("overlap", value)).transpose()?,
             expiry,
             replace_unused_successor: self.replace_unused_successor,
+            overlap_after_first_use: self
+                .overlap_after_first_use
+                .as_deref()
+                .map(|value| duration("overlap_after_first_use", value))
+                .transpose()?,
         })
     }
+}
+
+/// Parses a policy name member.
+pub(crate) fn policy_name(value: &str) -> Result<PolicyName, Error> {
+    PolicyName::parse(value).map_err(|error| Error::InvalidParameter { parameter: "policy", reason: error.to_string() })
 }
 
 /// Parses a duration member such as `"90d"`. The error names the member but not the value, which

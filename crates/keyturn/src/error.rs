@@ -30,6 +30,8 @@ pub enum Error {
     SuccessorUsed { key_id: KeyId, successor_id: KeyId },
     #[error("key {key_id} was already revoked at {revoked_at}; revocation is final")]
     AlreadyRevoked { key_id: KeyId, revoked_at: Instant },
+    #[error("policy {0:?} does not exist; run `keyturn policies list` to see the policies, or apply one first")]
+    UnknownPolicy(String),
     #[error("only a key with the keyturn:admin scope may grant reserved keyturn: scopes")]
     ReservedScope,
     /// The key's policy or the age of its rotation chain forbids self-rotation.

@@ -35,6 +35,8 @@ pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
         "first_used_at": rfc3339(record.first_used_at),
         "last_used_at": rfc3339(record.last_used_at),
         "metadata": record.metadata,
+        "policy": record.policy.as_str(),
+        "overlap_after_first_use": record.overlap_after_first_use.map(|after| after.to_string()),
     })
 }
 

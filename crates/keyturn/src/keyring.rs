@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use keyturn_core::{
     Actor, AuditEvent, AuditEventType, Clock, Duration, Expiry, Instant, KeyId, KeyRecord, KeyState, NewAuditEvent,
-    Outcome, PepperRing, Policy, Scopes, Token,
+    Outcome, PepperRing, Policy, PolicyName, Scopes, Token,
 };
 use keyturn_store::{AuditFilter, KeyFilter, Revocation, Rotation, Store, StoreError};
 use rand_core::OsRng;
@@ -62,6 +62,9 @@ pub struct NewKey {
     pub expiry: Option<Expiry>,
     pub grace: Option<Duration>,
     pub warn_before: Option<Duration>,
+    /// The named policy the key is created under; `default` when unset. Explicit values above
+    /// override the policy's.
+    pub policy: Option<PolicyName>,
 }
 
 /// The self-rotation policy of a new key. Unset fields take the keyring's default policy.
@@ -82,6 +85,9 @@ pub struct RotateOptions {
     pub expiry: Option<Expiry>,
     /// Replace a successor that was never used instead of failing because one exists.
     pub replace_unused_successor: bool,
+    /// How long the old key keeps working after the successor's first use, within the overlap;
+    /// the policy's value when unset.
+    pub overlap_after_first_use: Option<Duration>,
 }
 
 /// The filter of [`Keyring::list`].
@@ -242,13 +248,15 @@ impl Keyring {
         check_metadata(&new.metadata)?;
         self.check_reserved_scopes(&new.scopes, caller)?;
 
+        let policy_name = new.policy.clone().unwrap_or_default();
+        let base = self.policy(&policy_name).await?.to_policy();
         let policy = Policy {
-            expiry: new.expiry.unwrap_or(self.config.policy.expiry),
-            grace: new.grace.unwrap_or(self.config.policy.grace),
-            warn_before: new.warn_before.unwrap_or(self.config.policy.warn_before),
-            default_overlap: self.config.policy.default_overlap,
-            self_rotation: self_rotation.allowed.unwrap_or(self.config.policy.self_rotation),
-            max_chain_lifetime: self_rotation.max_chain_lifetime.unwrap_or(self.config.policy.max_chain_lifetime),
+            expiry: new.expiry.unwrap_or(base.expiry),
+            grace: new.grace.unwrap_or(base.grace),
+            warn_before: new.warn_before.unwrap_or(base.warn_before),
+            default_overlap: base.default_overlap,
+            self_rotation: self_rotation.allowed.unwrap_or(base.self_rotation),
+            max_chain_lifetime: self_rotation.max_chain_lifetime.unwrap_or(base.max_chain_lifetime),
         };
         let expires_at = policy.expires_at(now)?;
         if policy.max_chain_lifetime.is_zero() {
@@ -285,6 +293,8 @@ impl Keyring {
                 max_chain_lifetime: policy.max_chain_lifetime,
                 first_used_at: None,
                 last_used_at: None,
+                policy: policy_name.clone(),
+                overlap_after_first_use: None,
             };
             let event = self
                 .event(AuditEventType::AuthnTokenCreated, now, &key_id, caller)
@@ -351,7 +361,13 @@ impl Keyring {
             Some(expiry) => Policy { expiry, ..self.config.policy }.expires_at(now)?,
             None => old.successor_expires_at(now),
         };
-        let overlap = options.overlap.unwrap_or(self.config.policy.default_overlap);
+        let key_policy = self.rotation_policy(&old.policy).await?;
+        let overlap = options.overlap.unwrap_or(key_policy.default_overlap);
+        if let Some(after) = options.overlap_after_first_use {
+            keyturn_core::named_policy::check_overlap_after_first_use(after, overlap)
+                .map_err(|reason| Error::InvalidInput { field: "overlap_after_first_use", reason })?;
+        }
+        let overlap_after_first_use = options.overlap_after_first_use.or(key_policy.overlap_after_first_use);
         let overlap_ends_at = old.overlap_end_for(now, overlap);
 
         let (successor, token) = self.new_successor(&old, now, expires_at);
@@ -361,6 +377,7 @@ impl Keyring {
             "successor_id": successor_id.as_str(),
             "overlap_ends_at": if replace.is_some() { old.overlap_ends_at } else { Some(overlap_ends_at) }.map(Instant::to_rfc3339),
             "replaced_successor_id": replace.as_ref().map(KeyId::as_str),
+            "overlap_after_first_use": overlap_after_first_use.filter(|_| replace.is_none()).map(|d| d.to_string()),
         }))];
         events.push(
             self.event(AuditEventType::AuthnTokenCreated, now, &successor_id, caller)
@@ -381,6 +398,7 @@ impl Keyring {
             successor: successor.clone(),
             replace_unused_successor: replace.clone(),
             events,
+            overlap_after_first_use,
         };
         self.store.rotate_key(&rotation).await?;
         self.cache.evict([key_id, &successor_id].into_iter().chain(replace.as_ref()));
@@ -440,6 +458,7 @@ impl Keyring {
             predecessor_id: Some(old.key_id.clone()),
             first_used_at: None,
             last_used_at: None,
+            overlap_after_first_use: None,
             ..old.clone()
         };
         (successor, token)
@@ -519,6 +538,7 @@ pub(crate) fn creation_details(record: &KeyRecord) -> Value {
         "pepper_id": record.pepper_id.as_str(),
         "self_rotation": record.self_rotation,
         "max_chain_lifetime": record.max_chain_lifetime.to_string(),
+        "policy": record.policy.as_str(),
     })
 }
 

@@ -20,6 +20,7 @@ mod listing;
 mod migration;
 pub mod pepper_file;
 mod pepper_ops;
+mod policies;
 mod self_rotation;
 pub mod settings;
 mod usage;
@@ -42,6 +43,7 @@ pub use crate::keyring::{Caller, Issued, KeyView, Keyring, ListFilter, NewKey, R
 pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};
 pub use crate::migration::{MigrationEntry, MigrationPage, MAX_REPORT_KEYS};
 pub use crate::pepper_ops::{PepperEntry, PepperRetirement, PepperStatus, PEPPER_RETIRED_REASON};
+pub use crate::policies::{policy_json, PlannedPolicy, PolicyPlan};
 pub use crate::verify::{AuthRequest, Authentication};
 
 use keyturn_core::Clock;

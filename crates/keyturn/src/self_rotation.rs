@@ -37,9 +37,9 @@ impl Keyring {
             Some(successor_id) => self.store.get_key(successor_id).await?,
             None => None,
         };
-        let plan = old
-            .plan_self_rotation(current_successor.as_ref(), now, self.config.policy.default_overlap)
-            .map_err(denied)?;
+        let key_policy = self.rotation_policy(&old.policy).await?;
+        let plan =
+            old.plan_self_rotation(current_successor.as_ref(), now, key_policy.default_overlap).map_err(denied)?;
         if let Some(successor) = current_successor.as_ref().filter(|_| plan.replaced_successor.is_some()) {
             self.check_replaceable(&old.key_id, successor, now).await?;
         }
@@ -54,6 +54,7 @@ impl Keyring {
                 "overlap_ends_at": plan.overlap_ends_at.to_rfc3339(),
                 "replaced_successor_id": replace.as_ref().map(KeyId::as_str),
                 "chain_ends_at": old.chain_ends_at().to_rfc3339(),
+                "overlap_after_first_use": key_policy.overlap_after_first_use.map(|d| d.to_string()),
             }))];
         events.push(
             self.event(AuditEventType::AuthnTokenCreated, now, &successor_id, &caller)
@@ -71,6 +72,7 @@ impl Keyring {
             successor: successor.clone(),
             replace_unused_successor: replace.clone(),
             events,
+            overlap_after_first_use: key_policy.overlap_after_first_use,
         };
         let result = self.store.rotate_key(&rotation).await;
         self.cache.evict([&old.key_id, &successor_id].into_iter().chain(replace.as_ref()));

@@ -256,6 +256,29 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.live_keys_under_pepper(pepper_id, at, limit).await
     }
+    async fn list_policies(&self) -> Result<Vec<keyturn::core::NamedPolicy>, StoreError> {
+        self.check()?;
+        self.inner.list_policies().await
+    }
+    async fn get_policy(
+        &self,
+        name: &keyturn::core::PolicyName,
+    ) -> Result<Option<keyturn::core::NamedPolicy>, StoreError> {
+        self.check()?;
+        self.inner.get_policy(name).await
+    }
+    async fn count_policy_keys(
+        &self,
+        name: &keyturn::core::PolicyName,
+        at: Instant,
+    ) -> Result<keyturn::store::PolicyKeyCounts, StoreError> {
+        self.check()?;
+        self.inner.count_policy_keys(name, at).await
+    }
+    async fn apply_policy_update(&self, update: &keyturn::store::PolicyUpdate) -> Result<Vec<u64>, StoreError> {
+        self.check()?;
+        self.inner.apply_policy_update(update).await
+    }
     fn location(&self) -> String {
         self.inner.location()
     }
