@@ -254,7 +254,7 @@ pub(crate) async fn list_audit(
 }
 
 /// Builds a JSON response with the acting key's lifecycle headers.
-fn respond(status: StatusCode, value: Value, admin: &Authenticated) -> Response {
+pub(crate) fn respond(status: StatusCode, value: Value, admin: &Authenticated) -> Response {
     let mut response = (status, axum::Json(value)).into_response();
     append_headers(response.headers_mut(), &admin.headers);
     response

@@ -130,6 +130,13 @@ impl Error {
             Error::Service(Service::SelfRotationDenied(_)) => {
                 (StatusCode::FORBIDDEN, "self_rotation_denied", "Self-rotation denied", detail)
             }
+            Error::Service(Service::UnknownPolicy(name)) => {
+                let detail = format!("policy {name:?} does not exist; list the policies with GET /v1/policies");
+                (StatusCode::BAD_REQUEST, "unknown_policy", "Unknown policy", detail)
+            }
+            Error::Service(Service::Store(StoreError::PolicyInUse { .. } | StoreError::PolicyConflict { .. })) => {
+                (StatusCode::CONFLICT, "policy_conflict", "Policy conflict", detail)
+            }
             Error::Gateway(_) | Error::Rejected(_) | Error::Listen { .. } | Error::Service(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -170,7 +177,12 @@ impl IntoResponse for Error {
                 return response;
             }
             Error::Service(error @ keyturn::Error::Store(store))
-                if !matches!(store, StoreError::SuccessorMismatch { .. }) =>
+                if !matches!(
+                    store,
+                    StoreError::SuccessorMismatch { .. }
+                        | StoreError::PolicyInUse { .. }
+                        | StoreError::PolicyConflict { .. }
+                ) =>
             {
                 tracing::error!(target: TARGET, error = %error, "store error");
                 let mut response = internal_error();

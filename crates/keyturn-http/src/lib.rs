@@ -18,6 +18,7 @@ mod json;
 mod layer;
 mod metrics;
 mod openapi;
+mod policies;
 mod routes;
 mod self_rotate;
 mod server;

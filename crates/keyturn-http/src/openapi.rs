@@ -246,11 +246,24 @@ fn schemas() -> Value {
         "revocation_reason": nullable_string, "rotated_at": instant, "overlap_ends_at": instant,
         "successor_id": nullable_string, "predecessor_id": nullable_string, "first_used_at": instant,
         "last_used_at": instant, "metadata": { "type": "object" },
+        "policy": string, "overlap_after_first_use": { "type": ["string", "null"] },
     });
     let mut issued_members = key_members.clone();
     issued_members["token"] = json!({ "type": "string", "description": "the new token, shown this once" });
     let mut rotated_members = issued_members.clone();
     rotated_members["predecessor"] = schema("Key");
+    let policy_members = json!({
+        "name": string, "max_lifetime": duration, "grace": duration, "warn_before": duration,
+        "default_overlap": duration, "self_rotation": { "type": "boolean" }, "max_chain_lifetime": duration,
+        "rotate_every": { "type": ["string", "null"] }, "overlap_after_first_use": { "type": ["string", "null"] },
+    });
+    let mut put_members = policy_members.clone();
+    if let Some(members) = put_members.as_object_mut() {
+        members.remove("name");
+        members.insert("rotate_every".to_owned(), duration.clone());
+        members.insert("overlap_after_first_use".to_owned(), duration.clone());
+        members.insert("apply_to_existing".to_owned(), json!({ "type": "boolean" }));
+    }
     let required_keys: Vec<&String> =
         key_members.as_object().map(|members| members.keys().collect()).unwrap_or_default();
 
@@ -303,13 +316,28 @@ fn schemas() -> Value {
                 "expires_in": duration, "expires_at": { "type": "string", "format": "date-time" },
                 "no_expiry": { "type": "boolean" }, "grace": duration, "warn_before": duration,
                 "self_rotation": { "type": "boolean" }, "max_chain_lifetime": duration,
+                "policy": { "type": "string", "description": "a named policy [default: default]" },
             },
         },
         "RotateKey": {
             "type": "object", "additionalProperties": false,
             "properties": {
                 "overlap": duration, "expires_in": duration, "expires_at": { "type": "string", "format": "date-time" },
-                "replace_unused_successor": { "type": "boolean" },
+                "replace_unused_successor": { "type": "boolean" }, "overlap_after_first_use": duration,
+            },
+        },
+        "Policy": { "type": "object", "properties": policy_members.clone() },
+        "PolicyList": { "type": "object", "properties": { "policies": { "type": "array", "items": schema("Policy") } } },
+        "PutPolicy": { "type": "object", "additionalProperties": false, "properties": put_members },
+        "PolicyChange": {
+            "type": "object",
+            "properties": {
+                "policy": schema("Policy"),
+                "action": { "type": "string", "enum": ["added", "changed", "unchanged"] },
+                "changes": { "type": "array", "items": { "type": "object", "properties": {
+                    "field": string, "old": string, "new": string,
+                } } },
+                "keys_updated": { "type": "integer", "minimum": 0 },
             },
         },
         "RevokeKey": { "type": "object", "additionalProperties": false, "properties": { "reason": string } },

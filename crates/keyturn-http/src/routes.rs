@@ -6,10 +6,11 @@ use axum::http::Method;
 use serde_json::json;
 
 use crate::openapi::{problem, schema, Operation, EVERY_METHOD};
-use crate::{admin, gateway, incident, metrics, openapi, self_rotate, server, verify};
+use crate::{admin, gateway, incident, metrics, openapi, policies, self_rotate, server, verify};
 
 const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
+const PUT: &[Method] = &[Method::PUT];
 
 /// Returns the endpoints of the API listener (`--listen`).
 pub(crate) fn api_operations() -> Vec<Operation> {
@@ -96,6 +97,23 @@ pub(crate) fn api_operations() -> Vec<Operation> {
             .query("cursor", json!({ "type": "integer" }), "the sequence number after which to continue")
             .response(200, "a page of audit events", Some(schema("AuditPage")))
             .response(400, "a query parameter is invalid", Some(problem())),
+        Operation::new(GET, "/v1/policies", "list_policies", policies::list_policies)
+            .summary("List the named policies, with the built-in default")
+            .scope(admin::KEYS_READ)
+            .response(200, "the policies by name", Some(schema("PolicyList"))),
+        Operation::new(GET, "/v1/policies/{name}", "show_policy", policies::show_policy)
+            .summary("Show one named policy")
+            .scope(admin::KEYS_READ)
+            .response(200, "the policy", Some(schema("Policy")))
+            .response(400, "the name is invalid, or no policy has it", Some(problem())),
+        Operation::new(PUT, "/v1/policies/{name}", "put_policy", policies::put_policy)
+            .summary("Add or change a named policy, optionally writing it into its live keys")
+            .scope(policies::ADMIN)
+            .body(schema("PutPolicy"), true)
+            .response(200, "the policy was changed or left unchanged", Some(schema("PolicyChange")))
+            .response(201, "the policy was added", Some(schema("PolicyChange")))
+            .response(400, "a value is invalid", Some(problem()))
+            .response(409, "the policy changed while the request ran", Some(problem())),
         Operation::new(POST, "/v1/self/rotate", "self_rotate", self_rotate::self_rotate)
             .summary("Rotate the calling key itself; send no body")
             .scope("")
