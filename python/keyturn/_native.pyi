@@ -62,6 +62,7 @@ class KeyInfo:
     #: When its rotation chain ends: self-rotation is rejected from then on.
     chain_ends_at: datetime
     metadata: dict[str, Any]
+    policy: str
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as JSON-ready values, instants as RFC 3339 strings in UTC."""
 
@@ -216,6 +217,7 @@ class Keyring:
         metadata: Mapping[str, Any] | None = None,
         self_rotation: bool | None = None,
         max_chain_lifetime: timedelta | str | None = None,
+        policy: str | None = None,
     ) -> IssuedKey: ...
     def rotate(
         self,
@@ -223,6 +225,7 @@ class Keyring:
         *,
         overlap: timedelta | str | None = None,
         replace_unused_successor: bool = False,
+        overlap_after_first_use: timedelta | str | None = None,
     ) -> IssuedKey: ...
     def revoke(self, key_id: str, *, reason: str | None = None) -> KeyInfo: ...
     def revoke_owner(

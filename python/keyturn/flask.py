@@ -806,6 +806,12 @@ def _keyring_for_command() -> Iterator[Keyring]:
     metavar="DURATION",
     help="How long the key and its successors may keep rotating themselves [default: 365d].",
 )
+@click.option(
+    "--policy",
+    metavar="NAME",
+    help="Named policy the key is created under; the options above override its values "
+    "[default: default].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 def create_command(
     name: str,
@@ -818,6 +824,7 @@ def create_command(
     warn_before: str | None,
     no_self_rotation: bool,
     max_chain_lifetime: str | None,
+    policy: str | None,
     as_json: bool,
 ) -> None:
     """Create a key and print its token, which is shown only this once."""
@@ -848,6 +855,7 @@ def create_command(
             warn_before=warn_before,
             self_rotation=False if no_self_rotation else None,
             max_chain_lifetime=max_chain_lifetime,
+            policy=policy,
         )
     if as_json:
         click.echo(_json_text(_issued_dict(issued)))
@@ -889,7 +897,14 @@ def show_command(key_id: str, as_json: bool) -> None:
 @click.option(
     "--overlap",
     metavar="DURATION",
-    help="How long the old key keeps working, such as 1d or 0s [default: 1d].",
+    help="How long the old key keeps working at most, such as 1d or 0s "
+    "[default: the default overlap of the key's policy, 1d for the default policy].",
+)
+@click.option(
+    "--overlap-after-first-use",
+    metavar="DURATION",
+    help="End the overlap this long after the successor's first use, if that comes before "
+    "the end set by --overlap, such as 1h [default: the key's policy's value, else none].",
 )
 @click.option(
     "--replace-unused-successor",
@@ -898,12 +913,19 @@ def show_command(key_id: str, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 def rotate_command(
-    key_id: str, overlap: str | None, replace_unused_successor: bool, as_json: bool
+    key_id: str,
+    overlap: str | None,
+    overlap_after_first_use: str | None,
+    replace_unused_successor: bool,
+    as_json: bool,
 ) -> None:
     """Issue a successor; the old key keeps working until the end of the overlap window."""
     with _keyring_for_command() as keyring:
         issued = keyring.rotate(
-            key_id, overlap=overlap, replace_unused_successor=replace_unused_successor
+            key_id,
+            overlap=overlap,
+            replace_unused_successor=replace_unused_successor,
+            overlap_after_first_use=overlap_after_first_use,
         )
     # The rotation is committed, so a failed read of the old key must not hide the new token.
     predecessor: KeyInfo | None

@@ -140,6 +140,11 @@ impl KeyInfo {
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         json_to_py(py, &serde_json::Value::Object(self.record.metadata.clone()))
     }
+    /// The name of the policy the key was created under.
+    #[getter]
+    fn policy(&self) -> &str {
+        self.record.policy.as_str()
+    }
 
     /// Returns the fields as JSON-ready values, instants as RFC 3339 strings in UTC.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
