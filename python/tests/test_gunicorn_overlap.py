@@ -23,8 +23,9 @@ AFTER_FIRST_USE = timedelta(seconds=3)
 HARD_OVERLAP = "60s"
 # The hard overlap of the test whose successor is never used: short, so the test ends soon.
 SHORT_OVERLAP = timedelta(seconds=6)
-# How long polling runs on each side of a deadline, and how long a change may take to appear.
+# How long polling runs on each side of a deadline.
 AROUND_DEADLINE = timedelta(seconds=1)
+# How long the test waits for the shortened overlap end to reach the store.
 WAIT_SECONDS = 10.0
 REJECTIONS_AFTER = 5
 
@@ -68,7 +69,7 @@ def get(url: str, token: str) -> Answer:
 def poll_around(url: str, token: str, deadline: datetime) -> list[Answer]:
     """Send requests one after another from a second before ``deadline`` until a second after it
     or until REJECTIONS_AFTER requests sent after it, whichever comes first. The brute-force guard
-    answers 429 after 20 failures from one address, so the rejections stay below that."""
+    returns 429 after 20 failures from one address, so the rejections stay below that."""
     while now() < deadline - AROUND_DEADLINE:
         time.sleep(0.05)
     answers: list[Answer] = []

@@ -82,7 +82,8 @@ pub struct NamedPolicy {
     pub self_rotation: bool,
     /// How long a chain of rotations may last before self-rotation is rejected.
     pub max_chain_lifetime: Duration,
-    /// How old a key may get before a rotation is requested; shorter than `max_lifetime`.
+    /// The key age at which a rotation is requested, shorter than `max_lifetime`. A scheduler
+    /// acts on it; creation and verification ignore it.
     pub rotate_every: Option<Duration>,
     /// The overlap after the successor's first use that a rotation without its own value gets.
     pub overlap_after_first_use: Option<Duration>,
@@ -129,9 +130,10 @@ impl NamedPolicy {
         }
     }
 
-    /// Checks every field: a lifetime above zero and at most [`MAX_LIFETIME`], grace and warning
-    /// window within their maximums, a positive chain lifetime, `rotate_every` above zero and
-    /// shorter than the lifetime, and an overlap after first use no longer than the overlap.
+    /// Checks every field. The lifetime is above zero and at most [`MAX_LIFETIME`], grace and
+    /// warning window are within their maximums, and the chain lifetime is positive. `rotate_every`
+    /// is above zero and shorter than the lifetime, and an overlap after first use is no longer
+    /// than the overlap.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |field: &'static str, reason: String| {
             Err(Error::InvalidField { field, reason: format!("policy {}: {reason}", self.name) })

@@ -4,9 +4,9 @@
 use keyturn_core::{Actor, AuditEventType, Duration, Instant, KeyId, KeyRecord, NewAuditEvent};
 use serde_json::json;
 
-/// The query that finds the old key whose overlap window the first use of the successor `?1`
-/// may shorten: linked to it, not revoked, rotated with an overlap after first use, and with an
-/// overlap window that still ends after its rotation. Each backend binds its own placeholder.
+/// Builds the query that finds the old key whose overlap window the first use of the successor
+/// `placeholder` may shorten. That key is linked to the successor, not revoked, rotated with an
+/// overlap after first use, and its overlap window still ends after its rotation.
 pub(crate) fn shortenable_predecessor_query(placeholder: &str) -> String {
     format!(
         "SELECT old.key_id FROM keys AS successor JOIN keys AS old \

@@ -1,5 +1,5 @@
 //! The types of a named-policy update and the decoding of `policies` rows, shared by every
-//! backend. Validation happens in `keyturn-core` and the service layer; the store checks only
+//! backend. Validation happens in `keyturn-core` and the service layer. The store checks only
 //! that each change finds the version it was computed from and that a removed policy is unused.
 
 use keyturn_core::{Duration, NamedPolicy, NewAuditEvent, PolicyName};
