@@ -15,7 +15,8 @@
 //! ```
 //!
 //! A stored policy that the file leaves out is removed, unless keys that are not revoked still
-//! reference it, and `default` then returns to its built-in values.
+//! reference it. The `default` policy is never removed: a stored version stays until the file
+//! declares another, and its first stored version counts as a change of the built-in one.
 
 use std::collections::BTreeMap;
 

@@ -78,7 +78,9 @@ impl Keyring {
     }
 
     /// Compares `wanted` with the stored policies. A stored policy missing from `wanted` is
-    /// removed, except the built-in `default`, which then reverts to its built-in values.
+    /// removed, except a stored `default`, which stays as it is. A first stored version of
+    /// `default` is planned as a change from the built-in one, so `apply_to_existing` reaches the
+    /// keys that follow it.
     ///
     /// # Errors
     ///
@@ -102,7 +104,8 @@ impl Keyring {
             let old = stored.iter().find(|stored| stored.name == policy.name);
             self.plan_one(&mut plan, old, policy, now).await?;
         }
-        for old in stored.iter().filter(|old| !wanted.iter().any(|policy| policy.name == old.name)) {
+        let missing = stored.iter().filter(|old| !wanted.iter().any(|policy| policy.name == old.name));
+        for old in missing.filter(|old| !old.name.is_default()) {
             plan.removed.push(PlannedPolicy {
                 name: old.name.clone(),
                 old: Some(old.clone()),
@@ -138,11 +141,15 @@ impl Keyring {
             fields,
             keys_affected: 0,
         };
-        match old {
+        // Keys under `default` already follow the built-in version, so storing a first version
+        // of it changes their policy rather than adding one.
+        let builtin = (old.is_none() && policy.name.is_default()).then(|| self.builtin_default_policy());
+        let compared = old.or(builtin.as_ref());
+        match compared {
             None => plan.added.push(planned(None, Vec::new())),
-            Some(old) if old == policy => plan.unchanged.push(policy.name.clone()),
-            Some(old) => {
-                let mut change = planned(Some(old), old.changes(policy));
+            Some(current) if current == policy => plan.unchanged.push(policy.name.clone()),
+            Some(current) => {
+                let mut change = planned(old, current.changes(policy));
                 if plan.apply_to_existing {
                     change.keys_affected = self.store.count_policy_keys(&policy.name, now).await?.live;
                 }
@@ -158,14 +165,18 @@ impl Keyring {
     pub async fn apply_policies(&self, mut plan: PolicyPlan, caller: &Caller) -> Result<PolicyPlan, Error> {
         let now = self.clock.now();
         let apply_to_existing = plan.apply_to_existing;
-        let planned = plan.added.iter().chain(&plan.changed).chain(&plan.removed);
-        let changes: Vec<PolicyChange> = planned
-            .map(|planned| PolicyChange {
+        let added = plan.added.iter().map(|planned| (planned, "added", false));
+        let changed = plan.changed.iter().map(|planned| (planned, "changed", apply_to_existing));
+        let removed = plan.removed.iter().map(|planned| (planned, "removed", false));
+        let changes: Vec<PolicyChange> = added
+            .chain(changed)
+            .chain(removed)
+            .map(|(planned, action, apply_to_existing)| PolicyChange {
                 name: planned.name.clone(),
                 old: planned.old.clone(),
                 new: planned.new.clone(),
-                apply_to_existing: apply_to_existing && planned.old.is_some() && planned.new.is_some(),
-                event: self.policy_event(planned, apply_to_existing, now, caller),
+                apply_to_existing,
+                event: self.policy_event(planned, action, apply_to_existing, now, caller),
             })
             .collect();
         if changes.is_empty() {
@@ -187,22 +198,22 @@ impl Keyring {
     fn policy_event(
         &self,
         planned: &PlannedPolicy,
+        action: &str,
         apply_to_existing: bool,
         now: keyturn_core::Instant,
         caller: &Caller,
     ) -> NewAuditEvent {
-        let action = match (&planned.old, &planned.new) {
-            (None, _) => "added",
-            (_, None) => "removed",
-            _ => "changed",
+        let old = match (&planned.old, action) {
+            (None, "changed") => Some(self.builtin_default_policy()),
+            (old, _) => old.clone(),
         };
         let mut event = NewAuditEvent::new(AuditEventType::AuthzPolicyChanged, now, None, caller.actor.clone())
             .with_details(json!({
                 "policy": planned.name.as_str(),
                 "action": action,
-                "old": planned.old.as_ref().map(policy_json),
+                "old": old.as_ref().map(policy_json),
                 "new": planned.new.as_ref().map(policy_json),
-                "apply_to_existing": apply_to_existing && action == "changed",
+                "apply_to_existing": apply_to_existing,
             }));
         event.client_addr = caller.client_addr.clone();
         event

@@ -105,3 +105,25 @@ async fn plan_lists_field_changes_and_removals() {
     let names: Vec<String> = fixture.keyring.policies().await.unwrap().iter().map(|p| p.name.to_string()).collect();
     assert_eq!(names, ["ci", "default", "new"]);
 }
+
+#[tokio::test]
+async fn first_default_version_reaches_existing_keys() {
+    let fixture = Fixture::new().await;
+    let existing = fixture.keyring.create(new_key("old"), &cli()).await.unwrap();
+    let mut default = fixture.keyring.builtin_default_policy();
+    default.max_lifetime = Duration::from_days(10);
+
+    let plan = fixture.keyring.plan_policies(&[default.clone()], true).await.unwrap();
+    assert!(plan.added.is_empty());
+    assert_eq!(plan.changed.len(), 1);
+    assert_eq!(plan.changed[0].keys_affected, 1);
+    let applied = fixture.keyring.apply_policies(plan, &cli()).await.unwrap();
+    assert_eq!(applied.changed[0].keys_affected, 1);
+    let updated = fixture.keyring.get(&existing.record.key_id).await.unwrap().record;
+    assert_eq!(updated.expires_at, Some(Instant::from_millis(T0 + 10 * DAY)));
+
+    // A file that leaves `default` out keeps the stored version.
+    let plan = fixture.keyring.plan_policies(&[], false).await.unwrap();
+    assert!(plan.is_empty(), "{plan:?}");
+    assert_eq!(fixture.keyring.policy(&PolicyName::default_name()).await.unwrap(), default);
+}
