@@ -377,6 +377,11 @@ pub trait Store: Send + Sync + 'static {
     /// store adds `keys_updated` to each change's audit event before writing it.
     async fn apply_policy_update(&self, update: &PolicyUpdate) -> Result<Vec<u64>, StoreError>;
 
+    /// Writes policies copied from another store, with `at` as their `updated_at`, in one
+    /// transaction that appends no audit event. A name that exists fails with
+    /// [`StoreError::Internal`], and nothing is written then.
+    async fn import_policies(&self, policies: &[keyturn_core::NamedPolicy], at: Instant) -> Result<(), StoreError>;
+
     /// Returns where the data lives: the absolute path of a SQLite file, or the URL of a
     /// PostgreSQL database with its password replaced by `***`.
     fn location(&self) -> String;

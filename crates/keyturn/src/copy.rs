@@ -69,10 +69,31 @@ pub async fn copy_store(source: &dyn Store, target: &dyn Store, allow_non_empty:
     }
     check_keys(source, target).await?;
     check_audit(source, target).await?;
+    check_policies(source, target).await?;
     Ok(CopyReport { copied, target: after })
 }
 
+/// Checks that the target holds every policy of the source unchanged.
+async fn check_policies(source: &dyn Store, target: &dyn Store) -> Result<(), Error> {
+    let copied = target.list_policies().await?;
+    for policy in source.list_policies().await? {
+        if !copied.contains(&policy) {
+            return Err(Error::CopyCheck(format!(
+                "policy {} differs between the source and the target, or is missing from the target; stop every \
+                 writer of the source and copy into a new, empty target",
+                policy.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn copy_rows(source: &dyn Store, target: &dyn Store, copied: &mut RowCounts) -> Result<(), Error> {
+    // The source does not export when a policy changed, so copies are stamped with now.
+    let policies = source.list_policies().await?;
+    let at = keyturn_core::Clock::now(&keyturn_core::SystemClock);
+    target.import_policies(&policies, at).await?;
+
     let mut after = None;
     loop {
         let filter = KeyFilter { after, limit: Some(BATCH), ..KeyFilter::default() };

@@ -127,3 +127,20 @@ async fn first_default_version_reaches_existing_keys() {
     assert!(plan.is_empty(), "{plan:?}");
     assert_eq!(fixture.keyring.policy(&PolicyName::default_name()).await.unwrap(), default);
 }
+
+#[tokio::test]
+async fn store_copy_keeps_policies() {
+    let fixture = Fixture::new().await;
+    store_policy(&fixture, &named("ci")).await;
+    let new = keyturn::NewKey { policy: Some(PolicyName::parse("ci").unwrap()), ..new_key("bot") };
+    let issued = fixture.keyring.create(new, &cli()).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = keyturn::store::DatabaseUrl::parse(dir.path().join("copy.db").to_str().unwrap()).unwrap();
+    let target = keyturn::open_store(&url, true).await.unwrap();
+    keyturn::copy_store(fixture.store.as_ref(), target.as_ref(), false).await.unwrap();
+
+    assert_eq!(target.list_policies().await.unwrap(), vec![named("ci")]);
+    let copied = target.get_key(&issued.record.key_id).await.unwrap().unwrap();
+    assert_eq!(copied.policy.as_str(), "ci");
+}

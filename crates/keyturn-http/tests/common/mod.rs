@@ -279,6 +279,10 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.apply_policy_update(update).await
     }
+    async fn import_policies(&self, policies: &[keyturn::core::NamedPolicy], at: Instant) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.import_policies(policies, at).await
+    }
     fn location(&self) -> String {
         self.inner.location()
     }

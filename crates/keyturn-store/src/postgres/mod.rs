@@ -480,6 +480,12 @@ impl Store for PostgresStore {
         Ok(counts)
     }
 
+    async fn import_policies(&self, policies: &[NamedPolicy], at: keyturn_core::Instant) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        policies::import(&mut tx, policies, at).await?;
+        commit(tx).await
+    }
+
     fn location(&self) -> String {
         self.location.clone()
     }

@@ -6,7 +6,7 @@ use keyturn_core::{Duration, Instant, KeyId, NamedPolicy, PolicyName};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::Row;
 
-use super::errors::classify;
+use super::errors::{classify, is_unique_violation};
 use super::rows::fetch_key;
 use super::writes::{insert_change, insert_event};
 use crate::audit_log::AuditWrites;
@@ -131,6 +131,41 @@ async fn upsert(
     .await
     .map_err(classify)?;
     rows.iter().map(|row| decoded_key_id(row.try_get::<String, _>(0).map_err(classify)?)).collect()
+}
+
+/// Inserts policies copied from another store. A name that exists fails.
+pub(super) async fn import(
+    conn: &mut SqliteConnection,
+    policies: &[NamedPolicy],
+    at: Instant,
+) -> Result<(), StoreError> {
+    for policy in policies {
+        sqlx::query(
+            "INSERT INTO policies (name, max_lifetime_ms, grace_ms, warn_before_ms, default_overlap_ms, self_rotation, \
+             max_chain_lifetime_ms, rotate_every_ms, overlap_after_first_use_ms, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(policy.name.as_str())
+        .bind(policy.max_lifetime.as_millis())
+        .bind(policy.grace.as_millis())
+        .bind(policy.warn_before.as_millis())
+        .bind(policy.default_overlap.as_millis())
+        .bind(policy.self_rotation)
+        .bind(policy.max_chain_lifetime.as_millis())
+        .bind(policy.rotate_every.map(Duration::as_millis))
+        .bind(policy.overlap_after_first_use.map(Duration::as_millis))
+        .bind(at.as_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                StoreError::Internal(format!("policy {} already exists in the target store", policy.name))
+            } else {
+                classify(error)
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Removes a policy that no key which is not revoked references. Returns no key ids.
