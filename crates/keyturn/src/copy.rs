@@ -73,7 +73,7 @@ pub async fn copy_store(source: &dyn Store, target: &dyn Store, allow_non_empty:
     Ok(CopyReport { copied, target: after })
 }
 
-/// Checks that the target holds every policy of the source unchanged.
+/// Checks that the target contains every policy of the source unchanged.
 async fn check_policies(source: &dyn Store, target: &dyn Store) -> Result<(), Error> {
     let copied = target.list_policies().await?;
     for policy in source.list_policies().await? {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::{Caller, Error, Keyring};
 
-/// What applying a set of policies would change.
+/// The changes that applying a set of policies makes.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyPlan {
     pub added: Vec<PlannedPolicy>,
@@ -62,7 +62,7 @@ impl Keyring {
         Ok(stored.unwrap_or_else(|| self.builtin_default_policy()))
     }
 
-    /// Lists the policies by name, with the built-in `default` unless the store holds a version.
+    /// Lists the policies by name, with the built-in `default` unless the store contains a version.
     pub async fn policies(&self) -> Result<Vec<NamedPolicy>, Error> {
         let mut policies = self.store.list_policies().await?;
         if !policies.iter().any(|policy| policy.name.is_default()) {
