@@ -56,8 +56,9 @@ pub async fn apply(global: &GlobalArgs, args: &PoliciesApplyArgs) -> Result<(), 
     let path = &args.file;
     let text = std::fs::read_to_string(path)
         .map_err(|error| CliError::new(format!("cannot read policy file {}: {error}", path.display())))?;
-    let file: PolicyFile = toml::from_str(&text)
-        .map_err(|error| CliError::new(format!("invalid policy file {}: {}", path.display(), error.message())))?;
+    let file: PolicyFile = toml::from_str(&text).map_err(|error| {
+        CliError::new(format!("invalid policy file {}: {}", path.display(), describe_toml_error(&text, &error)))
+    })?;
 
     with_keyring(global, |keyring| async move {
         let base = keyring.builtin_default_policy();
@@ -135,6 +136,22 @@ impl PolicyEntry {
             overlap_after_first_use: optional("overlap_after_first_use", &self.overlap_after_first_use)?,
             name: name.clone(),
         })
+    }
+}
+
+/// Describes a TOML error by its line and message. serde quotes a value of the wrong type, so a
+/// message that could hold a token is replaced by a generic one.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message();
+    let message = if keyturn_core::quote_value(message).contains("may be a token") {
+        "a value is invalid (not shown, because it may be a token)"
+    } else {
+        message
+    };
+    let line = error.span().and_then(|span| text.get(..span.start)).map(|before| before.lines().count().max(1));
+    match line {
+        Some(line) => format!("line {line}: {message}"),
+        None => message.to_owned(),
     }
 }
 

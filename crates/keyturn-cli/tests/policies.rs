@@ -141,6 +141,16 @@ fn apply_rejects_invalid_files() {
 }
 
 #[test]
+fn apply_error_hides_token_values() {
+    let deployment = Deployment::new();
+    let token = "kt_live_abcdefABCDEF_0123456789abcdefghijklmnopqrstuvwxyzAB";
+    let run = deployment.apply(&format!("[policies.ci]\nself_rotation = \"{token}\"\n"), &[]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("line 2"), "{}", run.stderr);
+    assert!(!run.stderr.contains("abcdefABCDEF"), "{}", run.stderr);
+}
+
+#[test]
 fn remove_referenced_policy_refused() {
     let deployment = Deployment::new();
     deployment.apply(CI, &[]);
