@@ -184,6 +184,11 @@ impl Keyring {
         }
 
         let counts = self.store.apply_policy_update(&PolicyUpdate { at: now, changes }).await?;
+        if counts.iter().any(|&count| count > 0) {
+            // The store names no updated key, so this process drops every cached record to see
+            // the new instants at once; other processes follow the change feed.
+            self.cache.clear();
+        }
         let mut counts = counts.into_iter();
         for planned in plan.added.iter_mut().chain(&mut plan.changed).chain(&mut plan.removed) {
             planned.keys_affected = counts.next().unwrap_or(0);

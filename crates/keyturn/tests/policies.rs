@@ -144,3 +144,25 @@ async fn store_copy_keeps_policies() {
     let copied = target.get_key(&issued.record.key_id).await.unwrap().unwrap();
     assert_eq!(copied.policy.as_str(), "ci");
 }
+
+#[tokio::test]
+async fn apply_to_existing_reaches_cached_keys_at_once() {
+    let fixture = Fixture::new().await;
+    fixture.keyring.start_background();
+    store_policy(&fixture, &named("ci")).await;
+    let new = keyturn::NewKey { policy: Some(PolicyName::parse("ci").unwrap()), ..new_key("bot") };
+    let issued = fixture.keyring.create(new, &cli()).await.unwrap();
+    let decision = fixture.keyring.verify(issued.token.expose(), &scopes(&[]), None).await.unwrap();
+    assert!(decision.outcome.is_allowed());
+
+    let mut short = named("ci");
+    short.max_lifetime = Duration::from_days(1);
+    short.grace = Duration::ZERO;
+    let plan = fixture.keyring.plan_policy(&short, true).await.unwrap();
+    fixture.keyring.apply_policies(plan, &cli()).await.unwrap();
+
+    fixture.at(T0 + DAY);
+    let decision = fixture.keyring.verify(issued.token.expose(), &scopes(&[]), None).await.unwrap();
+    assert_eq!(decision.outcome.as_str(), "expired");
+    fixture.keyring.shutdown().await;
+}
