@@ -49,6 +49,16 @@ pub enum AuditEventType {
     AuthzPolicyChanged,
     /// A rotated key's overlap window was shortened because its successor was first used.
     AuthnTokenOverlapShortened,
+    /// A webhook endpoint was added; the details name its id and the origin of its URL.
+    WebhookEndpointCreated,
+    /// A webhook endpoint was removed with its pending deliveries.
+    WebhookEndpointRemoved,
+    /// A webhook endpoint was disabled because it answered 410 Gone.
+    WebhookEndpointDisabled,
+    /// A webhook endpoint received a new signing secret; the previous one signs until it expires.
+    WebhookSecretRotated,
+    /// Dead-lettered webhook deliveries were scheduled again.
+    WebhookDeliveriesRetried,
 }
 
 /// Who caused an event.
@@ -106,6 +116,11 @@ impl AuditEventType {
             AuditEventType::AuthnPepperRetired => "authn_pepper_retired",
             AuditEventType::AuthzPolicyChanged => "authz_policy_changed",
             AuditEventType::AuthnTokenOverlapShortened => "authn_token_overlap_shortened",
+            AuditEventType::WebhookEndpointCreated => "webhook_endpoint_created",
+            AuditEventType::WebhookEndpointRemoved => "webhook_endpoint_removed",
+            AuditEventType::WebhookEndpointDisabled => "webhook_endpoint_disabled",
+            AuditEventType::WebhookSecretRotated => "webhook_secret_rotated",
+            AuditEventType::WebhookDeliveriesRetried => "webhook_deliveries_retried",
         }
     }
 
@@ -127,6 +142,11 @@ impl AuditEventType {
             AuditEventType::AuthnPepperRetired,
             AuditEventType::AuthzPolicyChanged,
             AuditEventType::AuthnTokenOverlapShortened,
+            AuditEventType::WebhookEndpointCreated,
+            AuditEventType::WebhookEndpointRemoved,
+            AuditEventType::WebhookEndpointDisabled,
+            AuditEventType::WebhookSecretRotated,
+            AuditEventType::WebhookDeliveriesRetried,
         ]
         .into_iter()
         .find(|event| event.as_str() == value)
@@ -227,6 +247,11 @@ mod tests {
             "authn_token_fail_max",
             "authn_token_leak_reported",
             "authn_pepper_retired",
+            "webhook_endpoint_created",
+            "webhook_endpoint_removed",
+            "webhook_endpoint_disabled",
+            "webhook_secret_rotated",
+            "webhook_deliveries_retried",
         ] {
             assert_eq!(AuditEventType::parse(name).unwrap().as_str(), name);
         }

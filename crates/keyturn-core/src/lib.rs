@@ -27,6 +27,7 @@ pub mod secret;
 pub mod self_rotation;
 pub mod time;
 pub mod token;
+pub mod webhook;
 
 pub use crate::audit::{Actor, AuditEvent, AuditEventType, NewAuditEvent};
 pub use crate::chain::{AuditKey, ChainBreak, ChainSummary, ChainVerifier, Checkpoint};

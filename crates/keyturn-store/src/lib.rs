@@ -34,6 +34,7 @@ mod rows;
 mod selection;
 mod sqlite;
 mod url;
+mod webhooks;
 
 use async_trait::async_trait;
 use keyturn_core::{
@@ -53,6 +54,10 @@ pub use crate::selection::{
 };
 pub use crate::sqlite::{SqliteOptions, SqliteStore};
 pub use crate::url::DatabaseUrl;
+pub use crate::webhooks::{
+    AttemptOutcome, AttemptReport, ClaimedDelivery, DeliveryClaim, DeliveryFilter, DeliveryState, NewWebhookEndpoint,
+    OutboxMessage, StoredSecret, WebhookDelivery, WebhookEndpoint,
+};
 
 /// The filter of [`Store::list_keys`], whose results are ordered by creation instant, then key id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -381,6 +386,71 @@ pub trait Store: Send + Sync + 'static {
     /// transaction that appends no audit event. A name that exists fails with
     /// [`StoreError::Internal`], and nothing is written then.
     async fn import_policies(&self, policies: &[keyturn_core::NamedPolicy], at: Instant) -> Result<(), StoreError>;
+
+    /// Inserts a webhook endpoint with its first sealed signing secret and its audit event. It
+    /// receives the notifiable events appended after it, never earlier ones.
+    async fn insert_webhook_endpoint(
+        &self,
+        endpoint: &NewWebhookEndpoint,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Lists every webhook endpoint with its sealed secrets, ordered by endpoint id.
+    async fn list_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError>;
+
+    async fn get_webhook_endpoint(&self, endpoint_id: &str) -> Result<Option<WebhookEndpoint>, StoreError>;
+
+    /// Removes an endpoint with its secrets and deliveries, and appends `event`. Returns `false`,
+    /// writing nothing, when the endpoint does not exist.
+    async fn remove_webhook_endpoint(&self, endpoint_id: &str, event: &NewAuditEvent) -> Result<bool, StoreError>;
+
+    /// Adds a sealed secret as the endpoint's newest, created at `event.at`, and makes every
+    /// older secret that has no expiry expire at `old_expires_at`. Returns `false`, writing
+    /// nothing, when the endpoint does not exist.
+    async fn add_webhook_secret(
+        &self,
+        endpoint_id: &str,
+        sealed: &[u8],
+        old_expires_at: Instant,
+        event: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Disables an enabled endpoint, records `reason`, and appends `event`. Its pending
+    /// deliveries stay pending. Returns `false`, writing nothing, when the endpoint does not
+    /// exist or is already disabled.
+    async fn disable_webhook_endpoint(
+        &self,
+        endpoint_id: &str,
+        reason: &str,
+        event: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Leases up to `claim.limit` deliveries that are due at `claim.now`. Of each enabled
+    /// endpoint only the pending delivery with the lowest audit sequence number can be leased,
+    /// and only when its next attempt is due and no unexpired lease holds it. So one endpoint
+    /// receives one message at a time, in outbox order, and a failing message holds back the
+    /// later ones until it is delivered or dead-lettered. Concurrent workers, in any process,
+    /// never lease the same delivery while the lease lasts.
+    async fn claim_webhook_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    /// Records the result of an attempt and releases the lease. Returns `false`, writing
+    /// nothing, when `report.owner` no longer holds the lease (it expired and another worker
+    /// took it) or the delivery is gone.
+    async fn finish_webhook_delivery(&self, report: &AttemptReport) -> Result<bool, StoreError>;
+
+    async fn list_webhook_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    /// Makes the dead-lettered deliveries of one endpoint, or of every endpoint, pending again
+    /// with no attempts made and due at `event.at`, and returns how many. When there were any,
+    /// it appends `event` with their number added to its details as `deliveries`.
+    async fn retry_webhook_deliveries(
+        &self,
+        endpoint_id: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<u64, StoreError>;
+
+    /// Lists outbox messages with an audit sequence number above `after_seq`, in that order.
+    async fn list_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
 
     /// Returns where the data lives: the absolute path of a SQLite file, or the URL of a
     /// PostgreSQL database with its password replaced by `***`.

@@ -201,6 +201,15 @@ suite_tests!(
     select_keys_writes_nothing,
     pepper_usage_counts_live_keys,
     revoke_selection_at_limit,
+    outbox_written_for_notifiable_events,
+    outbox_rolls_back_with_change,
+    endpoints_filter_fan_out,
+    claim_keeps_endpoint_order,
+    expired_lease_claimed_again,
+    dead_letter_and_retry,
+    secret_rotation_keeps_old_until_expiry,
+    disabled_endpoint_gets_nothing,
+    remove_endpoint_drops_deliveries,
 );
 
 macro_rules! policy_suite_tests {

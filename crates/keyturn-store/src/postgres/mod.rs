@@ -14,6 +14,7 @@ mod incident;
 mod migrate;
 mod notify;
 mod policies;
+mod webhooks;
 mod writes;
 
 use std::fmt;
@@ -36,8 +37,10 @@ use crate::rows::{
     KEY_COLUMNS,
 };
 use crate::{
-    AuditFilter, BulkReport, BulkRevocation, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey,
+    AttemptReport, AuditFilter, BulkReport, BulkRevocation, Change, ClaimedDelivery, CopiedKey, DatabaseUrl,
+    DeliveryClaim, DeliveryFilter, KeyFilter, NewWebhookEndpoint, OutboxMessage, OverlapFilter, OverlappingKey,
     PolicyKeyCounts, PolicyUpdate, Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
+    WebhookDelivery, WebhookEndpoint,
 };
 use crate::{KeySelection, PepperUsage};
 
@@ -484,6 +487,69 @@ impl Store for PostgresStore {
         let mut tx = self.begin_write().await?;
         policies::import(&mut tx, policies, at).await?;
         commit(tx).await
+    }
+
+    async fn insert_webhook_endpoint(
+        &self,
+        endpoint: &NewWebhookEndpoint,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        webhooks::insert_endpoint(self, endpoint, event).await
+    }
+
+    async fn list_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        webhooks::list_endpoints(self, None).await
+    }
+
+    async fn get_webhook_endpoint(&self, endpoint_id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        Ok(webhooks::list_endpoints(self, Some(endpoint_id)).await?.pop())
+    }
+
+    async fn remove_webhook_endpoint(&self, endpoint_id: &str, event: &NewAuditEvent) -> Result<bool, StoreError> {
+        webhooks::remove_endpoint(self, endpoint_id, event).await
+    }
+
+    async fn add_webhook_secret(
+        &self,
+        endpoint_id: &str,
+        sealed: &[u8],
+        old_expires_at: Instant,
+        event: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        webhooks::add_secret(self, endpoint_id, sealed, old_expires_at, event).await
+    }
+
+    async fn disable_webhook_endpoint(
+        &self,
+        endpoint_id: &str,
+        reason: &str,
+        event: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        webhooks::disable_endpoint(self, endpoint_id, reason, event).await
+    }
+
+    async fn claim_webhook_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        webhooks::claim(self, claim).await
+    }
+
+    async fn finish_webhook_delivery(&self, report: &AttemptReport) -> Result<bool, StoreError> {
+        webhooks::finish(self, report).await
+    }
+
+    async fn list_webhook_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<WebhookDelivery>, StoreError> {
+        webhooks::list_deliveries(self, filter).await
+    }
+
+    async fn retry_webhook_deliveries(
+        &self,
+        endpoint_id: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<u64, StoreError> {
+        webhooks::retry_dead(self, endpoint_id, event).await
+    }
+
+    async fn list_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+        webhooks::list_outbox(self, after_seq, limit).await
     }
 
     fn location(&self) -> String {

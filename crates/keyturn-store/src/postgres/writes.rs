@@ -107,6 +107,7 @@ pub(super) async fn insert_event(
     .execute(&mut *conn)
     .await
     .map_err(classify)?;
+    super::webhooks::append_outbox(conn, seq, event).await?;
     audit.record(seq, event);
     Ok(seq)
 }

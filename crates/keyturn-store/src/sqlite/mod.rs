@@ -13,6 +13,7 @@ mod migrate;
 mod open;
 mod policies;
 mod rows;
+mod webhooks;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -33,8 +34,10 @@ use crate::rows::{
     decode_audit_event, decode_change, decode_key, decode_overlapping, decode_usage_count, decode_uses_since_rotation,
 };
 use crate::{
-    AuditFilter, BulkReport, BulkRevocation, Change, CopiedKey, DatabaseUrl, KeyFilter, OverlapFilter, OverlappingKey,
+    AttemptReport, AuditFilter, BulkReport, BulkRevocation, Change, ClaimedDelivery, CopiedKey, DatabaseUrl,
+    DeliveryClaim, DeliveryFilter, KeyFilter, NewWebhookEndpoint, OutboxMessage, OverlapFilter, OverlappingKey,
     PolicyKeyCounts, PolicyUpdate, Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
+    WebhookDelivery, WebhookEndpoint,
 };
 use crate::{KeySelection, PepperUsage};
 
@@ -457,6 +460,69 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         policies::import(&mut tx, policies, at).await?;
         commit(tx).await
+    }
+
+    async fn insert_webhook_endpoint(
+        &self,
+        endpoint: &NewWebhookEndpoint,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        webhooks::insert_endpoint(self, endpoint, event).await
+    }
+
+    async fn list_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        webhooks::list_endpoints(self, None).await
+    }
+
+    async fn get_webhook_endpoint(&self, endpoint_id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        Ok(webhooks::list_endpoints(self, Some(endpoint_id)).await?.pop())
+    }
+
+    async fn remove_webhook_endpoint(&self, endpoint_id: &str, event: &NewAuditEvent) -> Result<bool, StoreError> {
+        webhooks::remove_endpoint(self, endpoint_id, event).await
+    }
+
+    async fn add_webhook_secret(
+        &self,
+        endpoint_id: &str,
+        sealed: &[u8],
+        old_expires_at: Instant,
+        event: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        webhooks::add_secret(self, endpoint_id, sealed, old_expires_at, event).await
+    }
+
+    async fn disable_webhook_endpoint(
+        &self,
+        endpoint_id: &str,
+        reason: &str,
+        event: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        webhooks::disable_endpoint(self, endpoint_id, reason, event).await
+    }
+
+    async fn claim_webhook_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        webhooks::claim(self, claim).await
+    }
+
+    async fn finish_webhook_delivery(&self, report: &AttemptReport) -> Result<bool, StoreError> {
+        webhooks::finish(self, report).await
+    }
+
+    async fn list_webhook_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<WebhookDelivery>, StoreError> {
+        webhooks::list_deliveries(self, filter).await
+    }
+
+    async fn retry_webhook_deliveries(
+        &self,
+        endpoint_id: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<u64, StoreError> {
+        webhooks::retry_dead(self, endpoint_id, event).await
+    }
+
+    async fn list_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+        webhooks::list_outbox(self, after_seq, limit).await
     }
 
     fn location(&self) -> String {

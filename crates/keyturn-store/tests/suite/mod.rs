@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod webhooks;
+
+pub use self::webhooks::*;
+
 use std::sync::Arc;
 
 use keyturn_core::{

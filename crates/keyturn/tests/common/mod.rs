@@ -245,6 +245,78 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.import_policies(policies, at).await
     }
+    async fn insert_webhook_endpoint(
+        &self,
+        endpoint: &keyturn_store::NewWebhookEndpoint,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_webhook_endpoint(endpoint, event).await
+    }
+    async fn list_webhook_endpoints(&self) -> Result<Vec<keyturn_store::WebhookEndpoint>, StoreError> {
+        self.check()?;
+        self.inner.list_webhook_endpoints().await
+    }
+    async fn get_webhook_endpoint(
+        &self,
+        endpoint_id: &str,
+    ) -> Result<Option<keyturn_store::WebhookEndpoint>, StoreError> {
+        self.check()?;
+        self.inner.get_webhook_endpoint(endpoint_id).await
+    }
+    async fn remove_webhook_endpoint(&self, endpoint_id: &str, event: &NewAuditEvent) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.remove_webhook_endpoint(endpoint_id, event).await
+    }
+    async fn add_webhook_secret(
+        &self,
+        endpoint_id: &str,
+        sealed: &[u8],
+        old_expires_at: keyturn_core::Instant,
+        event: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.add_webhook_secret(endpoint_id, sealed, old_expires_at, event).await
+    }
+    async fn disable_webhook_endpoint(
+        &self,
+        endpoint_id: &str,
+        reason: &str,
+        event: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.disable_webhook_endpoint(endpoint_id, reason, event).await
+    }
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: &keyturn_store::DeliveryClaim,
+    ) -> Result<Vec<keyturn_store::ClaimedDelivery>, StoreError> {
+        self.check()?;
+        self.inner.claim_webhook_deliveries(claim).await
+    }
+    async fn finish_webhook_delivery(&self, report: &keyturn_store::AttemptReport) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.finish_webhook_delivery(report).await
+    }
+    async fn list_webhook_deliveries(
+        &self,
+        filter: &keyturn_store::DeliveryFilter,
+    ) -> Result<Vec<keyturn_store::WebhookDelivery>, StoreError> {
+        self.check()?;
+        self.inner.list_webhook_deliveries(filter).await
+    }
+    async fn retry_webhook_deliveries(
+        &self,
+        endpoint_id: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.retry_webhook_deliveries(endpoint_id, event).await
+    }
+    async fn list_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<keyturn_store::OutboxMessage>, StoreError> {
+        self.check()?;
+        self.inner.list_outbox(after_seq, limit).await
+    }
     fn location(&self) -> String {
         self.inner.location()
     }
