@@ -13,6 +13,7 @@ mod policies;
 mod serve;
 mod setup;
 mod verify;
+mod webhooks;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -91,6 +92,9 @@ enum Command {
     /// Show the pepper ring and how many live keys each pepper hashes, add a pepper, or retire one
     #[command(subcommand)]
     Pepper(pepper::PepperCommand),
+    /// Send key lifecycle events to webhook endpoints: manage endpoints and deliveries
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -426,6 +430,10 @@ pub struct ServeArgs {
         allow_hyphen_values = true
     )]
     pub guard_cooldown: String,
+    /// Run the webhook delivery worker, which sends the outbox's messages to the endpoints of
+    /// `keyturn webhooks add`
+    #[arg(long, env = "KEYTURN_WEBHOOKS", value_enum, default_value = "on", value_name = "on|off")]
+    pub webhooks: Switch,
 }
 
 /// A setting that is on or off.
@@ -489,6 +497,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Store(StoreCommand::Backup(args)) => commands::store_backup(global, &args).await,
         Command::Keys(KeysCommand::ReportLeak(args)) => incident::report_leak(global, &args).await,
         Command::Pepper(command) => pepper::run(global, &command).await,
+        Command::Webhooks(command) => webhooks::run(global, &command).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

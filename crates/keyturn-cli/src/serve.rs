@@ -3,8 +3,12 @@
 //! script that asked for port 0 learns the port.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use keyturn::{Config, GuardConfig};
+use keyturn::webhooks::settings::{webhook_config_from_env, webhook_key_from_env};
+use keyturn::webhooks::Webhooks;
+use keyturn::{Config, GuardConfig, Keyring};
+use keyturn_core::SystemClock;
 use keyturn_core::TrustedProxies;
 use keyturn_http::{Limits, Listeners};
 use tokio::net::TcpListener;
@@ -43,10 +47,40 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> 
         emit(&format!("serving the gateway endpoint on http://{address}\n"))?;
     }
 
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let worker = match args.webhooks {
+        Switch::On => {
+            let webhooks = open_webhooks(global, &keyring)?;
+            Some(tokio::spawn(async move { webhooks.run(stopped).await }))
+        }
+        Switch::Off => None,
+    };
+    let shutdown = {
+        let stop = Arc::clone(&stop);
+        async move {
+            keyturn_http::shutdown_signal().await;
+            let _ = stop.send(true);
+        }
+    };
+
     let listeners = Listeners { api, gateway };
-    keyturn_http::serve(keyring, listeners, limits, keyturn_http::shutdown_signal())
-        .await
-        .map_err(|error| CliError::new(error.to_string()))
+    let served = keyturn_http::serve(keyring, listeners, limits, shutdown).await;
+    let _ = stop.send(true);
+    if let Some(worker) = worker {
+        // The worker finishes its current attempt and returns once it sees the stop signal.
+        let _ = worker.await;
+    }
+    served.map_err(|error| CliError::new(error.to_string()))
+}
+
+/// Builds the webhook worker over the keyring's store, with the webhook key and the
+/// `KEYTURN_WEBHOOK_*` settings of the environment.
+fn open_webhooks(global: &GlobalArgs, keyring: &Keyring) -> Result<Webhooks, CliError> {
+    let database = keyturn::settings::resolve_database_url(global.database.as_deref())?;
+    let key = webhook_key_from_env(&database)?;
+    let config = webhook_config_from_env()?;
+    Ok(Webhooks::new(Arc::clone(keyring.store()), key, Arc::new(SystemClock), config))
 }
 
 async fn bind(address: SocketAddr, option: &str) -> Result<TcpListener, CliError> {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyturn::settings::{self, PepperFileStatus, PepperSource, AUDIT_KEY_FILE_VAR, AUDIT_KEY_VAR, PEPPER_VAR};
+use keyturn::webhooks::settings as webhook_settings;
 use keyturn::{Caller, Config, Keyring, NewKey, OpenOptions};
 use keyturn_core::{SystemClock, TokenFormat};
 use keyturn_store::{AuditFilter, DatabaseUrl, KeyFilter, Store};
@@ -117,6 +118,7 @@ pub async fn init(global: &GlobalArgs) -> Result<(), CliError> {
     }
 
     init_audit_key(&database, store.as_ref()).await?;
+    init_webhook_key(&database, store.as_ref()).await?;
 
     let empty = store
         .list_keys(&KeyFilter { limit: Some(1), ..KeyFilter::default() })
@@ -166,6 +168,35 @@ async fn init_audit_key(database: &DatabaseUrl, store: &dyn Store) -> Result<(),
         emit(&format!("created audit key file {} (mode 0600)\n", path.display()))
     } else {
         emit(&format!("audit key file {} already exists; left unchanged\n", path.display()))
+    }
+}
+
+/// Creates the webhook key file unless it exists or `KEYTURN_WEBHOOK_KEY` is set. A missing file
+/// is not recreated for a database that holds webhook endpoints, because a new key could not open
+/// their stored secrets.
+async fn init_webhook_key(database: &DatabaseUrl, store: &dyn Store) -> Result<(), CliError> {
+    let Some(path) = webhook_settings::webhook_key_file_to_create(database)? else {
+        if webhook_settings::webhook_key_from_env(database)?.is_some() {
+            emit(&format!("{} is set, so no webhook key file was created\n", webhook_settings::WEBHOOK_KEY_VAR))?;
+        }
+        return Ok(());
+    };
+    if !path.exists() {
+        let endpoints = store.list_webhook_endpoints().await.map_err(keyturn::Error::from)?.len();
+        if endpoints > 0 {
+            return Err(CliError::new(format!(
+                "webhook key file {} is missing, but database {} already holds {endpoints} webhook endpoint(s) whose \
+                 secrets it encrypted; restore the file from a backup or set {}",
+                path.display(),
+                store.location(),
+                webhook_settings::WEBHOOK_KEY_VAR
+            )));
+        }
+    }
+    if webhook_settings::create_webhook_key_file(&path)? {
+        emit(&format!("created webhook key file {} (mode 0600)\n", path.display()))
+    } else {
+        emit(&format!("webhook key file {} already exists; left unchanged\n", path.display()))
     }
 }
 

@@ -71,6 +71,9 @@ pub enum Error {
     #[error("cannot read audit key file {path}: {reason}")]
     AuditKeyFile { path: PathBuf, reason: String },
 
+    #[error("webhook endpoint {0} not found; run `keyturn webhooks list` to see endpoint ids")]
+    WebhookNotFound(String),
+
     #[error("the key store is unavailable: {0}")]
     StoreUnavailable(String),
     /// A store copy failed its check or stopped part-way. The message names what the target contains.

@@ -25,6 +25,7 @@ mod self_rotation;
 pub mod settings;
 mod usage;
 mod verify;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -248,7 +248,7 @@ pub fn create_audit_key_file(path: &Path) -> Result<bool, Error> {
 }
 
 /// Reads a variable that must be valid UTF-8 and not blank when set.
-fn env_text(name: &str) -> Result<Option<String>, Error> {
+pub(crate) fn env_text(name: &str) -> Result<Option<String>, Error> {
     match std::env::var(name) {
         Ok(value) if value.trim().is_empty() => Err(Error::InvalidInput {
             field: "environment",
@@ -320,7 +320,11 @@ pub(crate) fn read_private_file(path: &Path) -> Result<String, Error> {
 /// Reads a file that contains a secret, after checking that only its owner can read it. `vars`
 /// names the variables that hold the secret or name its file, for the hint when the file is
 /// missing. `fail` builds the error from the absolute path and the reason.
-fn read_secret_file(path: &Path, vars: [&str; 2], fail: impl Fn(PathBuf, String) -> Error) -> Result<String, Error> {
+pub(crate) fn read_secret_file(
+    path: &Path,
+    vars: [&str; 2],
+    fail: impl Fn(PathBuf, String) -> Error,
+) -> Result<String, Error> {
     let fail = |reason: String| fail(absolute(path), reason);
     let metadata = fs::metadata(path).map_err(|error| fail(io_reason(&error, path, vars)))?;
     if !metadata.is_file() {
