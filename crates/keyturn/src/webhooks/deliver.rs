@@ -24,7 +24,8 @@ use crate::{Caller, Error};
 /// Deliveries leased per store call.
 const CLAIM_BATCH: u32 = 32;
 /// Rounds of leasing per [`Webhooks::deliver_once`]: after a message is delivered, the next one
-/// for the same endpoint becomes due at once, so one call drains short queues.
+/// for the same endpoint becomes due at once, so one call drains short queues. A round that
+/// delivers nothing ends the call.
 const MAX_ROUNDS: u32 = 100;
 /// The longest status line or error kept with a delivery.
 const MAX_RESULT_CHARS: usize = 200;
@@ -72,8 +73,14 @@ impl Webhooks {
             if claimed.is_empty() {
                 break;
             }
+            let delivered_before = run.delivered;
             for delivery in claimed {
                 self.deliver(delivery, &mut run).await?;
+            }
+            // Only a delivery makes the next message of its endpoint due; a failure waits for
+            // its retry delay, which full jitter may make zero, so it is not retried in this call.
+            if run.delivered == delivered_before {
+                break;
             }
         }
         Ok(run)

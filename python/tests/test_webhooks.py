@@ -1,0 +1,244 @@
+"""Webhook delivery end to end, over loopback: `keyturn webhooks add` registers a receiver run
+by this test, key lifecycle events reach it signed, and the receiver checks every signature with
+its own implementation of the Standard Webhooks scheme (Python's hmac and base64).
+
+The receiver rejects the first attempts of every message with 500, and `keyturn serve`, which
+runs the delivery worker, is stopped and started again in the middle. Every event must still
+arrive, in outbox order, with the same webhook-id on every attempt. Two more tests cover an
+endpoint that answers 410 Gone and a delivery that runs out of attempts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from conftest import run_cli, run_server
+
+SERVE_PATTERN = r"serving the API on (http://[0-9.:]+)\n"
+DELIVERY_TIMEOUT = 30.0
+
+
+@dataclass
+class Attempt:
+    msg_id: str
+    timestamp: str
+    body: bytes
+    signature_ok: bool
+    status: int
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver that answers each message's first ``failures`` attempts with
+    ``failure_status`` and later ones with 204."""
+
+    failures: int = 0
+    failure_status: int = 500
+    secrets: list[bytes] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def verify(self, msg_id: str, timestamp: str, body: bytes, header: str) -> bool:
+        signed = f"{msg_id}.{timestamp}.".encode() + body
+        expected = [
+            base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
+            for secret in self.secrets
+        ]
+        for part in header.split(" "):
+            version, _, signature = part.partition(",")
+            if version == "v1" and any(hmac.compare_digest(signature, e) for e in expected):
+                return True
+        return False
+
+    def answer(self, msg_id: str, timestamp: str, body: bytes, header: str) -> int:
+        with self.lock:
+            earlier = sum(1 for attempt in self.attempts if attempt.msg_id == msg_id)
+            status = self.failure_status if earlier < self.failures else 204
+            ok = self.verify(msg_id, timestamp, body, header)
+            self.attempts.append(Attempt(msg_id, timestamp, body, ok, status))
+        return status
+
+    def delivered(self) -> list[Attempt]:
+        with self.lock:
+            return [attempt for attempt in self.attempts if attempt.status == 204]
+
+
+@contextmanager
+def run_receiver(receiver: Receiver) -> Iterator[Receiver]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            status = receiver.answer(
+                self.headers.get("webhook-id", ""),
+                self.headers.get("webhook-timestamp", ""),
+                body,
+                self.headers.get("webhook-signature", ""),
+            )
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path / 'keyturn.db'}",
+        "KEYTURN_WEBHOOK_RETRY_BASE": "50ms",
+        "KEYTURN_WEBHOOK_POLL_INTERVAL": "100ms",
+        "KEYTURN_WEBHOOK_TIMEOUT": "5s",
+        **extra,
+    }
+
+
+def add_endpoint(keyturn_bin: Path, environ: dict[str, str], receiver: Receiver) -> str:
+    added = run_cli(
+        keyturn_bin,
+        ["webhooks", "add", receiver.url, "--allow-private-network", "--json"],
+        environ,
+    )
+    endpoint = json.loads(added.stdout)
+    secret = endpoint["secret"]
+    assert secret.startswith("whsec_")
+    receiver.secrets.append(base64.b64decode(secret.removeprefix("whsec_")))
+    return str(endpoint["id"])
+
+
+def create_key(keyturn_bin: Path, environ: dict[str, str], name: str) -> str:
+    created = run_cli(
+        keyturn_bin, ["keys", "create", "--name", name, "--owner", "team", "--json"], environ
+    )
+    return str(json.loads(created.stdout)["key_id"])
+
+
+def deliveries(keyturn_bin: Path, environ: dict[str, str], *flags: str) -> list[dict[str, Any]]:
+    listed = run_cli(keyturn_bin, ["webhooks", "deliveries", "--json", *flags], environ)
+    result: list[dict[str, Any]] = json.loads(listed.stdout)
+    return result
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {DELIVERY_TIMEOUT} s waiting for {what}")
+
+
+def test_every_event_arrives_after_restart(tmp_path: Path, keyturn_bin: Path) -> None:
+    environ = environment(tmp_path, KEYTURN_WEBHOOK_MAX_ATTEMPTS="10")
+    run_cli(keyturn_bin, ["init"], environ)
+    serve = [str(keyturn_bin), "serve", "--listen", "127.0.0.1:0"]
+
+    with run_receiver(Receiver(failures=2)) as receiver:
+        add_endpoint(keyturn_bin, environ, receiver)
+        first = create_key(keyturn_bin, environ, "first")
+        second = create_key(keyturn_bin, environ, "second")
+
+        with run_server(serve, environ, tmp_path / "serve-1.log", SERVE_PATTERN):
+            wait_until(lambda: len(receiver.delivered()) >= 1, "the first delivery")
+        run_cli(keyturn_bin, ["keys", "rotate", first, "--json"], environ)
+        run_cli(keyturn_bin, ["keys", "revoke", second, "--reason", "test"], environ)
+        with run_server(serve, environ, tmp_path / "serve-2.log", SERVE_PATTERN):
+            wait_until(
+                lambda: all(d["state"] == "delivered" for d in deliveries(keyturn_bin, environ)),
+                "every delivery",
+            )
+
+        expected = deliveries(keyturn_bin, environ)
+        attempts = list(receiver.attempts)
+        delivered = receiver.delivered()
+
+    assert [d["event"] for d in expected][:2] == ["authn_token_created", "authn_token_created"]
+    assert {"authn_token_rotated", "authn_token_revoked"} <= {d["event"] for d in expected}
+    assert all(attempt.signature_ok for attempt in attempts), attempts
+    delivered_ids = [attempt.msg_id for attempt in delivered]
+    assert sorted(set(delivered_ids)) == sorted(d["msg_id"] for d in expected)
+    first_delivery = list(dict.fromkeys(delivered_ids))
+    assert first_delivery == [d["msg_id"] for d in expected], "messages arrived out of order"
+    for message in expected:
+        tries = [attempt for attempt in attempts if attempt.msg_id == message["msg_id"]]
+        assert len(tries) >= 3, f"{message['msg_id']} was attempted {len(tries)} times"
+        assert len({attempt.body for attempt in tries}) == 1
+        payload = json.loads(tries[0].body)
+        assert payload["type"] == message["event"]
+        assert payload["data"]["key_id"] == message["key_id"]
+        assert payload["data"]["owner"] == "team"
+    serve_logs = (tmp_path / "serve-1.log").read_text() + (tmp_path / "serve-2.log").read_text()
+    for secret in receiver.secrets:
+        assert base64.b64encode(secret).decode() not in serve_logs
+
+
+def test_gone_endpoint_is_disabled(tmp_path: Path, keyturn_bin: Path) -> None:
+    environ = environment(tmp_path)
+    run_cli(keyturn_bin, ["init"], environ)
+
+    with run_receiver(Receiver(failures=100, failure_status=410)) as receiver:
+        endpoint_id = add_endpoint(keyturn_bin, environ, receiver)
+        create_key(keyturn_bin, environ, "gone")
+        run_cli(keyturn_bin, ["webhooks", "deliver", "--once"], environ)
+        run_cli(keyturn_bin, ["webhooks", "deliver", "--once"], environ)
+        attempts = len(receiver.attempts)
+
+    listed = json.loads(run_cli(keyturn_bin, ["webhooks", "list", "--json"], environ).stdout)
+    audit = run_cli(keyturn_bin, ["audit", "list", "--json"], environ).stdout
+    assert attempts == 1
+    assert listed[0]["id"] == endpoint_id
+    assert listed[0]["enabled"] is False
+    assert "410" in listed[0]["disabled_reason"]
+    assert "webhook_endpoint_disabled" in audit
+
+
+def test_dead_letter_then_retry(tmp_path: Path, keyturn_bin: Path) -> None:
+    environ = environment(
+        tmp_path, KEYTURN_WEBHOOK_MAX_ATTEMPTS="2", KEYTURN_WEBHOOK_RETRY_BASE="10ms"
+    )
+    run_cli(keyturn_bin, ["init"], environ)
+
+    with run_receiver(Receiver(failures=2)) as receiver:
+        add_endpoint(keyturn_bin, environ, receiver)
+        create_key(keyturn_bin, environ, "dead")
+
+        def dead_lettered() -> bool:
+            run_cli(keyturn_bin, ["webhooks", "deliver", "--once"], environ)
+            return len(deliveries(keyturn_bin, environ, "--dead")) == 1
+
+        wait_until(dead_lettered, "the dead letter")
+        dead = deliveries(keyturn_bin, environ, "--dead")
+        run_cli(keyturn_bin, ["webhooks", "retry"], environ)
+        run_cli(keyturn_bin, ["webhooks", "deliver", "--once"], environ)
+        after = deliveries(keyturn_bin, environ)
+        ids = {attempt.msg_id for attempt in receiver.attempts}
+
+    assert dead[0]["attempts"] == 2
+    assert dead[0]["last_result"].startswith("HTTP 500")
+    assert after[0]["state"] == "delivered"
+    assert ids == {dead[0]["msg_id"]}
+    audit = run_cli(keyturn_bin, ["audit", "list", "--json"], environ).stdout
+    assert "webhook_deliveries_retried" in audit
