@@ -5,7 +5,8 @@ its own implementation of the Standard Webhooks scheme (Python's hmac and base64
 The receiver rejects the first attempts of every message with 500, and `keyturn serve`, which
 runs the delivery worker, is stopped and started again in the middle. Every event must still
 arrive, in outbox order, with the same webhook-id on every attempt. Two more tests cover an
-endpoint that answers 410 Gone and a delivery that runs out of attempts.
+endpoint that answers 410 Gone and a delivery that runs out of attempts, and one the admin API
+routes of `keyturn serve`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from conftest import run_cli, run_server
+from conftest import REQUEST_TIMEOUT, loopback_session, run_cli, run_server
 
 SERVE_PATTERN = r"serving the API on (http://[0-9.:]+)\n"
 DELIVERY_TIMEOUT = 30.0
@@ -242,3 +243,58 @@ def test_dead_letter_then_retry(tmp_path: Path, keyturn_bin: Path) -> None:
     assert ids == {dead[0]["msg_id"]}
     audit = run_cli(keyturn_bin, ["audit", "list", "--json"], environ).stdout
     assert "webhook_deliveries_retried" in audit
+
+
+def test_admin_api_manages_webhooks(tmp_path: Path, keyturn_bin: Path) -> None:
+    environ = environment(tmp_path)
+    init = run_cli(keyturn_bin, ["init"], environ)
+    admin = next(line for line in init.stdout.splitlines() if line.startswith("kt_live_"))
+    reader = json.loads(
+        run_cli(
+            keyturn_bin,
+            ["keys", "create", "--name", "reader", "--scope", "keyturn:keys:read", "--json"],
+            environ,
+        ).stdout
+    )["token"]
+    serve = [str(keyturn_bin), "serve", "--listen", "127.0.0.1:0"]
+
+    with (
+        run_receiver(Receiver()) as receiver,
+        run_server(serve, environ, tmp_path / "serve.log", SERVE_PATTERN) as (api,),
+        loopback_session() as session,
+    ):
+
+        def call(method: str, path: str, token: str = admin, **kwargs: Any) -> Any:
+            headers = {"Authorization": f"Bearer {token}"}
+            return session.request(
+                method, f"{api}{path}", headers=headers, timeout=REQUEST_TIMEOUT, **kwargs
+            )
+
+        body = {"url": receiver.url, "allow_private_network": True}
+        added = call("POST", "/v1/webhooks", json=body)
+        assert added.status_code == 201, added.text
+        endpoint = added.json()
+        receiver.secrets.append(base64.b64decode(endpoint["secret"].removeprefix("whsec_")))
+        listed = call("GET", "/v1/webhooks")
+        tested = call("POST", f"/v1/webhooks/{endpoint['id']}/test")
+        forbidden = call("GET", "/v1/webhooks", token=reader)
+        private = call("POST", "/v1/webhooks", json={"url": "https://10.0.0.1/hook"})
+        removed = call("DELETE", f"/v1/webhooks/{endpoint['id']}")
+        again = call("DELETE", f"/v1/webhooks/{endpoint['id']}")
+        attempts = list(receiver.attempts)
+
+    assert listed.status_code == 200
+    assert [item["id"] for item in listed.json()["webhooks"]] == [endpoint["id"]]
+    assert "secret" not in listed.json()["webhooks"][0]
+    assert endpoint["secret"] not in listed.text
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["delivered"] is True
+    assert len(attempts) == 1
+    assert attempts[0].signature_ok
+    assert json.loads(attempts[0].body)["type"] == "webhook_test"
+    assert forbidden.status_code == 403
+    assert private.status_code == 400
+    assert "10.0.0.1" in private.json()["detail"]
+    assert removed.status_code == 204
+    assert again.status_code == 404
+    assert again.json()["code"] == "not_found"

@@ -49,13 +49,11 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> 
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);
-    let worker = match args.webhooks {
-        Switch::On => {
-            let webhooks = open_webhooks(global, &keyring)?;
-            Some(tokio::spawn(async move { webhooks.run(stopped).await }))
-        }
+    let webhooks = match args.webhooks {
+        Switch::On => Some(Arc::new(open_webhooks(global, &keyring)?)),
         Switch::Off => None,
     };
+    let worker = webhooks.clone().map(|webhooks| tokio::spawn(async move { webhooks.run(stopped).await }));
     let shutdown = {
         let stop = Arc::clone(&stop);
         async move {
@@ -65,7 +63,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> 
     };
 
     let listeners = Listeners { api, gateway };
-    let served = keyturn_http::serve(keyring, listeners, limits, shutdown).await;
+    let served = keyturn_http::serve_with_webhooks(keyring, webhooks, listeners, limits, shutdown).await;
     let _ = stop.send(true);
     if let Some(worker) = worker {
         // The worker finishes its current attempt and returns once it sees the stop signal.

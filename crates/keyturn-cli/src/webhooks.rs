@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use keyturn::webhooks::settings::{webhook_config_from_env, webhook_key_from_env};
-use keyturn::webhooks::{Webhooks, DEFAULT_SECRET_OVERLAP};
+use keyturn::webhooks::{endpoint_json, Webhooks, DEFAULT_SECRET_OVERLAP};
 use keyturn::Caller;
 use keyturn_core::SystemClock;
-use keyturn_store::{DeliveryFilter, DeliveryState, WebhookDelivery, WebhookEndpoint};
+use keyturn_store::{DeliveryFilter, DeliveryState, WebhookDelivery};
 use serde_json::{json, Value};
 
 use crate::error::CliError;
@@ -232,22 +232,6 @@ async fn deliver(webhooks: &Webhooks, once: bool) -> Result<(), CliError> {
     });
     webhooks.run(stopped).await;
     Ok(())
-}
-
-pub fn endpoint_json(endpoint: &WebhookEndpoint) -> Value {
-    json!({
-        "id": endpoint.endpoint_id,
-        "url": endpoint.url,
-        "events": endpoint.events.iter().map(|event| event.as_str()).collect::<Vec<_>>(),
-        "allow_private_network": endpoint.allow_private,
-        "enabled": endpoint.enabled,
-        "disabled_reason": endpoint.disabled_reason,
-        "created_at": endpoint.created_at.to_rfc3339(),
-        "secrets": endpoint.secrets.iter().map(|secret| json!({
-            "created_at": secret.created_at.to_rfc3339(),
-            "expires_at": secret.expires_at.map(|at| at.to_rfc3339()),
-        })).collect::<Vec<_>>(),
-    })
 }
 
 fn delivery_json(delivery: &WebhookDelivery) -> Value {

@@ -103,6 +103,9 @@ impl Error {
                 let detail = format!("key {key_id} not found; list keys with GET /v1/keys");
                 (StatusCode::NOT_FOUND, "not_found", "Key not found", detail)
             }
+            Error::Service(Service::WebhookNotFound(_)) => {
+                (StatusCode::NOT_FOUND, "not_found", "Webhook endpoint not found", detail)
+            }
             Error::Service(Service::NotRotatable { .. }) => {
                 (StatusCode::CONFLICT, "not_rotatable", "Key cannot be rotated", detail)
             }

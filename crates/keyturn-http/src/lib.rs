@@ -23,6 +23,7 @@ mod routes;
 mod self_rotate;
 mod server;
 mod verify;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,7 @@ use keyturn::Keyring;
 pub use crate::error::Error;
 pub use crate::gateway::{GATEWAY_HEADER, ORIGINAL_URI_HEADER, PROBLEM_HEADER, SCOPES_HEADER, STATUS_HEADER};
 pub use crate::layer::{KeyturnLayer, KeyturnService, ResponseFuture, VerifiedKey};
-pub use crate::server::{serve, shutdown_signal, Listeners};
+pub use crate::server::{serve, serve_with_webhooks, shutdown_signal, Listeners};
 
 /// The tracing target of every log line of this crate.
 pub(crate) const TARGET: &str = "keyturn::http";
@@ -70,4 +71,6 @@ pub(crate) struct AppState {
     pub limits: Limits,
     /// The serialised OpenAPI document that `/openapi.json` serves.
     pub openapi: axum::body::Bytes,
+    /// The webhook service of the `/v1/webhooks` routes; `None` when the server runs without it.
+    pub webhooks: Option<Arc<keyturn::webhooks::Webhooks>>,
 }

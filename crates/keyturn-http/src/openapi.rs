@@ -381,6 +381,37 @@ fn schemas() -> Value {
                 "detail": string,
             } } } },
         },
+        "AddWebhook": {
+            "type": "object", "additionalProperties": false, "required": ["url"],
+            "properties": {
+                "url": { "type": "string", "description": "an https URL; http only to loopback with allow_private_network" },
+                "events": { "type": "array", "items": string, "description": "notifiable event types; empty for all" },
+                "allow_private_network": { "type": "boolean", "default": false },
+            },
+        },
+        "Webhook": {
+            "type": "object",
+            "properties": {
+                "id": string, "url": string, "events": { "type": "array", "items": string },
+                "allow_private_network": { "type": "boolean" }, "enabled": { "type": "boolean" },
+                "disabled_reason": nullable_string, "created_at": instant,
+                "secrets": { "type": "array", "items": { "type": "object", "properties": {
+                    "created_at": instant, "expires_at": instant } } },
+            },
+        },
+        "AddedWebhook": {
+            "allOf": [schema("Webhook"), { "type": "object", "properties": {
+                "secret": { "type": "string", "description": "whsec_ and base64; shown only in this response" } } }],
+        },
+        "WebhookList": { "type": "object", "properties": { "webhooks": { "type": "array", "items": schema("Webhook") } } },
+        "WebhookTestResult": {
+            "type": "object",
+            "properties": {
+                "delivered": { "type": "boolean" },
+                "status": { "type": ["integer", "null"] },
+                "result": { "type": "string", "description": "the status line or the error" },
+            },
+        },
         "VerifyRequest": {
             "type": "object", "additionalProperties": false, "required": ["token"],
             "properties": { "token": string, "scopes": scopes },

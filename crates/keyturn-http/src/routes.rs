@@ -6,11 +6,12 @@ use axum::http::Method;
 use serde_json::json;
 
 use crate::openapi::{problem, schema, Operation, EVERY_METHOD};
-use crate::{admin, gateway, incident, metrics, openapi, policies, self_rotate, server, verify};
+use crate::{admin, gateway, incident, metrics, openapi, policies, self_rotate, server, verify, webhooks};
 
 const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
 const PUT: &[Method] = &[Method::PUT];
+const DELETE: &[Method] = &[Method::DELETE];
 
 /// Returns the endpoints of the API listener (`--listen`).
 pub(crate) fn api_operations() -> Vec<Operation> {
@@ -114,6 +115,27 @@ pub(crate) fn api_operations() -> Vec<Operation> {
             .response(201, "the policy was added", Some(schema("PolicyChange")))
             .response(400, "a value is invalid", Some(problem()))
             .response(409, "the policy changed while the request ran", Some(problem())),
+        Operation::new(GET, "/v1/webhooks", "list_webhooks", webhooks::list)
+            .summary("List webhook endpoints, without their secrets")
+            .scope(webhooks::ADMIN)
+            .response(200, "every endpoint", Some(schema("WebhookList"))),
+        Operation::new(POST, "/v1/webhooks", "add_webhook", webhooks::add)
+            .summary("Add a webhook endpoint and return its signing secret, shown this once")
+            .scope(webhooks::ADMIN)
+            .body(schema("AddWebhook"), true)
+            .response(201, "the endpoint with its secret", Some(schema("AddedWebhook")))
+            .response(400, "the URL, an address or an event type is invalid", Some(problem())),
+        Operation::new(DELETE, "/v1/webhooks/{endpoint_id}", "remove_webhook", webhooks::remove)
+            .summary("Remove a webhook endpoint with its undelivered messages")
+            .scope(webhooks::ADMIN)
+            .response(204, "the endpoint was removed", None)
+            .response(404, "no endpoint has this id", Some(problem())),
+        Operation::new(POST, "/v1/webhooks/{endpoint_id}/test", "test_webhook", webhooks::test)
+            .summary("Send a signed webhook_test message to an endpoint now")
+            .scope(webhooks::ADMIN)
+            .response(200, "what the endpoint answered", Some(schema("WebhookTestResult")))
+            .response(400, "the endpoint's URL or address is rejected now", Some(problem()))
+            .response(404, "no endpoint has this id", Some(problem())),
         Operation::new(POST, "/v1/self/rotate", "self_rotate", self_rotate::self_rotate)
             .summary("Rotate the calling key itself; send no body")
             .scope("")

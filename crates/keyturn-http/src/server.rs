@@ -58,6 +58,18 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    serve_with_webhooks(keyring, None, listeners, limits, shutdown).await
+}
+
+/// Serves like [`serve`], with the `/v1/webhooks` routes backed by `webhooks`. Without it those
+/// routes answer 400. The caller runs the delivery worker itself.
+pub async fn serve_with_webhooks(
+    keyring: Arc<Keyring>,
+    webhooks: Option<Arc<keyturn::webhooks::Webhooks>>,
+    listeners: Listeners,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     keyring.start_background();
     let api_operations = routes::api_operations();
     let gateway_operations = routes::gateway_operations();
@@ -70,6 +82,7 @@ pub async fn serve(
         metrics: Arc::new(Metrics::new(Arc::clone(&keyring))),
         limits,
         openapi: document.into(),
+        webhooks,
     };
     let (stop, stopped) = watch::channel(false);
     let stopped_for_deadline = stopped.clone();

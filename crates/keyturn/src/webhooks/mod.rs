@@ -21,7 +21,7 @@ use keyturn_core::webhook::{WebhookKey, WebhookSecret, WebhookUrl, NOTIFIABLE_EV
 use keyturn_core::{AuditEventType, Clock, Duration, Instant, NewAuditEvent};
 use keyturn_store::{DeliveryFilter, NewWebhookEndpoint, Store, StoredSecret, WebhookDelivery, WebhookEndpoint};
 use rand_core::{OsRng, RngCore};
-use serde_json::json;
+use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 pub use self::deliver::{AttemptResult, DeliveryRun};
@@ -240,6 +240,24 @@ impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhooks").field("config", &self.config).field("owner", &self.owner).finish_non_exhaustive()
     }
+}
+
+/// Renders an endpoint as JSON for the CLI and the admin API: its settings and the instants of
+/// its secrets, never a secret.
+pub fn endpoint_json(endpoint: &WebhookEndpoint) -> Value {
+    json!({
+        "id": endpoint.endpoint_id,
+        "url": endpoint.url,
+        "events": endpoint.events.iter().map(|event| event.as_str()).collect::<Vec<_>>(),
+        "allow_private_network": endpoint.allow_private,
+        "enabled": endpoint.enabled,
+        "disabled_reason": endpoint.disabled_reason,
+        "created_at": endpoint.created_at.to_rfc3339(),
+        "secrets": endpoint.secrets.iter().map(|secret| json!({
+            "created_at": secret.created_at.to_rfc3339(),
+            "expires_at": secret.expires_at.map(|at| at.to_rfc3339()),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Parses an event filter: each name must be a notifiable event type.
