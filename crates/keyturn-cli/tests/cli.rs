@@ -235,13 +235,16 @@ fn init_creates_database_and_private_pepper() {
     let audit_key_file = deployment.dir.path().join("keyturn.audit-key");
     assert!(first.stdout.contains(&format!("created audit key file {}", audit_key_file.display())), "{first:?}");
     assert_eq!(mode(&audit_key_file), 0o600);
+    let webhook_key_file = deployment.dir.path().join("keyturn.webhook-key");
+    assert!(first.stdout.contains(&format!("created webhook key file {}", webhook_key_file.display())), "{first:?}");
+    assert_eq!(mode(&webhook_key_file), 0o600);
 
     let (key_id, _) = deployment.create(&[]);
     let pepper = fs::read(deployment.pepper_file()).unwrap();
     let audit_key = fs::read(&audit_key_file).unwrap();
     let second = deployment.run(&["init"]);
     assert_eq!(second.code, 0, "{second:?}");
-    assert_eq!(second.stdout.matches("already exists").count(), 3, "{second:?}");
+    assert_eq!(second.stdout.matches("already exists").count(), 4, "{second:?}");
     assert_eq!(fs::read(deployment.pepper_file()).unwrap(), pepper);
     assert_eq!(fs::read(&audit_key_file).unwrap(), audit_key);
 

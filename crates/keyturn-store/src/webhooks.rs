@@ -2,7 +2,7 @@
 //! backends, and the decoding of their rows. The outbox row of an audit event is written by the
 //! audit append path of each backend (`insert_event`), so every writer of a notifiable event
 //! fills the outbox without knowing about webhooks. Signing secrets reach the store sealed under
-//! the webhook key and leave it sealed; this crate never sees a secret in the clear.
+//! the webhook key and leave it sealed, so this crate never handles a secret in the clear.
 
 use std::fmt;
 

@@ -926,3 +926,25 @@ async fn overlap_shortening_across_instances_recorded_once() {
 
     database.drop_database().await;
 }
+
+/// The outbox's `once_key` is unique when set, so an event recorded once per key is guarded by
+/// the database, while rows without one never conflict.
+#[tokio::test]
+async fn outbox_once_key_unique() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let store = database.open().await;
+    suite::insert(&store, &suite::key(1, None, 1_000)).await;
+    suite::insert(&store, &suite::key(2, None, 2_000)).await;
+    database.execute("UPDATE webhook_outbox SET once_key = 'expired:key000000001' WHERE audit_seq = 1").await;
+
+    let mut conn = database.raw().await;
+    let duplicate = sqlx::query("UPDATE webhook_outbox SET once_key = 'expired:key000000001' WHERE audit_seq = 2")
+        .execute(&mut conn)
+        .await;
+
+    let error = duplicate.unwrap_err();
+    assert!(error.as_database_error().is_some_and(|error| error.is_unique_violation()), "{error}");
+    conn.close().await.unwrap();
+    store.close().await;
+    database.drop_database().await;
+}

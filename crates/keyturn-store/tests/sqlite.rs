@@ -535,3 +535,26 @@ async fn overlap_shortening_across_pools_recorded_once() {
     let stores = shared_stores(&path, 4).await;
     suite::policies::overlap_shortening_recorded_once(&stores).await;
 }
+
+/// The outbox's `once_key` is unique when set, so an event recorded once per key is guarded by
+/// the database, while rows without one never conflict.
+#[tokio::test]
+async fn outbox_once_key_unique() {
+    let (_dir, path, store) = new_store().await;
+    suite::insert(&store, &suite::key(1, None, 1_000)).await;
+    suite::insert(&store, &suite::key(2, None, 2_000)).await;
+    store.close().await;
+    let mut conn = raw_connection(&path).await;
+    sqlx::raw_sql("UPDATE webhook_outbox SET once_key = 'expired:key000000001' WHERE audit_seq = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let duplicate = sqlx::raw_sql("UPDATE webhook_outbox SET once_key = 'expired:key000000001' WHERE audit_seq = 2")
+        .execute(&mut conn)
+        .await;
+
+    let error = duplicate.unwrap_err();
+    assert!(error.as_database_error().is_some_and(|error| error.is_unique_violation()), "{error}");
+    conn.close().await.unwrap();
+}

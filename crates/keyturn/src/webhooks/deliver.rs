@@ -1,7 +1,7 @@
 //! The delivery worker: leases due deliveries from the store, sends each as one signed POST,
-//! and records the result. A 2xx status delivers the message; 410 Gone disables the endpoint;
-//! anything else, a timeout or a refused address is retried after a jittered exponential delay
-//! until the attempts run out and the delivery is dead-lettered.
+//! and records the result. A 2xx status delivers the message, and 410 Gone disables the
+//! endpoint. Any other status, a timeout or a rejected address is retried after a jittered
+//! exponential delay. When the attempts run out, the delivery is dead-lettered.
 //!
 //! Every attempt resolves the endpoint's host again, checks every address against the URL rules,
 //! and connects to the address it checked, so a DNS answer that changes between the check and
@@ -27,10 +27,10 @@ const CLAIM_BATCH: u32 = 32;
 /// for the same endpoint becomes due at once, so one call drains short queues. A round that
 /// delivers nothing ends the call.
 const MAX_ROUNDS: u32 = 100;
-/// The longest status line or error kept with a delivery.
+/// The maximum length, in characters, of the status line or error kept with a delivery.
 const MAX_RESULT_CHARS: usize = 200;
 
-/// What one attempt returned.
+/// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptResult {
     /// The HTTP status, or `None` when no response arrived.
@@ -77,8 +77,8 @@ impl Webhooks {
             for delivery in claimed {
                 self.deliver(delivery, &mut run).await?;
             }
-            // Only a delivery makes the next message of its endpoint due; a failure waits for
-            // its retry delay, which full jitter may make zero, so it is not retried in this call.
+            // Only a delivery makes the next message of its endpoint due. A failure waits for its
+            // retry delay, which full jitter may make zero, so this call does not retry it.
             if run.delivered == delivered_before {
                 break;
             }
@@ -171,7 +171,7 @@ impl Webhooks {
             .with_reason(Some(reason.clone()))
             .with_details(json!({ "endpoint_id": endpoint.endpoint_id }));
         if self.store.disable_webhook_endpoint(&endpoint.endpoint_id, &reason, &event).await? {
-            tracing::warn!(target: TARGET, endpoint_id = endpoint.endpoint_id, "webhook endpoint answered 410 Gone and was disabled");
+            tracing::warn!(target: TARGET, endpoint_id = endpoint.endpoint_id, "webhook endpoint returned 410 Gone and was disabled");
         }
         Ok(())
     }
@@ -261,14 +261,14 @@ async fn resolve_checked(url: &WebhookUrl, allow_private: bool) -> Result<Socket
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|error| refused(url, format!("cannot resolve host {host:?}: {error}")))?
+            .map_err(|error| rejected(url, format!("cannot resolve host {host:?}: {error}")))?
             .collect(),
     };
-    let first = *addresses.first().ok_or_else(|| refused(url, format!("host {host:?} has no address")))?;
+    let first = *addresses.first().ok_or_else(|| rejected(url, format!("host {host:?} has no address")))?;
     for address in &addresses {
-        check_address(address.ip(), allow_private).map_err(|rejected| refused(url, rejected.reason()))?;
+        check_address(address.ip(), allow_private).map_err(|error| rejected(url, error.reason()))?;
         if !url.is_https() && !address.ip().to_canonical().is_loopback() {
-            return Err(refused(
+            return Err(rejected(
                 url,
                 format!("plain http is allowed to loopback addresses only, and {host:?} resolves to {}", address.ip()),
             ));
@@ -277,7 +277,7 @@ async fn resolve_checked(url: &WebhookUrl, allow_private: bool) -> Result<Socket
     Ok(first)
 }
 
-fn refused(url: &WebhookUrl, reason: String) -> Error {
+fn rejected(url: &WebhookUrl, reason: String) -> Error {
     Error::InvalidInput { field: "webhook url", reason: format!("{}: {reason}", url.origin()) }
 }
 

@@ -1,9 +1,9 @@
 //! Webhook endpoints and the delivery worker. [`Webhooks`] adds, lists, removes and re-keys
-//! endpoints, each change with its audit event, and sends the outbox's messages to them:
-//! signed as the Standard Webhooks specification describes, at least once, in outbox order per
-//! endpoint, with retries on an exponential schedule with full jitter and a dead letter after
-//! the last attempt. The outbox itself is filled by the store, in the transaction of each
-//! notifiable audit event.
+//! endpoints, each change with its audit event. It also sends the outbox's messages to them,
+//! signed as the Standard Webhooks specification describes. Delivery is at least once and in
+//! outbox order per endpoint. Failures are retried on an exponential schedule with full jitter,
+//! and a delivery is dead-lettered after the last attempt. The store fills the outbox itself, in
+//! the transaction of each notifiable audit event.
 //!
 //! Signing secrets are generated here, shown once, and stored sealed under the webhook key
 //! ([`settings`]). No log line, error or `Debug` output of this module contains a secret or the
@@ -38,9 +38,10 @@ pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3_600);
 pub struct WebhookConfig {
     /// Attempts per delivery before it is dead-lettered. Default 8.
     pub max_attempts: u32,
-    /// The delay before the second attempt; each later delay is 6 times the one before, up to
-    /// `retry_max`, and the actual wait is drawn uniformly between zero and it (full jitter).
-    /// Default 5 s, so the bounds run 5 s, 30 s, 3 min, 18 min, 1 h 48 min, then 4 h.
+    /// The bound of the delay before the second attempt. Each later bound is 6 times the one
+    /// before, up to `retry_max`, and the actual wait is drawn uniformly between zero and the
+    /// bound (full jitter). Default 5 s, so the bounds run 5 s, 30 s, 3 min, 18 min, 1 h 48 min,
+    /// then 4 h.
     pub retry_base: StdDuration,
     /// The largest delay between attempts. Default 4 h.
     pub retry_max: StdDuration,

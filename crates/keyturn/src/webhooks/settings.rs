@@ -1,7 +1,8 @@
-//! Where the webhook worker finds its key and settings: the webhook key from
-//! `KEYTURN_WEBHOOK_KEY` (base64 of 32 bytes), from the file named by `KEYTURN_WEBHOOK_KEY_FILE`
-//! (mode 0600 checked on every read), or, for a SQLite database, from the `.webhook-key` file
-//! next to it that `keyturn init` creates, exactly as the audit key is found. The key lives
+//! Where the webhook worker finds its key and settings. The webhook key comes from
+//! `KEYTURN_WEBHOOK_KEY` (base64 of 32 bytes) or from the file named by
+//! `KEYTURN_WEBHOOK_KEY_FILE` (mode 0600 checked on every read). For a SQLite database it also
+//! comes from the `.webhook-key` file next to it that `keyturn init` creates, as the audit key
+//! does. The key lives
 //! outside the database so that a copy of the database does not reveal the signing secrets.
 
 use std::fs;
@@ -28,7 +29,7 @@ pub const WEBHOOK_RETRY_BASE_VAR: &str = "KEYTURN_WEBHOOK_RETRY_BASE";
 pub const WEBHOOK_TIMEOUT_VAR: &str = "KEYTURN_WEBHOOK_TIMEOUT";
 pub const WEBHOOK_POLL_INTERVAL_VAR: &str = "KEYTURN_WEBHOOK_POLL_INTERVAL";
 
-/// The most attempts a delivery may be given.
+/// The maximum number of attempts a delivery may be given.
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
 /// Returns the webhook key file used for an embedded SQLite database when none is configured: the
@@ -77,7 +78,7 @@ pub fn read_webhook_key_file(path: &Path) -> Result<WebhookKey, Error> {
     WebhookKey::parse(line, &absolute(path).display().to_string()).map_err(Error::from)
 }
 
-/// Creates a webhook key file with a fresh key and mode 0600, unless one exists; an existing file
+/// Creates a webhook key file with a fresh key and mode 0600, unless one exists. An existing file
 /// is checked but never overwritten, because a new key could not open the stored secrets.
 /// Returns whether the file was created now.
 pub fn create_webhook_key_file(path: &Path) -> Result<bool, Error> {
