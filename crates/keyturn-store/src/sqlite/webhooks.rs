@@ -239,6 +239,20 @@ pub(super) async fn disable_endpoint(
 }
 
 pub(super) async fn claim(store: &SqliteStore, claim: &DeliveryClaim) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    // A read first, so a worker polling an idle outbox never takes the write lock.
+    let due = sqlx::query(
+        "SELECT 1 FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ? \
+           AND (lease_until IS NULL OR lease_until <= ?) LIMIT 1",
+    )
+    .bind(claim.now.as_millis())
+    .bind(claim.now.as_millis())
+    .fetch_optional(&store.pool)
+    .await
+    .map_err(classify)?;
+    if due.is_none() {
+        return Ok(Vec::new());
+    }
+
     let mut tx = store.begin_write().await?;
     let rows = sqlx::query(
         "SELECT d.endpoint_id, d.msg_id, d.audit_seq, d.attempts, o.payload FROM webhook_deliveries d \
