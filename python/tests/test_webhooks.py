@@ -4,9 +4,10 @@ its own implementation of the Standard Webhooks scheme (Python's hmac and base64
 
 The receiver rejects the first attempts of every message with 500, and `keyturn serve`, which
 runs the delivery worker, is stopped and started again in the middle. Every event must still
-arrive, in outbox order, with the same webhook-id on every attempt. Two more tests cover an
-endpoint that answers 410 Gone and a delivery that runs out of attempts, and one the admin API
-routes of `keyturn serve`.
+arrive, in outbox order, with the same webhook-id on every attempt. Other tests cover an
+endpoint that returns 410 Gone, a delivery that runs out of attempts, the admin API routes of
+`keyturn serve`, and an https receiver whose certificate authority is trusted only through
+`KEYTURN_WEBHOOK_CA_FILE`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from conftest import REQUEST_TIMEOUT, loopback_session, run_cli, run_server
+import pytest
+from conftest import REQUEST_TIMEOUT, clean_environ, loopback_session, run_cli, run_server
 
 SERVE_PATTERN = r"serving the API on (http://[0-9.:]+)\n"
 DELIVERY_TIMEOUT = 30.0
@@ -41,7 +46,7 @@ class Attempt:
 
 @dataclass
 class Receiver:
-    """A webhook receiver that answers each message's first ``failures`` attempts with
+    """A webhook receiver that responds to each message's first ``failures`` attempts with
     ``failure_status`` and later ones with 204."""
 
     failures: int = 0
@@ -77,7 +82,7 @@ class Receiver:
 
 
 @contextmanager
-def run_receiver(receiver: Receiver) -> Iterator[Receiver]:
+def run_receiver(receiver: Receiver, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
@@ -96,9 +101,12 @@ def run_receiver(receiver: Receiver) -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    scheme = "https" if tls is not None else "http"
+    receiver.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hook"
     try:
         yield receiver
     finally:
@@ -298,3 +306,55 @@ def test_admin_api_manages_webhooks(tmp_path: Path, keyturn_bin: Path) -> None:
     assert removed.status_code == 204
     assert again.status_code == 404
     assert again.json()["code"] == "not_found"
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """Generate with openssl a certificate authority and a certificate for 127.0.0.1 that it
+    signed; return the authority's certificate, the server's certificate and the server's key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed, so no test certificate can be generated")
+    ca, ca_key = directory / "ca.pem", directory / "ca-key.pem"
+    request, certificate, key = directory / "req.pem", directory / "cert.pem", directory / "key.pem"
+    extensions = directory / "ext.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    make_ca = [*ec, "-days", "1", "-subj", "/CN=keyturn test CA", "-keyout", str(ca_key)]
+    make_request = [*ec, "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(request)]
+    sign = ["-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial"]
+    commands = [
+        ["openssl", "req", "-x509", *make_ca, "-out", str(ca)],
+        ["openssl", "req", "-new", *make_request],
+        ["openssl", "x509", "-req", *sign, "-extfile", str(extensions), "-out", str(certificate)],
+    ]
+    for command in commands:
+        subprocess.run(command, check=True, capture_output=True, timeout=30)
+    return ca, certificate, key
+
+
+def test_https_with_ca_file(tmp_path: Path, keyturn_bin: Path) -> None:
+    ca, certificate, key = make_certificates(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate, key)
+    trusted = environment(tmp_path, KEYTURN_WEBHOOK_CA_FILE=str(ca))
+    untrusted = environment(tmp_path)
+    run_cli(keyturn_bin, ["init"], trusted)
+
+    with run_receiver(Receiver(), tls) as receiver:
+        endpoint_id = add_endpoint(keyturn_bin, trusted, receiver)
+        accepted = run_cli(keyturn_bin, ["webhooks", "test", endpoint_id], trusted)
+        rejected = subprocess.run(
+            [str(keyturn_bin), "webhooks", "test", endpoint_id],
+            env=clean_environ(untrusted),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        attempts = list(receiver.attempts)
+
+    assert receiver.url.startswith("https://")
+    assert accepted.stdout.startswith("HTTP 204")
+    assert rejected.returncode == 2
+    assert "not accepted" in rejected.stderr
+    assert len(attempts) == 1
+    assert attempts[0].signature_ok
