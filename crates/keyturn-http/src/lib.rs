@@ -8,6 +8,9 @@
 //! No log line, error body or `Debug` output of this crate contains a token: request logs name
 //! the method and the matched route, never the URI or a header value.
 
+// The OpenAPI document is one `json!` literal, deeper than the default limit of 128.
+#![recursion_limit = "256"]
+
 mod admin;
 mod auth;
 mod client;

@@ -280,7 +280,7 @@ async fn open_new_database_concurrently_migrates_once() {
         .iter()
         .map(|row| row.get("version"))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     conn.close().await.unwrap();
 
     for store in &stores {
@@ -417,14 +417,14 @@ async fn concurrent_writers_keep_sequences_gap_free() {
 async fn open_newer_schema_rejected() {
     let Some(database) = TestDatabase::create().await else { return };
     database.open().await.close().await;
-    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (5)").await;
+    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (6)").await;
 
     let error = PostgresStore::open(&database.database_url(), &options()).await.unwrap_err();
 
     match error {
         StoreError::Open { location, reason } => {
             assert_eq!(location, database.database_url().to_string());
-            assert!(reason.contains("schema version is 5"), "{reason}");
+            assert!(reason.contains("schema version is 6"), "{reason}");
             assert!(reason.contains("newer keyturn"), "{reason}");
         }
         other => panic!("expected StoreError::Open, got {other:?}"),

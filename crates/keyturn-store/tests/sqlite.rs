@@ -173,7 +173,7 @@ async fn open_new_file_concurrently_migrates_once() {
         assert!(stores[5].get_key(&suite::key_id(1)).await.unwrap().is_some());
         let mut conn = raw_connection(&path).await;
         let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
         let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
         assert_eq!(mode, "wal");
     }
@@ -353,14 +353,14 @@ async fn open_without_migrate_rejects_old_schema() {
     let error = SqliteStore::open(&url_for(&path), &existing_options()).await.unwrap_err();
 
     let (_, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 1, older than version 4"), "{reason}");
+    assert!(reason.contains("schema version is 1, older than version 5"), "{reason}");
 }
 
 #[tokio::test]
 async fn open_newer_schema_rejected() {
     let (_dir, path, store) = new_store().await;
     store.close().await;
-    raw_execute(&path, "PRAGMA user_version = 5").await;
+    raw_execute(&path, "PRAGMA user_version = 6").await;
 
     let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
 
