@@ -365,7 +365,7 @@ async fn open_newer_schema_rejected() {
     let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
 
     let (_location, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 5"), "{reason}");
+    assert!(reason.contains("schema version is 6"), "{reason}");
     assert!(reason.contains("newer keyturn"), "{reason}");
 }
 
