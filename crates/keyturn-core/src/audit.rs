@@ -59,6 +59,16 @@ pub enum AuditEventType {
     WebhookSecretRotated,
     /// Dead-lettered webhook deliveries were scheduled again.
     WebhookDeliveriesRetried,
+    /// An operator asked for the key to be rotated by a deadline.
+    AuthnTokenRotationRequested,
+    /// The key entered its warning window before expiry. Recorded once per key by the scheduler.
+    AuthnTokenExpiringSoon,
+    /// The overlap window of a rotated key ended, so the key is now rejected as rotated.
+    /// Recorded once per key by the scheduler.
+    AuthnTokenOverlapEnded,
+    /// The rotation deadline of a key passed before the key was rotated. Recorded once per key
+    /// by the scheduler.
+    AuthnTokenRotationDeadlineReached,
 }
 
 /// Who caused an event.
@@ -121,6 +131,10 @@ impl AuditEventType {
             AuditEventType::WebhookEndpointDisabled => "webhook_endpoint_disabled",
             AuditEventType::WebhookSecretRotated => "webhook_secret_rotated",
             AuditEventType::WebhookDeliveriesRetried => "webhook_deliveries_retried",
+            AuditEventType::AuthnTokenRotationRequested => "authn_token_rotation_requested",
+            AuditEventType::AuthnTokenExpiringSoon => "authn_token_expiring_soon",
+            AuditEventType::AuthnTokenOverlapEnded => "authn_token_overlap_ended",
+            AuditEventType::AuthnTokenRotationDeadlineReached => "authn_token_rotation_deadline_reached",
         }
     }
 
@@ -147,6 +161,10 @@ impl AuditEventType {
             AuditEventType::WebhookEndpointDisabled,
             AuditEventType::WebhookSecretRotated,
             AuditEventType::WebhookDeliveriesRetried,
+            AuditEventType::AuthnTokenRotationRequested,
+            AuditEventType::AuthnTokenExpiringSoon,
+            AuditEventType::AuthnTokenOverlapEnded,
+            AuditEventType::AuthnTokenRotationDeadlineReached,
         ]
         .into_iter()
         .find(|event| event.as_str() == value)
@@ -252,6 +270,10 @@ mod tests {
             "webhook_endpoint_disabled",
             "webhook_secret_rotated",
             "webhook_deliveries_retried",
+            "authn_token_rotation_requested",
+            "authn_token_expiring_soon",
+            "authn_token_overlap_ended",
+            "authn_token_rotation_deadline_reached",
         ] {
             assert_eq!(AuditEventType::parse(name).unwrap().as_str(), name);
         }

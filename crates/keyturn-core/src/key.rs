@@ -1,6 +1,6 @@
 //! Key records and their state at an instant. The state is a pure function of the record and the
 //! instant, evaluated in the precedence order of the outcome table: revoked, rotated, expired,
-//! superseded, grace, expiring, active. Every interval is half-open, so a key is usable at `t`
+//! superseded, grace, rotation requested, expiring, active. Every interval is half-open, so a key is usable at `t`
 //! exactly when `t` is before the deadline.
 
 use serde::Serialize;
@@ -37,6 +37,14 @@ pub struct KeyRecord {
     /// How long the rotation chain may last from `chain_started_at` before self-rotation is
     /// rejected; successors inherit it.
     pub max_chain_lifetime: Duration,
+    /// When an operator first asked for this key to be rotated; `None` when nobody did.
+    pub rotation_requested_at: Option<Instant>,
+    /// The instant by which the key must be rotated. A rotation request also moves `expires_at`
+    /// to this deadline when it is later, so a key not rotated by then enters its grace period.
+    pub rotation_deadline: Option<Instant>,
+    /// The expiry the key had before its first rotation request moved it, which a successor's
+    /// lifetime is computed from. Meaningful only when `rotation_requested_at` is set.
+    pub expires_before_request: Option<Instant>,
     /// Usage, written behind the verify path; it may lag by one flush interval.
     pub first_used_at: Option<Instant>,
     pub last_used_at: Option<Instant>,
@@ -61,9 +69,12 @@ impl KeyRecord {
         self.expires_at.map(|expires_at| expires_at.saturating_add(self.grace))
     }
 
-    /// Returns the key's lifetime as created, which a successor receives too.
+    /// Returns the key's lifetime as created, which a successor receives too. A rotation
+    /// request that moved the expiry does not shorten it.
     pub fn lifetime(&self) -> Option<Duration> {
-        self.expires_at.map(|expires_at| expires_at.since(self.created_at))
+        let expires_at =
+            if self.rotation_requested_at.is_some() { self.expires_before_request } else { self.expires_at };
+        expires_at.map(|expires_at| expires_at.since(self.created_at))
     }
 
     /// Evaluates the key's state at `now`.
@@ -87,6 +98,10 @@ impl KeyRecord {
         }
         if in_grace {
             return KeyState { outcome: Outcome::Grace, deadline: expiry_deadline };
+        }
+        if let Some(rotation_deadline) = self.rotation_deadline {
+            let deadline = expiry_deadline.map_or(rotation_deadline, |expiry| expiry.min(rotation_deadline));
+            return KeyState { outcome: Outcome::RotationRequested, deadline: Some(deadline) };
         }
         match self.expires_at {
             Some(expires_at) if now >= expires_at.saturating_sub(self.warn_before) => {
@@ -150,6 +165,9 @@ pub(crate) mod tests {
             chain_started_at: Instant::from_millis(created),
             self_rotation: true,
             max_chain_lifetime: Duration::from_days(365),
+            rotation_requested_at: None,
+            rotation_deadline: None,
+            expires_before_request: None,
             first_used_at: None,
             last_used_at: None,
             policy: PolicyName::default_name(),
@@ -272,6 +290,64 @@ pub(crate) mod tests {
         key.overlap_after_first_use = Some(Duration::ZERO);
         let before_rotation = Instant::from_millis(DAY - 10);
         assert_eq!(key.shortened_overlap_end(before_rotation), Some(Instant::from_millis(DAY)));
+    }
+
+    #[test]
+    fn rotation_request_boundaries_are_half_open() {
+        let mut key = record(0, Some(90 * DAY));
+        let deadline = 30 * DAY;
+        key.rotation_requested_at = Some(Instant::from_millis(10 * DAY));
+        key.rotation_deadline = Some(Instant::from_millis(deadline));
+        key.expires_at = Some(Instant::from_millis(deadline));
+        let grace_end = deadline + 7 * DAY;
+
+        assert_eq!(
+            at(&key, 10 * DAY),
+            KeyState { outcome: Outcome::RotationRequested, deadline: Some(Instant::from_millis(deadline)) }
+        );
+        assert_eq!(at(&key, deadline - 1).outcome, Outcome::RotationRequested);
+        assert_eq!(
+            at(&key, deadline),
+            KeyState { outcome: Outcome::Grace, deadline: Some(Instant::from_millis(grace_end)) }
+        );
+        assert_eq!(at(&key, grace_end - 1).outcome, Outcome::Grace);
+        assert_eq!(at(&key, grace_end), KeyState { outcome: Outcome::Expired, deadline: None });
+    }
+
+    #[test]
+    fn rotation_request_advertises_earlier_expiry() {
+        let mut key = record(0, Some(20 * DAY));
+        key.rotation_deadline = Some(Instant::from_millis(30 * DAY));
+        assert_eq!(
+            at(&key, DAY),
+            KeyState { outcome: Outcome::RotationRequested, deadline: Some(Instant::from_millis(20 * DAY)) }
+        );
+    }
+
+    #[test]
+    fn rotation_request_keeps_successor_lifetime() {
+        let mut key = record(0, Some(90 * DAY));
+        key.rotation_requested_at = Some(Instant::from_millis(DAY));
+        key.rotation_deadline = Some(Instant::from_millis(10 * DAY));
+        key.expires_before_request = key.expires_at;
+        key.expires_at = Some(Instant::from_millis(10 * DAY));
+        assert_eq!(key.lifetime(), Some(Duration::from_days(90)));
+
+        let mut unbounded = record(0, None);
+        unbounded.rotation_requested_at = Some(Instant::from_millis(DAY));
+        unbounded.expires_at = Some(Instant::from_millis(10 * DAY));
+        assert_eq!(unbounded.lifetime(), None);
+    }
+
+    #[test]
+    fn superseded_wins_over_rotation_request() {
+        let mut key = record(0, Some(90 * DAY));
+        key.rotation_deadline = Some(Instant::from_millis(30 * DAY));
+        key.expires_at = Some(Instant::from_millis(30 * DAY));
+        key.rotated_at = Some(Instant::from_millis(DAY));
+        key.overlap_ends_at = Some(Instant::from_millis(2 * DAY));
+        assert_eq!(at(&key, DAY).outcome, Outcome::Superseded);
+        assert_eq!(at(&key, 2 * DAY).outcome, Outcome::Rotated);
     }
 
     #[test]

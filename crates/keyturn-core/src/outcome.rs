@@ -17,6 +17,8 @@ pub enum Outcome {
     Expiring,
     Grace,
     Superseded,
+    /// An operator asked for the key to be rotated by a deadline, and it has not been yet.
+    RotationRequested,
     Expired,
     Rotated,
     Revoked,
@@ -40,11 +42,12 @@ pub struct Decision {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Active,
         Outcome::Expiring,
         Outcome::Grace,
         Outcome::Superseded,
+        Outcome::RotationRequested,
         Outcome::Expired,
         Outcome::Rotated,
         Outcome::Revoked,
@@ -52,7 +55,10 @@ impl Outcome {
     ];
 
     pub fn is_allowed(self) -> bool {
-        matches!(self, Outcome::Active | Outcome::Expiring | Outcome::Grace | Outcome::Superseded)
+        matches!(
+            self,
+            Outcome::Active | Outcome::Expiring | Outcome::Grace | Outcome::Superseded | Outcome::RotationRequested
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +67,7 @@ impl Outcome {
             Outcome::Expiring => "expiring",
             Outcome::Grace => "grace",
             Outcome::Superseded => "superseded",
+            Outcome::RotationRequested => "rotation_requested",
             Outcome::Expired => "expired",
             Outcome::Rotated => "rotated",
             Outcome::Revoked => "revoked",
@@ -72,6 +79,7 @@ impl Outcome {
     pub fn status_header(self) -> Option<&'static str> {
         match self {
             Outcome::Expiring | Outcome::Grace | Outcome::Superseded => Some(self.as_str()),
+            Outcome::RotationRequested => Some("rotation-requested"),
             _ => None,
         }
     }

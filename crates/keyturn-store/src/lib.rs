@@ -25,6 +25,7 @@
 
 mod audit_log;
 mod conflicts;
+mod conflicts_schedule;
 mod error;
 mod overlap;
 mod policies;
@@ -38,7 +39,7 @@ mod webhooks;
 
 use async_trait::async_trait;
 use keyturn_core::{
-    AuditEvent, AuditEventType, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId, TokenHash,
+    AuditEvent, AuditEventType, Instant, KeyId, KeyRecord, NewAuditEvent, Outcome, PepperId, TimedEvent, TokenHash,
 };
 
 pub use crate::audit_log::AUDIT_TARGET;
@@ -175,6 +176,43 @@ pub struct CopiedKey {
     pub uses_since_rotation: u64,
 }
 
+/// A request that one key be rotated by a deadline, applied with its audit event.
+#[derive(Debug, Clone)]
+pub struct RotationRequest {
+    pub key_id: KeyId,
+    pub requested_at: Instant,
+    /// The key's `expires_at` moves to this instant when it is later or unset.
+    pub deadline: Instant,
+    pub event: NewAuditEvent,
+}
+
+/// What [`Store::request_rotation`] did with one request.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RotationRequestResult {
+    /// The request was recorded; the key as it is now.
+    Requested(Box<KeyRecord>),
+    /// The key has a successor already, so it needs no request.
+    AlreadyRotated {
+        successor_id: KeyId,
+    },
+    /// The key is revoked, so it needs no request.
+    Revoked,
+    NotFound,
+}
+
+/// The filter of [`Store::list_due`]: keys whose boundary of `event` lies after `after` and at
+/// or before `until`, ordered by that boundary, then key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueFilter {
+    pub event: TimedEvent,
+    pub after: Instant,
+    pub until: Instant,
+    /// Only keys after this boundary and key id in that order, for paging.
+    pub cursor: Option<(Instant, KeyId)>,
+    pub limit: u32,
+}
+
 /// How many rows of each kind a store holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RowCounts {
@@ -263,7 +301,9 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an audit event unless a row of the same event type and key id exists (and, with
     /// `same_details`, the same details), and returns its sequence number, or `None` when such a
     /// row exists. The check and the insert hold the write lock together, so concurrent processes
-    /// that observe the same event record it once.
+    /// that observe the same event record it once. An event of one key without `same_details`
+    /// is also guarded by a row of `recorded_events`, whose UNIQUE (key id, event type)
+    /// constraint is written in the same transaction, so the guard holds even without the lock.
     async fn append_audit_once(&self, event: &NewAuditEvent, same_details: bool) -> Result<Option<i64>, StoreError>;
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
@@ -451,6 +491,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lists outbox messages with an audit sequence number above `after_seq`, in that order.
     async fn list_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Records rotation requests in one transaction. A key that is not revoked and has no
+    /// successor gets `rotation_requested_at` (unless it has one already), the earlier of its
+    /// current and the requested deadline, and `expires_at` moved to that deadline when it is
+    /// later or unset; its audit event and a change row are written with it. Any other key is
+    /// reported in the result, in the order of `requests`, and nothing is written for it.
+    async fn request_rotation(&self, requests: &[RotationRequest]) -> Result<Vec<RotationRequestResult>, StoreError>;
+
+    /// Lists the keys that are not revoked and whose boundary of `filter.event` lies in the
+    /// filter's range, with an indexed range query over that boundary.
+    async fn list_due(&self, filter: &DueFilter) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Returns the scheduler's high-water mark: every boundary at or before it has been looked
+    /// at. `None` before the scheduler first ran on this store.
+    async fn scheduler_high_water(&self) -> Result<Option<Instant>, StoreError>;
+
+    /// Moves the scheduler's high-water mark to `to` unless it is already later, so instances
+    /// with slightly different clocks never move it back.
+    async fn advance_scheduler_high_water(&self, to: Instant) -> Result<(), StoreError>;
 
     /// Returns where the data lives: the absolute path of a SQLite file, or the URL of a
     /// PostgreSQL database with its password replaced by `***`.

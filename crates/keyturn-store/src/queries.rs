@@ -3,8 +3,10 @@
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
+use keyturn_core::TimedEvent;
+
 use crate::rows::KEY_COLUMNS;
-use crate::{AuditFilter, KeyFilter, OverlapFilter};
+use crate::{AuditFilter, DueFilter, KeyFilter, OverlapFilter};
 
 /// Builds the query of [`crate::Store::list_keys`]: keys ordered by creation instant, then key id.
 pub(crate) fn list_keys<'a, DB>(filter: &'a KeyFilter) -> QueryBuilder<'a, DB>
@@ -63,6 +65,52 @@ where
     if let Some(limit) = filter.limit {
         query.push(" LIMIT ").push_bind(i64::from(limit));
     }
+    query
+}
+
+/// Returns the SQL expression of an event's boundary. Each is exactly the expression of an index
+/// of schema version 6 (or of `keys_overlap_ends_at`), so the range query uses that index.
+fn boundary_expression(event: TimedEvent) -> &'static str {
+    match event {
+        TimedEvent::ExpiringSoon => "(expires_at - warn_before_ms)",
+        TimedEvent::GraceEntered => "expires_at",
+        TimedEvent::Expired => "(expires_at + grace_ms)",
+        TimedEvent::OverlapEnded => "overlap_ends_at",
+        TimedEvent::RotationDeadlineReached => "rotation_deadline",
+    }
+}
+
+/// Returns the column that a partial index of the event's boundary requires to be set.
+fn boundary_column(event: TimedEvent) -> &'static str {
+    match event {
+        TimedEvent::ExpiringSoon | TimedEvent::GraceEntered | TimedEvent::Expired => "expires_at",
+        TimedEvent::OverlapEnded => "overlap_ends_at",
+        TimedEvent::RotationDeadlineReached => "rotation_deadline",
+    }
+}
+
+/// Builds the query of [`crate::Store::list_due`]: keys not revoked whose boundary lies in
+/// `(after, until]`, ordered by the boundary, then key id.
+pub(crate) fn list_due<'a, DB>(filter: &'a DueFilter) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let boundary = boundary_expression(filter.event);
+    let mut query = QueryBuilder::<DB>::new(format!(
+        "SELECT {KEY_COLUMNS} FROM keys WHERE {} IS NOT NULL AND revoked_at IS NULL AND {boundary} > ",
+        boundary_column(filter.event)
+    ));
+    query.push_bind(filter.after.as_millis());
+    query.push(format!(" AND {boundary} <= ")).push_bind(filter.until.as_millis());
+    if let Some((instant, key_id)) = &filter.cursor {
+        query.push(format!(" AND ({boundary} > ")).push_bind(instant.as_millis());
+        query.push(format!(" OR ({boundary} = ")).push_bind(instant.as_millis());
+        query.push(" AND key_id > ").push_bind(key_id.as_str()).push("))");
+    }
+    query.push(format!(" ORDER BY {boundary}, key_id LIMIT ")).push_bind(i64::from(filter.limit));
     query
 }
 

@@ -20,8 +20,8 @@ use crate::{Change, OverlappingKey, StoreError, UsageRecord};
 /// name. `last_client_addr` is stored but not part of the record.
 pub(crate) const KEY_COLUMNS: &str = "key_id, name, owner, scopes, metadata, hash, pepper_id, created_at, \
      expires_at, grace_ms, warn_before_ms, revoked_at, revocation_reason, rotated_at, overlap_ends_at, \
-     successor_id, predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at, \
-     policy, overlap_after_first_use_ms";
+     successor_id, predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, rotation_requested_at, \
+     rotation_deadline, expires_before_request, first_used_at, last_used_at, policy, overlap_after_first_use_ms";
 
 /// Typed access to the columns of one row, by name. A NULL column reads as `None`, and a column
 /// of another type is an error.
@@ -204,6 +204,9 @@ pub(crate) fn decode_key<R: StoredRow>(row: &R) -> Result<KeyRecord, StoreError>
         chain_started_at: reader.required_instant("chain_started_at")?,
         self_rotation: reader.boolean("self_rotation")?,
         max_chain_lifetime: reader.duration("max_chain_lifetime_ms")?,
+        rotation_requested_at: reader.instant("rotation_requested_at")?,
+        rotation_deadline: reader.instant("rotation_deadline")?,
+        expires_before_request: reader.instant("expires_before_request")?,
         first_used_at: reader.instant("first_used_at")?,
         last_used_at: reader.instant("last_used_at")?,
         policy: reader.policy_name("policy")?,

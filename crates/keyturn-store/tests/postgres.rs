@@ -210,6 +210,12 @@ suite_tests!(
     secret_rotation_keeps_old_until_expiry,
     disabled_endpoint_gets_nothing,
     remove_endpoint_drops_deliveries,
+    rotation_request_moves_expiry,
+    rotation_request_keeps_earlier_expiry,
+    rotation_request_reports_skipped_keys,
+    list_due_selects_boundary_range,
+    scheduler_high_water_only_advances,
+    append_once_per_key_and_event,
 );
 
 macro_rules! policy_suite_tests {
@@ -280,7 +286,7 @@ async fn open_new_database_concurrently_migrates_once() {
         .iter()
         .map(|row| row.get("version"))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
     conn.close().await.unwrap();
 
     for store in &stores {
@@ -309,6 +315,16 @@ async fn rotate_concurrently_across_instances() {
     let stores = instances(&database, 4).await;
 
     suite::rotate_concurrently_one_wins(&stores).await;
+
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn append_once_concurrently_across_instances() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let stores = instances(&database, 4).await;
+
+    suite::append_once_concurrently_records_once(&stores).await;
 
     database.drop_database().await;
 }
@@ -417,14 +433,14 @@ async fn concurrent_writers_keep_sequences_gap_free() {
 async fn open_newer_schema_rejected() {
     let Some(database) = TestDatabase::create().await else { return };
     database.open().await.close().await;
-    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (6)").await;
+    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (7)").await;
 
     let error = PostgresStore::open(&database.database_url(), &options()).await.unwrap_err();
 
     match error {
         StoreError::Open { location, reason } => {
             assert_eq!(location, database.database_url().to_string());
-            assert!(reason.contains("schema version is 6"), "{reason}");
+            assert!(reason.contains("schema version is 7"), "{reason}");
             assert!(reason.contains("newer keyturn"), "{reason}");
         }
         other => panic!("expected StoreError::Open, got {other:?}"),

@@ -97,6 +97,12 @@ suite_tests!(
     secret_rotation_keeps_old_until_expiry,
     disabled_endpoint_gets_nothing,
     remove_endpoint_drops_deliveries,
+    rotation_request_moves_expiry,
+    rotation_request_keeps_earlier_expiry,
+    rotation_request_reports_skipped_keys,
+    list_due_selects_boundary_range,
+    scheduler_high_water_only_advances,
+    append_once_per_key_and_event,
 );
 
 macro_rules! policy_suite_tests {
@@ -151,6 +157,13 @@ async fn insert_if_empty_concurrently_across_pools() {
     suite::insert_if_empty_concurrently_one_wins(&stores).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn append_once_concurrently_across_pools() {
+    let (_dir, path, _store) = new_store().await;
+    let stores = shared_stores(&path, 4).await;
+    suite::append_once_concurrently_records_once(&stores).await;
+}
+
 /// Opens one new file from 6 pools at once, 10 times over. Each opener races to switch the file
 /// to WAL and to apply the schema, and a lost race must wait instead of failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -173,7 +186,7 @@ async fn open_new_file_concurrently_migrates_once() {
         assert!(stores[5].get_key(&suite::key_id(1)).await.unwrap().is_some());
         let mut conn = raw_connection(&path).await;
         let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
         let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
         assert_eq!(mode, "wal");
     }
@@ -353,19 +366,19 @@ async fn open_without_migrate_rejects_old_schema() {
     let error = SqliteStore::open(&url_for(&path), &existing_options()).await.unwrap_err();
 
     let (_, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 1, older than version 5"), "{reason}");
+    assert!(reason.contains("schema version is 1, older than version 6"), "{reason}");
 }
 
 #[tokio::test]
 async fn open_newer_schema_rejected() {
     let (_dir, path, store) = new_store().await;
     store.close().await;
-    raw_execute(&path, "PRAGMA user_version = 6").await;
+    raw_execute(&path, "PRAGMA user_version = 7").await;
 
     let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
 
     let (_location, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 6"), "{reason}");
+    assert!(reason.contains("schema version is 7"), "{reason}");
     assert!(reason.contains("newer keyturn"), "{reason}");
 }
 

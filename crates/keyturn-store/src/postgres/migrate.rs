@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_usage_since_rotation.sql"),
     include_str!("../../migrations/postgres/0004_named_policies.sql"),
     include_str!("../../migrations/postgres/0005_webhooks.sql"),
+    include_str!("../../migrations/postgres/0006_rotation_requests.sql"),
 ];
 
 /// The advisory lock key that the migration runner holds. The eight bytes spell "keyturn" in

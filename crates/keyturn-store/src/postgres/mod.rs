@@ -14,6 +14,7 @@ mod incident;
 mod migrate;
 mod notify;
 mod policies;
+mod schedule;
 mod webhooks;
 mod writes;
 
@@ -38,9 +39,9 @@ use crate::rows::{
 };
 use crate::{
     AttemptReport, AuditFilter, BulkReport, BulkRevocation, Change, ClaimedDelivery, CopiedKey, DatabaseUrl,
-    DeliveryClaim, DeliveryFilter, KeyFilter, NewWebhookEndpoint, OutboxMessage, OverlapFilter, OverlappingKey,
-    PolicyKeyCounts, PolicyUpdate, Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
-    WebhookDelivery, WebhookEndpoint,
+    DeliveryClaim, DeliveryFilter, DueFilter, KeyFilter, NewWebhookEndpoint, OutboxMessage, OverlapFilter,
+    OverlappingKey, PolicyKeyCounts, PolicyUpdate, Rehash, Revocation, Rotation, RotationRequest,
+    RotationRequestResult, RowCounts, Store, StoreError, UsageRecord, WebhookDelivery, WebhookEndpoint,
 };
 use crate::{KeySelection, PepperUsage};
 
@@ -317,6 +318,9 @@ impl Store for PostgresStore {
     }
 
     async fn append_audit_once(&self, event: &NewAuditEvent, same_details: bool) -> Result<Option<i64>, StoreError> {
+        if let (Some(key_id), false) = (&event.key_id, same_details) {
+            return self.append_once_per_key(event, key_id).await;
+        }
         let mut tx = self.begin_write().await?;
         let existing = sqlx::query("SELECT 1 FROM audit_events WHERE event = $1 AND key_id IS NOT DISTINCT FROM $2 AND ($3 = 0 OR details = $4) LIMIT 1")
             .bind(event.event.as_str())
@@ -550,6 +554,22 @@ impl Store for PostgresStore {
 
     async fn list_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
         webhooks::list_outbox(self, after_seq, limit).await
+    }
+
+    async fn request_rotation(&self, requests: &[RotationRequest]) -> Result<Vec<RotationRequestResult>, StoreError> {
+        self.write_rotation_requests(requests).await
+    }
+
+    async fn list_due(&self, filter: &DueFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.select_due(filter).await
+    }
+
+    async fn scheduler_high_water(&self) -> Result<Option<keyturn_core::Instant>, StoreError> {
+        self.read_high_water().await
+    }
+
+    async fn advance_scheduler_high_water(&self, to: keyturn_core::Instant) -> Result<(), StoreError> {
+        self.write_high_water(to).await
     }
 
     fn location(&self) -> String {

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_usage_since_rotation.sql"),
     include_str!("../../migrations/sqlite/0004_named_policies.sql"),
     include_str!("../../migrations/sqlite/0005_webhooks.sql"),
+    include_str!("../../migrations/sqlite/0006_rotation_requests.sql"),
 ];
 
 /// The schema version this build writes.

@@ -13,6 +13,7 @@ mod migrate;
 mod open;
 mod policies;
 mod rows;
+mod schedule;
 mod webhooks;
 mod writes;
 
@@ -35,9 +36,9 @@ use crate::rows::{
 };
 use crate::{
     AttemptReport, AuditFilter, BulkReport, BulkRevocation, Change, ClaimedDelivery, CopiedKey, DatabaseUrl,
-    DeliveryClaim, DeliveryFilter, KeyFilter, NewWebhookEndpoint, OutboxMessage, OverlapFilter, OverlappingKey,
-    PolicyKeyCounts, PolicyUpdate, Rehash, Revocation, Rotation, RowCounts, Store, StoreError, UsageRecord,
-    WebhookDelivery, WebhookEndpoint,
+    DeliveryClaim, DeliveryFilter, DueFilter, KeyFilter, NewWebhookEndpoint, OutboxMessage, OverlapFilter,
+    OverlappingKey, PolicyKeyCounts, PolicyUpdate, Rehash, Revocation, Rotation, RotationRequest,
+    RotationRequestResult, RowCounts, Store, StoreError, UsageRecord, WebhookDelivery, WebhookEndpoint,
 };
 use crate::{KeySelection, PepperUsage};
 
@@ -292,6 +293,9 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit_once(&self, event: &NewAuditEvent, same_details: bool) -> Result<Option<i64>, StoreError> {
+        if let (Some(key_id), false) = (&event.key_id, same_details) {
+            return self.append_once_per_key(event, key_id).await;
+        }
         let mut tx = self.begin_write().await?;
         let existing = sqlx::query(
             "SELECT 1 FROM audit_events WHERE event = ? AND key_id IS ? AND (? = 0 OR details = ?) LIMIT 1",
@@ -523,6 +527,22 @@ impl Store for SqliteStore {
 
     async fn list_outbox(&self, after_seq: i64, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
         webhooks::list_outbox(self, after_seq, limit).await
+    }
+
+    async fn request_rotation(&self, requests: &[RotationRequest]) -> Result<Vec<RotationRequestResult>, StoreError> {
+        self.write_rotation_requests(requests).await
+    }
+
+    async fn list_due(&self, filter: &DueFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.select_due(filter).await
+    }
+
+    async fn scheduler_high_water(&self) -> Result<Option<keyturn_core::Instant>, StoreError> {
+        self.read_high_water().await
+    }
+
+    async fn advance_scheduler_high_water(&self, to: keyturn_core::Instant) -> Result<(), StoreError> {
+        self.write_high_water(to).await
     }
 
     fn location(&self) -> String {

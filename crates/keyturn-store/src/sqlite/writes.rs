@@ -20,9 +20,9 @@ pub(super) async fn insert_key(conn: &mut SqliteConnection, key: &KeyRecord) -> 
     sqlx::query(
         "INSERT INTO keys (key_id, name, owner, scopes, metadata, hash, pepper_id, created_at, expires_at, \
          grace_ms, warn_before_ms, revoked_at, revocation_reason, rotated_at, overlap_ends_at, successor_id, \
-         predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, first_used_at, last_used_at, \
-         policy, overlap_after_first_use_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         predecessor_id, chain_started_at, self_rotation, max_chain_lifetime_ms, rotation_requested_at, \
+         rotation_deadline, expires_before_request, first_used_at, last_used_at, policy, overlap_after_first_use_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.key_id.as_str())
     .bind(&key.name)
@@ -44,6 +44,9 @@ pub(super) async fn insert_key(conn: &mut SqliteConnection, key: &KeyRecord) -> 
     .bind(key.chain_started_at.as_millis())
     .bind(key.self_rotation)
     .bind(key.max_chain_lifetime.as_millis())
+    .bind(key.rotation_requested_at.map(Instant::as_millis))
+    .bind(key.rotation_deadline.map(Instant::as_millis))
+    .bind(key.expires_before_request.map(Instant::as_millis))
     .bind(key.first_used_at.map(Instant::as_millis))
     .bind(key.last_used_at.map(Instant::as_millis))
     .bind(key.policy.as_str())

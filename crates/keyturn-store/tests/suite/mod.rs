@@ -22,6 +22,9 @@ use serde_json::{json, Map, Value};
 mod incident;
 pub use incident::*;
 pub mod policies;
+mod schedule;
+
+pub use schedule::*;
 
 pub(crate) const DAY: i64 = 86_400_000;
 
@@ -57,6 +60,9 @@ pub fn key(n: u32, owner: Option<&str>, created: i64) -> KeyRecord {
         chain_started_at: Instant::from_millis(created),
         self_rotation: true,
         max_chain_lifetime: Duration::from_days(365),
+        rotation_requested_at: None,
+        rotation_deadline: None,
+        expires_before_request: None,
         first_used_at: None,
         last_used_at: None,
         policy: PolicyName::default_name(),
@@ -77,7 +83,7 @@ pub async fn insert(store: &dyn Store, key: &KeyRecord) {
     store.insert_key(key, &created_event(key)).await.unwrap();
 }
 
-pub async fn get(store: &dyn Store, n: u32) -> KeyRecord {
+pub(crate) async fn get(store: &dyn Store, n: u32) -> KeyRecord {
     store.get_key(&key_id(n)).await.unwrap().unwrap()
 }
 
