@@ -233,8 +233,8 @@ impl Pending {
 }
 
 impl Keyring {
-    /// Starts the change follower (unless in strict mode) and the background writer on the
-    /// current tokio runtime. Calling it again does nothing.
+    /// Starts the change follower (unless in strict mode), the background writer and, when
+    /// `schedule_interval` is set, the scheduler on the current tokio runtime. Calling it again does nothing.
     ///
     /// # Panics
     ///
@@ -247,6 +247,10 @@ impl Keyring {
         let (stop, stopped) = watch::channel(false);
         let flush_now = Arc::clone(&self.flush_now);
         let mut tasks = vec![tokio::spawn(run_writer(Arc::downgrade(self), flush_now, stopped.clone()))];
+        if let Some(interval) = self.config.schedule_interval {
+            let scheduler = crate::scheduler::run_periodically(Arc::downgrade(self), interval, stopped.clone());
+            tasks.push(tokio::spawn(scheduler));
+        }
         if !self.config.consistency.strict {
             tasks.push(tokio::spawn(run_follower(Arc::downgrade(self), stopped)));
         }

@@ -52,6 +52,10 @@ pub struct Config {
     /// The proxies whose `X-Forwarded-For` names the client, read by
     /// [`crate::Keyring::client_addr`]. Default none.
     pub trusted_proxies: TrustedProxies,
+    /// How often the background tasks run the scheduler, which records the lifecycle events
+    /// that time alone causes, or `None` not to run it in this process. Default `None`;
+    /// `keyturn serve` runs it every 30 s.
+    pub schedule_interval: Option<StdDuration>,
 }
 
 impl Default for Consistency {
@@ -80,6 +84,7 @@ impl Default for Config {
             track_usage: true,
             guard: Some(GuardConfig::default()),
             trusted_proxies: TrustedProxies::default(),
+            schedule_interval: None,
         }
     }
 }

@@ -21,6 +21,8 @@ mod migration;
 pub mod pepper_file;
 mod pepper_ops;
 mod policies;
+mod rotation_request;
+mod scheduler;
 mod self_rotation;
 pub mod settings;
 mod usage;
@@ -45,6 +47,8 @@ pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};
 pub use crate::migration::{MigrationEntry, MigrationPage, MAX_REPORT_KEYS};
 pub use crate::pepper_ops::{PepperEntry, PepperRetirement, PepperStatus, PEPPER_RETIRED_REASON};
 pub use crate::policies::{policy_json, PlannedPolicy, PolicyPlan};
+pub use crate::rotation_request::{RequestEntry, RequestStatus, RotationSelector, MAX_REQUEST_KEYS};
+pub use crate::scheduler::{RecordedEvent, ScheduleRun};
 pub use crate::verify::{AuthRequest, Authentication};
 
 use keyturn_core::Clock;

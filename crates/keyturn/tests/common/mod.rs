@@ -317,6 +317,25 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.list_outbox(after_seq, limit).await
     }
+    async fn request_rotation(
+        &self,
+        requests: &[keyturn::store::RotationRequest],
+    ) -> Result<Vec<keyturn::store::RotationRequestResult>, StoreError> {
+        self.check()?;
+        self.inner.request_rotation(requests).await
+    }
+    async fn list_due(&self, filter: &keyturn::store::DueFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_due(filter).await
+    }
+    async fn scheduler_high_water(&self) -> Result<Option<keyturn::core::Instant>, StoreError> {
+        self.check()?;
+        self.inner.scheduler_high_water().await
+    }
+    async fn advance_scheduler_high_water(&self, to: keyturn::core::Instant) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.advance_scheduler_high_water(to).await
+    }
     fn location(&self) -> String {
         self.inner.location()
     }
