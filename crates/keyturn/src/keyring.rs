@@ -356,7 +356,7 @@ impl Keyring {
             (Outcome::Superseded, Some(successor)) => {
                 return Err(Error::AlreadyRotated { key_id: key_id.clone(), successor_id: successor.clone() })
             }
-            (Outcome::Active | Outcome::Expiring | Outcome::Grace, _) => None,
+            (Outcome::Active | Outcome::Expiring | Outcome::Grace | Outcome::RotationRequested, _) => None,
             (outcome, _) => return Err(Error::NotRotatable { key_id: key_id.clone(), outcome }),
         };
 
