@@ -10,6 +10,7 @@ mod incident;
 mod output;
 mod pepper;
 mod policies;
+mod schedule;
 mod serve;
 mod setup;
 mod verify;
@@ -95,6 +96,10 @@ enum Command {
     /// Send key lifecycle events to webhook endpoints: manage endpoints and deliveries
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
+    /// Record the lifecycle events that time alone causes, such as a key entering its grace
+    /// period; `keyturn serve` does this every 30 s
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +139,48 @@ pub struct PoliciesShowArgs {
     /// Name of the policy, such as default
     pub name: String,
     /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Record every lifecycle event due since the last run, once per key and event, and print
+    /// them; for cron when no `keyturn serve` runs
+    Run(ScheduleRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleRunArgs {
+    /// Run once and exit; the only mode, required so that a later periodic mode cannot change
+    /// what a cron line does
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("selector").required(true).args(["owner", "key_ids"])))]
+pub struct RequestRotationArgs {
+    /// Key ids of the keys to rotate
+    #[arg(value_name = "KEY_ID")]
+    pub key_ids: Vec<String>,
+    /// Every key of this owner
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Deadline: an RFC 3339 instant such as 2027-01-31T12:00:00Z, or a duration from now such
+    /// as 14d. Keys not rotated by then enter their grace period there
+    #[arg(long, value_name = "INSTANT_OR_DURATION")]
+    pub by: String,
+    /// Reason recorded in the audit log
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Show what the request would do without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON array instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -189,6 +236,10 @@ pub enum KeysCommand {
     /// List the keys in their overlap window, the soonest to end first, with whether their
     /// clients moved to the successor: moved, both (old key still used) or not_moved
     MigrationReport(MigrationReportArgs),
+    /// Ask keys to be rotated by a deadline: until they are, responses carry
+    /// `API-Key-Status: rotation-requested`, and a key not rotated in time enters its grace
+    /// period at the deadline
+    RequestRotation(RequestRotationArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -403,6 +454,13 @@ pub struct ServeArgs {
     /// than --guard-max-failures within --guard-window
     #[arg(long, env = "KEYTURN_GUARD", value_enum, default_value = "on", value_name = "on|off")]
     pub guard: Switch,
+    /// Record the lifecycle events that time alone causes (a key entering its warning window or
+    /// grace period, expiring, its overlap window or rotation deadline passing) in the background
+    #[arg(long, env = "KEYTURN_SCHEDULER", value_enum, default_value = "on", value_name = "on|off")]
+    pub scheduler: Switch,
+    /// How often the scheduler runs, such as 30s or 5m
+    #[arg(long, env = "KEYTURN_SCHEDULE_INTERVAL", default_value = "30s", value_name = "DURATION")]
+    pub schedule_interval: String,
     /// Failed verifications allowed per client address within the guard window, 1 to 100000
     #[arg(
         long,
@@ -498,6 +556,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::ReportLeak(args)) => incident::report_leak(global, &args).await,
         Command::Pepper(command) => pepper::run(global, &command).await,
         Command::Webhooks(command) => webhooks::run(global, &command).await,
+        Command::Keys(KeysCommand::RequestRotation(args)) => schedule::request_rotation(global, &args).await,
+        Command::Schedule(ScheduleCommand::Run(args)) => schedule::run(global, &args).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

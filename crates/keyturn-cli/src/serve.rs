@@ -109,7 +109,15 @@ fn service_config(args: &ServeArgs) -> Result<Config, CliError> {
     };
     let guard = GuardConfig::new(args.guard_max_failures, window, cooldown).map_err(option)?;
     let guard = (args.guard == Switch::On).then_some(guard);
-    Ok(Config { guard, trusted_proxies, ..Config::default() })
+    let interval = parse_duration("--schedule-interval", &args.schedule_interval)?;
+    if interval.is_zero() {
+        return Err(CliError::new(format!(
+            "--schedule-interval {:?}: the interval must be greater than zero; use --scheduler off to stop the scheduler",
+            args.schedule_interval
+        )));
+    }
+    let schedule_interval = (args.scheduler == Switch::On).then_some(interval);
+    Ok(Config { guard, trusted_proxies, schedule_interval, ..Config::default() })
 }
 
 /// Logs the guard's limits and the trusted proxies at startup, and warns when a trusted network

@@ -22,6 +22,7 @@ mod layer;
 mod metrics;
 mod openapi;
 mod policies;
+mod rotation_requests;
 mod routes;
 mod self_rotate;
 mod server;

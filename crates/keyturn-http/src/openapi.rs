@@ -240,10 +240,13 @@ fn schemas() -> Value {
 
     let key_members = json!({
         "key_id": string, "name": string, "owner": nullable_string, "scopes": scopes,
-        "state": { "type": "string", "enum": ["active", "expiring", "grace", "superseded", "expired", "rotated", "revoked"] },
+        "state": { "type": "string", "enum": [
+            "active", "expiring", "grace", "superseded", "rotation_requested", "expired", "rotated", "revoked",
+        ] },
         "state_deadline": instant, "created_at": instant, "expires_at": instant, "grace": duration,
         "grace_ends_at": instant, "warn_before": duration, "revoked_at": instant,
         "revocation_reason": nullable_string, "rotated_at": instant, "overlap_ends_at": instant,
+        "rotation_requested_at": instant, "rotation_deadline": instant,
         "successor_id": nullable_string, "predecessor_id": nullable_string, "first_used_at": instant,
         "last_used_at": instant, "metadata": { "type": "object" },
         "policy": string, "overlap_after_first_use": { "type": ["string", "null"] },
@@ -410,6 +413,26 @@ fn schemas() -> Value {
                 "delivered": { "type": "boolean" },
                 "status": { "type": ["integer", "null"] },
                 "result": { "type": "string", "description": "the status line or the error" },
+            },
+        },
+        "RotationRequest": {
+            "type": "object", "additionalProperties": false, "required": ["by"],
+            "description": "exactly one of owner and key_ids",
+            "properties": {
+                "owner": string, "key_ids": { "type": "array", "items": string },
+                "by": { "type": "string", "description": "an RFC 3339 instant, or a duration from now such as 14d" },
+                "reason": string, "dry_run": { "type": "boolean", "default": false },
+            },
+        },
+        "RotationRequestResult": {
+            "type": "object",
+            "properties": {
+                "dry_run": { "type": "boolean" }, "requested": { "type": "integer", "minimum": 0 },
+                "keys": { "type": "array", "items": { "type": "object", "properties": {
+                    "key_id": string,
+                    "status": { "type": "string", "enum": ["requested", "already_rotated", "revoked", "expired", "not_found"] },
+                    "rotation_deadline": instant, "expires_at": instant, "successor_id": nullable_string,
+                } } },
             },
         },
         "VerifyRequest": {

@@ -6,7 +6,9 @@ use axum::http::Method;
 use serde_json::json;
 
 use crate::openapi::{problem, schema, Operation, EVERY_METHOD};
-use crate::{admin, gateway, incident, metrics, openapi, policies, self_rotate, server, verify, webhooks};
+use crate::{
+    admin, gateway, incident, metrics, openapi, policies, rotation_requests, self_rotate, server, verify, webhooks,
+};
 
 const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
@@ -67,6 +69,17 @@ pub(crate) fn api_operations() -> Vec<Operation> {
             .body(schema("LeakReport"), true)
             .response(200, "one result per token, by position and key id", Some(schema("LeakResults")))
             .response(400, "the token list is empty, too long or holds an over-long entry", Some(problem())),
+        Operation::new(POST, "/v1/keys/rotation-requests", "request_rotation", rotation_requests::request_rotation)
+            .summary("Ask keys to be rotated by a deadline; keys not rotated in time enter grace there")
+            .scope(admin::KEYS_WRITE)
+            .body(schema("RotationRequest"), true)
+            .response(201, "the request was recorded for at least one key", Some(schema("RotationRequestResult")))
+            .response(
+                200,
+                "a dry run, or no selected key could take the request",
+                Some(schema("RotationRequestResult")),
+            )
+            .response(400, "the body, a key id or the deadline is invalid", Some(problem())),
         Operation::new(GET, "/v1/keys/{key_id}", "show_key", admin::show_key)
             .summary("Show a key, without its token")
             .scope(admin::KEYS_READ)

@@ -191,6 +191,13 @@ async fn authorization_matrix_for_every_endpoint() {
         (Method::GET, "/v1/keys".to_owned(), None, "keyturn:keys:read", StatusCode::OK),
         (Method::GET, format!("/v1/keys/{target}"), None, "keyturn:keys:read", StatusCode::OK),
         (Method::GET, "/v1/keys/migration-report".to_owned(), None, "keyturn:keys:read", StatusCode::OK),
+        (
+            Method::POST,
+            "/v1/keys/rotation-requests".to_owned(),
+            Some(json!({"owner": "nobody", "by": "1d"})),
+            "keyturn:keys:write",
+            StatusCode::OK,
+        ),
         (Method::POST, "/v1/keys".to_owned(), Some(json!({"name": "n"})), "keyturn:keys:write", StatusCode::CREATED),
         (Method::POST, format!("/v1/keys/{target}/rotate"), None, "keyturn:keys:write", StatusCode::CREATED),
         (Method::POST, format!("/v1/keys/{target}/revoke"), None, "keyturn:keys:write", StatusCode::OK),

@@ -34,6 +34,11 @@ async fn same_outcome_from_auth_verify_and_keyring() {
     server.keyring.rotate(&old.record.key_id, &overlap, &Caller::cli()).await.unwrap();
     let revoked = server.key("revoked", &["orders:read"]).await;
     server.keyring.revoke(&revoked.record.key_id, Some("leaked"), &Caller::cli()).await.unwrap();
+    let requested = server.key("requested", &["orders:read"]).await;
+    let deadline = keyturn::core::Instant::from_millis(T0 + 10 * DAY);
+    let selector = keyturn::RotationSelector::Keys(vec![requested.record.key_id.clone()]);
+    server.keyring.request_rotation(&selector, deadline, None, false, &Caller::cli()).await.unwrap();
+    let requested_token = requested.token.expose().to_owned();
     let mut wrong_secret = token.clone();
     wrong_secret.replace_range(25..26, if &token[25..26] == "A" { "B" } else { "A" });
 
@@ -45,6 +50,11 @@ async fn same_outcome_from_auth_verify_and_keyring() {
         Case { name: "superseded", token: old.token.expose().to_owned(), at: T0 + DAY - 1, scopes: &[] },
         Case { name: "rotated", token: old.token.expose().to_owned(), at: T0 + DAY, scopes: &[] },
         Case { name: "revoked", token: revoked.token.expose().to_owned(), at: T0, scopes: &[] },
+        Case { name: "rotation_requested", token: requested_token.clone(), at: T0, scopes: &["orders:read"] },
+        Case { name: "rotation_requested", token: requested_token.clone(), at: T0 + 10 * DAY - 1, scopes: &[] },
+        Case { name: "grace", token: requested_token.clone(), at: T0 + 10 * DAY, scopes: &[] },
+        Case { name: "grace", token: requested_token.clone(), at: T0 + 17 * DAY - 1, scopes: &[] },
+        Case { name: "expired", token: requested_token.clone(), at: T0 + 17 * DAY, scopes: &[] },
         Case { name: "invalid", token: wrong_secret, at: T0, scopes: &[] },
         Case { name: "invalid", token: "kt_live_garbage".into(), at: T0, scopes: &[] },
         Case { name: "insufficient_scope", token: token.clone(), at: T0, scopes: &["orders:write"] },

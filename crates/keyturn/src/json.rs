@@ -7,7 +7,7 @@ use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, KeyState};
 use keyturn_store::BulkOutcome;
 use serde_json::{json, Value};
 
-use crate::{LeakResult, MigrationEntry};
+use crate::{LeakResult, MigrationEntry, RequestEntry, RequestStatus, ScheduleRun};
 
 /// Renders a key with its state at the instant the state was computed.
 pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
@@ -30,6 +30,8 @@ pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
         "revocation_reason": record.revocation_reason,
         "rotated_at": rfc3339(record.rotated_at),
         "overlap_ends_at": rfc3339(record.overlap_ends_at),
+        "rotation_requested_at": rfc3339(record.rotation_requested_at),
+        "rotation_deadline": rfc3339(record.rotation_deadline),
         "successor_id": record.successor_id.as_ref().map(KeyId::as_str),
         "predecessor_id": record.predecessor_id.as_ref().map(KeyId::as_str),
         "first_used_at": rfc3339(record.first_used_at),
@@ -53,6 +55,39 @@ pub fn audit_event_json(row: &AuditEvent) -> Value {
         "reason": event.reason,
         "details": event.details,
     })
+}
+
+/// Renders what a rotation request did, or would do, to one key.
+pub fn request_entry_json(entry: &RequestEntry) -> Value {
+    let (deadline, expires_at, successor_id) = match &entry.status {
+        RequestStatus::Requested { deadline, expires_at } => (Some(*deadline), *expires_at, None),
+        RequestStatus::AlreadyRotated { successor_id } => (None, None, Some(successor_id.as_str())),
+        _ => (None, None, None),
+    };
+    json!({
+        "key_id": entry.key_id.as_str(),
+        "status": entry.status.as_str(),
+        "rotation_deadline": rfc3339(deadline),
+        "expires_at": rfc3339(expires_at),
+        "successor_id": successor_id,
+    })
+}
+
+/// Renders one scheduler run: the range of boundaries it looked at and the events it recorded.
+pub fn schedule_run_json(run: &ScheduleRun) -> Value {
+    let recorded: Vec<Value> = run
+        .recorded
+        .iter()
+        .map(|event| {
+            json!({
+                "seq": event.seq,
+                "event": event.event.audit_event().as_str(),
+                "key_id": event.key_id.as_str(),
+                "boundary": event.boundary.to_rfc3339(),
+            })
+        })
+        .collect();
+    json!({ "from": rfc3339(run.from), "to": run.to.to_rfc3339(), "recorded": recorded })
 }
 
 /// Renders one key of the migration report.

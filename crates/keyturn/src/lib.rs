@@ -47,7 +47,7 @@ pub use crate::listing::{KeyPage, MAX_PAGE_SIZE};
 pub use crate::migration::{MigrationEntry, MigrationPage, MAX_REPORT_KEYS};
 pub use crate::pepper_ops::{PepperEntry, PepperRetirement, PepperStatus, PEPPER_RETIRED_REASON};
 pub use crate::policies::{policy_json, PlannedPolicy, PolicyPlan};
-pub use crate::rotation_request::{RequestEntry, RequestStatus, RotationSelector, MAX_REQUEST_KEYS};
+pub use crate::rotation_request::{parse_deadline, RequestEntry, RequestStatus, RotationSelector, MAX_REQUEST_KEYS};
 pub use crate::scheduler::{RecordedEvent, ScheduleRun};
 pub use crate::verify::{AuthRequest, Authentication};
 

@@ -49,6 +49,26 @@ pub struct RequestEntry {
     pub status: RequestStatus,
 }
 
+/// Parses the deadline of a rotation request: an RFC 3339 instant, or a duration from `now` such
+/// as `14d`. The error quotes the value and both accepted forms.
+pub fn parse_deadline(value: &str, now: Instant) -> Result<Instant, Error> {
+    let trimmed = value.trim();
+    if let Ok(instant) = Instant::parse_rfc3339(trimmed) {
+        return Ok(instant);
+    }
+    match keyturn_core::Duration::parse(trimmed) {
+        Ok(duration) if !duration.is_zero() => Ok(now.saturating_add(duration)),
+        _ => Err(Error::InvalidInput {
+            field: "rotation deadline",
+            reason: format!(
+                "{} is neither an RFC 3339 instant such as 2027-01-31T12:00:00Z nor a positive duration from now \
+                 such as 14d",
+                keyturn_core::quote_value(value)
+            ),
+        }),
+    }
+}
+
 impl RequestStatus {
     /// Returns the status name used in JSON output and the API.
     pub fn as_str(&self) -> &'static str {
@@ -87,7 +107,7 @@ impl Keyring {
             });
         }
         let reason = reason.map(check_reason).transpose()?.filter(|reason| !reason.is_empty());
-        let selected = self.select_keys(selector).await?;
+        let selected = self.select_rotation_keys(selector).await?;
 
         let mut entries = Vec::with_capacity(selected.len());
         let mut requests = Vec::new();
@@ -123,7 +143,7 @@ impl Keyring {
     }
 
     /// Reads the keys a selector names, in the selector's order (creation order for an owner).
-    async fn select_keys(&self, selector: &RotationSelector) -> Result<Vec<(KeyId, Option<KeyRecord>)>, Error> {
+    async fn select_rotation_keys(&self, selector: &RotationSelector) -> Result<Vec<(KeyId, Option<KeyRecord>)>, Error> {
         match selector {
             RotationSelector::Keys(key_ids) => {
                 if key_ids.is_empty() {

@@ -22,7 +22,7 @@ use keyturn_core::{Instant, KeyId, Outcome};
 use keyturn_store::UsageRecord;
 
 /// Every outcome a verification can count, in the order of [`outcome_index`].
-const OUTCOMES: [Outcome; 8] = [
+const OUTCOMES: [Outcome; 9] = [
     Outcome::Active,
     Outcome::Expiring,
     Outcome::Grace,
@@ -31,6 +31,7 @@ const OUTCOMES: [Outcome; 8] = [
     Outcome::Rotated,
     Outcome::Revoked,
     Outcome::Invalid,
+    Outcome::RotationRequested,
 ];
 
 fn outcome_index(outcome: Outcome) -> usize {
@@ -43,6 +44,7 @@ fn outcome_index(outcome: Outcome) -> usize {
         Outcome::Rotated => 5,
         Outcome::Revoked => 6,
         Outcome::Invalid => 7,
+        Outcome::RotationRequested => 8,
     }
 }
 

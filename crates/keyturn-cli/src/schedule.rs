@@ -1,0 +1,90 @@
+//! `keys request-rotation`, which asks keys to be rotated by a deadline, and `schedule run
+//! --once`, which records the lifecycle events that time alone causes and is meant for cron
+//! when no `keyturn serve` runs the scheduler.
+
+use keyturn::json::{request_entry_json, schedule_run_json};
+use keyturn::{parse_deadline, Caller, RequestEntry, RequestStatus, RotationSelector, ScheduleRun};
+
+use crate::commands::{parse_key_id, with_keyring};
+use crate::error::CliError;
+use crate::output::{self, emit};
+use crate::{GlobalArgs, RequestRotationArgs, ScheduleRunArgs};
+
+pub async fn request_rotation(global: &GlobalArgs, args: &RequestRotationArgs) -> Result<(), CliError> {
+    let selector = match &args.owner {
+        Some(owner) => RotationSelector::Owner(owner.clone()),
+        None => RotationSelector::Keys(args.key_ids.iter().map(|value| parse_key_id(value)).collect::<Result<_, _>>()?),
+    };
+    with_keyring(global, |keyring| async move {
+        let deadline =
+            parse_deadline(&args.by, keyring.now()).map_err(|error| CliError::new(format!("--by: {error}")))?;
+        let entries =
+            keyring.request_rotation(&selector, deadline, args.reason.as_deref(), args.dry_run, &Caller::cli()).await?;
+        if args.json {
+            let rows = entries.iter().map(request_entry_json).collect();
+            emit(&output::json_text(&serde_json::Value::Array(rows)))
+        } else {
+            emit(&request_text(&entries, args.dry_run))
+        }
+    })
+    .await
+}
+
+pub async fn run(global: &GlobalArgs, args: &ScheduleRunArgs) -> Result<(), CliError> {
+    with_keyring(global, |keyring| async move {
+        let run = keyring.run_scheduler().await?;
+        if args.json {
+            emit(&output::json_text(&schedule_run_json(&run)))
+        } else {
+            emit(&run_text(&run))
+        }
+    })
+    .await
+}
+
+/// One line per key, then a count. A dry run says what would happen.
+fn request_text(entries: &[RequestEntry], dry_run: bool) -> String {
+    let mut text = String::new();
+    let mut requested = 0;
+    for entry in entries {
+        let line = match &entry.status {
+            RequestStatus::Requested { deadline, .. } => {
+                requested += 1;
+                let verb = if dry_run { "would request" } else { "requested" };
+                format!("{verb} rotation of key {} by {}", entry.key_id, deadline.to_rfc3339())
+            }
+            RequestStatus::AlreadyRotated { successor_id } => {
+                format!("skipped key {}: already rotated; its successor is {successor_id}", entry.key_id)
+            }
+            RequestStatus::Revoked => format!("skipped key {}: revoked", entry.key_id),
+            RequestStatus::Expired => format!("skipped key {}: expired or in its grace period", entry.key_id),
+            RequestStatus::NotFound => format!("skipped key {}: not found", entry.key_id),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let verb = if dry_run { "would be requested" } else { "requested" };
+    text.push_str(&format!("{requested} of {} keys {verb}\n", entries.len()));
+    text
+}
+
+/// One line per recorded event, then the range of boundaries the run looked at.
+fn run_text(run: &ScheduleRun) -> String {
+    let mut text = String::new();
+    for event in &run.recorded {
+        text.push_str(&format!(
+            "recorded {} for key {} (boundary {}, audit event {})\n",
+            event.event.audit_event(),
+            event.key_id,
+            event.boundary.to_rfc3339(),
+            event.seq
+        ));
+    }
+    let from = run.from.map_or_else(|| "the start".to_owned(), |from| from.to_rfc3339());
+    text.push_str(&format!(
+        "recorded {} events with boundaries after {from} up to {}\n",
+        run.recorded.len(),
+        run.to.to_rfc3339()
+    ));
+    text
+}
