@@ -53,6 +53,8 @@ class KeyInfo:
     revocation_reason: str | None
     rotated_at: datetime | None
     overlap_ends_at: datetime | None
+    rotation_requested_at: datetime | None
+    rotation_deadline: datetime | None
     successor_id: str | None
     predecessor_id: str | None
     first_used_at: datetime | None
@@ -244,6 +246,21 @@ class Keyring:
 
         Raises KeyturnError when more than 100,000 keys match; filter by owner then.
         """
+    def request_rotation(
+        self,
+        *,
+        by: datetime | timedelta | str,
+        owner: str | None = None,
+        key_ids: list[str] | None = None,
+        reason: str | None = None,
+        dry_run: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Ask keys, by owner or by key id, to be rotated by ``by``: an aware datetime, a
+        timedelta or duration string from now, or an RFC 3339 string. Keys already rotated, revoked
+        or expired are reported in the result, not raised."""
+    def run_scheduler(self) -> dict[str, Any]:
+        """Record the lifecycle events that time alone caused since the scheduler last ran, once per
+        key and event, and return the range it looked at and the events it recorded."""
     def flush(self) -> None:
         """Write queued usage counters, rehashes, exposure reports and guard events now."""
     def sync(self) -> None:

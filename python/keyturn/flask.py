@@ -734,7 +734,16 @@ keys_cli = AppGroup(
 )
 
 # The states that ``flask keys list --state`` accepts.
-_KEY_STATES = ("active", "expiring", "grace", "superseded", "expired", "rotated", "revoked")
+_KEY_STATES = (
+    "active",
+    "expiring",
+    "grace",
+    "superseded",
+    "rotation_requested",
+    "expired",
+    "rotated",
+    "revoked",
+)
 
 
 class KeysCommandError(click.ClickException):
@@ -1021,6 +1030,70 @@ def migration_report_command(owner: str | None, as_json: bool) -> None:
         click.echo(_json_text([entry.to_dict() for entry in entries]))
     else:
         click.echo(_migration_table(entries), nl=False)
+
+
+@keys_cli.command("request-rotation")
+@click.argument("key_ids", nargs=-1, metavar="[KEY_ID]...")
+@click.option("--owner", help="Every key of this owner.")
+@click.option(
+    "--by",
+    "deadline",
+    required=True,
+    metavar="INSTANT_OR_DURATION",
+    help="Deadline: an RFC 3339 instant such as 2027-01-31T12:00:00Z, or a duration from now "
+    "such as 14d. Keys not rotated by then enter their grace period there.",
+)
+@click.option("--reason", metavar="TEXT", help="Reason recorded in the audit log.")
+@click.option(
+    "--dry-run", is_flag=True, help="Show what the request would do without changing anything."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of text.")
+def request_rotation_command(
+    key_ids: tuple[str, ...],
+    owner: str | None,
+    deadline: str,
+    reason: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Ask keys to be rotated by a deadline: until they are, responses carry
+    API-Key-Status: rotation-requested, and a key not rotated in time enters its grace period at
+    the deadline."""
+    if bool(owner) == bool(key_ids):
+        raise click.UsageError("give either --owner or one or more key ids, not both")
+    with _keyring_for_command() as keyring:
+        entries = keyring.request_rotation(
+            by=deadline,
+            owner=owner,
+            key_ids=list(key_ids) if key_ids else None,
+            reason=reason,
+            dry_run=dry_run,
+        )
+    if as_json:
+        click.echo(_json_text(entries))
+        return
+    for entry in entries:
+        click.echo(_request_line(entry, dry_run))
+    requested = sum(1 for entry in entries if entry["status"] == "requested")
+    verb = "would be requested" if dry_run else "requested"
+    click.echo(f"{requested} of {len(entries)} keys {verb}")
+
+
+def _request_line(entry: dict[str, Any], dry_run: bool) -> str:
+    """Render one key of a rotation request as ``keyturn keys request-rotation`` does."""
+    key_id = entry["key_id"]
+    status = entry["status"]
+    if status == "requested":
+        verb = "would request" if dry_run else "requested"
+        return f"{verb} rotation of key {key_id} by {entry['rotation_deadline']}"
+    if status == "already_rotated":
+        return f"skipped key {key_id}: already rotated; its successor is {entry['successor_id']}"
+    reasons = {
+        "revoked": "revoked",
+        "expired": "expired or in its grace period",
+        "not_found": "not found",
+    }
+    return f"skipped key {key_id}: {reasons.get(status, status)}"
 
 
 def _json_text(value: Any) -> str:

@@ -54,6 +54,22 @@ pub(crate) fn to_instant(value: &Bound<'_, PyAny>, field: &str) -> PyResult<Inst
 }
 
 /// Reads a duration from a `timedelta` or text such as `90d`, `1h30m` or `250ms`.
+/// Reads the deadline of a rotation request: an aware datetime, a timedelta from `now`, or a
+/// string holding an RFC 3339 instant or a duration such as "14d".
+pub(crate) fn to_deadline(value: &Bound<'_, PyAny>, now: Instant) -> PyResult<Instant> {
+    if let Ok(text) = value.cast::<PyString>() {
+        return keyturn::parse_deadline(&text.to_cow()?, now).map_err(|error| invalid(error.to_string()));
+    }
+    if value.hasattr("total_seconds")? {
+        let duration = to_duration(value, "by")?;
+        if duration.is_zero() {
+            return Err(invalid("by must be a positive timedelta"));
+        }
+        return Ok(now.saturating_add(duration));
+    }
+    to_instant(value, "by")
+}
+
 pub(crate) fn to_duration(value: &Bound<'_, PyAny>, field: &str) -> PyResult<Duration> {
     if let Ok(text) = value.cast::<PyString>() {
         let text = text.to_cow()?;

@@ -16,7 +16,7 @@ use keyturn::settings::{self, PepperSource};
 use keyturn::store::{AuditFilter, KeySelection};
 use keyturn::{
     AuthRequest, Authentication, Caller, Config, Consistency, GuardConfig, ListFilter, NewKey, OpenOptions,
-    RotateOptions, SelfRotationOptions,
+    RotateOptions, RotationSelector, SelfRotationOptions,
 };
 use pyo3::prelude::*;
 
@@ -410,6 +410,43 @@ impl Keyring {
         let (runtime, keyring) = self.process(py)?;
         let entries = py.detach(|| runtime.block_on(keyring.migration_report(owner.as_deref()))).map_err(to_py)?;
         Ok(entries.into_iter().map(MigrationEntry::new).collect())
+    }
+
+    /// Asks keys, by owner or by key id, to be rotated by a deadline and returns one dict per key.
+    #[pyo3(signature = (*, by, owner = None, key_ids = None, reason = None, dry_run = false))]
+    fn request_rotation<'py>(
+        &self,
+        py: Python<'py>,
+        by: &Bound<'py, PyAny>,
+        owner: Option<String>,
+        key_ids: Option<Vec<String>>,
+        reason: Option<String>,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let selector = match (owner, key_ids) {
+            (Some(owner), None) => RotationSelector::Owner(owner),
+            (None, Some(key_ids)) => {
+                RotationSelector::Keys(key_ids.iter().map(|key_id| parse_key_id(key_id)).collect::<PyResult<_>>()?)
+            }
+            _ => return Err(invalid("give exactly one of owner and key_ids")),
+        };
+        let (runtime, keyring) = self.process(py)?;
+        let deadline = crate::convert::to_deadline(by, keyring.now())?;
+        let caller = Caller::cli();
+        let entries = py
+            .detach(|| {
+                runtime.block_on(keyring.request_rotation(&selector, deadline, reason.as_deref(), dry_run, &caller))
+            })
+            .map_err(to_py)?;
+        let rows = entries.iter().map(keyturn::json::request_entry_json).collect();
+        crate::convert::json_to_py(py, &serde_json::Value::Array(rows))
+    }
+
+    /// Records the lifecycle events due since the scheduler's last run and returns what it did.
+    fn run_scheduler<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (runtime, keyring) = self.process(py)?;
+        let run = py.detach(|| runtime.block_on(keyring.run_scheduler())).map_err(to_py)?;
+        crate::convert::json_to_py(py, &keyturn::json::schedule_run_json(&run))
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {

@@ -113,6 +113,14 @@ impl KeyInfo {
         to_optional_datetime(py, self.record.overlap_ends_at)
     }
     #[getter]
+    fn rotation_requested_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.rotation_requested_at)
+    }
+    #[getter]
+    fn rotation_deadline<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        to_optional_datetime(py, self.record.rotation_deadline)
+    }
+    #[getter]
     fn successor_id(&self) -> Option<&str> {
         self.record.successor_id.as_ref().map(|id| id.as_str())
     }

@@ -176,8 +176,16 @@ def loopback_session() -> requests.Session:
 
 
 @contextmanager
-def run_gunicorn(environ: Mapping[str, str], log_path: Path, *, preload: bool) -> Iterator[str]:
+def run_gunicorn(
+    environ: Mapping[str, str],
+    log_path: Path,
+    *,
+    preload: bool,
+    app: str = "gunicorn_app:application",
+) -> Iterator[str]:
     """Run the example app under gunicorn with 2 workers on a free loopback port.
+
+    ``app`` is the WSGI entry point in python/tests, by default the example app.
 
     Yields the base URL. gunicorn writes its output and the app's to ``log_path``. The server is
     stopped with SIGTERM when the block ends, and killed if it has not exited in time.
@@ -200,7 +208,7 @@ def run_gunicorn(environ: Mapping[str, str], log_path: Path, *, preload: bool) -
     ]
     if preload:
         command.append("--preload")
-    command.append("gunicorn_app:application")
+    command.append(app)
 
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

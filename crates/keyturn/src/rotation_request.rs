@@ -111,6 +111,8 @@ impl Keyring {
 
         let mut entries = Vec::with_capacity(selected.len());
         let mut requests = Vec::new();
+        // The position in `entries` of each request, since the store returns results in order.
+        let mut positions = Vec::new();
         for (key_id, record) in selected {
             let status = planned_status(record.as_ref(), now, deadline);
             if matches!(status, RequestStatus::Requested { .. }) && !dry_run {
@@ -123,6 +125,7 @@ impl Keyring {
                         "previous_expires_at": previous.map(Instant::to_rfc3339),
                     }));
                 requests.push(RotationRequest { key_id: key_id.clone(), requested_at: now, deadline, event });
+                positions.push(entries.len());
             }
             entries.push(RequestEntry { key_id, status });
         }
@@ -132,8 +135,8 @@ impl Keyring {
 
         let results = self.store.request_rotation(&requests).await?;
         self.cache.evict(requests.iter().map(|request| &request.key_id));
-        for (request, result) in requests.iter().zip(results) {
-            let Some(entry) = entries.iter_mut().find(|entry| entry.key_id == request.key_id) else { continue };
+        for ((request, result), position) in requests.iter().zip(results).zip(positions) {
+            let entry = &mut entries[position];
             entry.status = stored_status(result, request.deadline);
             if let RequestStatus::Requested { deadline, .. } = &entry.status {
                 tracing::info!(target: "keyturn::keyring", key_id = %entry.key_id, deadline = %deadline, actor = %caller.actor.to_stored(), "rotation requested");
