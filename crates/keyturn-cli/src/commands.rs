@@ -160,6 +160,9 @@ pub async fn revoke(global: &GlobalArgs, args: &RevokeArgs) -> Result<(), CliErr
 
 /// Runs `keys migration-report`.
 pub async fn migration_report(global: &GlobalArgs, args: &MigrationReportArgs) -> Result<(), CliError> {
+    if args.rotation_requests {
+        return crate::schedule::rotation_request_report(global, args).await;
+    }
     with_keyring(global, |keyring| async move {
         let entries = keyring.migration_report(args.owner.as_deref()).await?;
         if args.json {

@@ -396,6 +396,10 @@ pub struct MigrationReportArgs {
     /// Only keys of this owner
     #[arg(long)]
     pub owner: Option<String>,
+    /// Report the progress of rotation requests instead: each requested key, whether it was
+    /// rotated, whether its successor was used, and its deadline
+    #[arg(long)]
+    pub rotation_requests: bool,
     /// Print a JSON array instead of a table
     #[arg(long)]
     pub json: bool,

@@ -1,14 +1,15 @@
-//! `keys request-rotation`, which asks keys to be rotated by a deadline, and `schedule run
+//! `keys request-rotation`, which asks keys to be rotated by a deadline, `keys migration-report
+//! --rotation-requests`, which shows how far the requested rotations got, and `schedule run
 //! --once`, which records the lifecycle events that time alone causes and is meant for cron
 //! when no `keyturn serve` runs the scheduler.
 
-use keyturn::json::{request_entry_json, schedule_run_json};
-use keyturn::{parse_deadline, Caller, RequestEntry, RequestStatus, RotationSelector, ScheduleRun};
+use keyturn::json::{campaign_entry_json, request_entry_json, schedule_run_json};
+use keyturn::{parse_deadline, Caller, CampaignEntry, RequestEntry, RequestStatus, RotationSelector, ScheduleRun};
 
 use crate::commands::{parse_key_id, with_keyring};
 use crate::error::CliError;
 use crate::output::{self, emit};
-use crate::{GlobalArgs, RequestRotationArgs, ScheduleRunArgs};
+use crate::{GlobalArgs, MigrationReportArgs, RequestRotationArgs, ScheduleRunArgs};
 
 pub async fn request_rotation(global: &GlobalArgs, args: &RequestRotationArgs) -> Result<(), CliError> {
     let selector = match &args.owner {
@@ -25,6 +26,20 @@ pub async fn request_rotation(global: &GlobalArgs, args: &RequestRotationArgs) -
             emit(&output::json_text(&serde_json::Value::Array(rows)))
         } else {
             emit(&request_text(&entries, args.dry_run))
+        }
+    })
+    .await
+}
+
+/// Runs `keys migration-report --rotation-requests`.
+pub async fn rotation_request_report(global: &GlobalArgs, args: &MigrationReportArgs) -> Result<(), CliError> {
+    with_keyring(global, |keyring| async move {
+        let entries = keyring.rotation_request_report(args.owner.as_deref()).await?;
+        if args.json {
+            let rows = entries.iter().map(campaign_entry_json).collect();
+            emit(&output::json_text(&serde_json::Value::Array(rows)))
+        } else {
+            emit(&campaign_text(&entries))
         }
     })
     .await
@@ -86,5 +101,31 @@ fn run_text(run: &ScheduleRun) -> String {
         run.recorded.len(),
         run.to.to_rfc3339()
     ));
+    text
+}
+
+/// One line per requested key, then a count of those rotated and of those whose successor was used.
+fn campaign_text(entries: &[CampaignEntry]) -> String {
+    if entries.is_empty() {
+        return "no keys with a rotation request\n".to_owned();
+    }
+    let mut text = String::new();
+    for entry in entries {
+        let progress = match (&entry.successor_id, entry.successor_first_used_at) {
+            (None, _) => "not rotated".to_owned(),
+            (Some(successor_id), None) => format!("rotated to {successor_id}, successor not used yet"),
+            (Some(successor_id), Some(_)) => format!("rotated to {successor_id}, successor used"),
+        };
+        text.push_str(&format!(
+            "key {} ({}): deadline {}, {progress}, state {}\n",
+            entry.key_id,
+            output::escape_text(&entry.name),
+            entry.deadline.to_rfc3339(),
+            entry.state.outcome
+        ));
+    }
+    let rotated = entries.iter().filter(|entry| entry.successor_id.is_some()).count();
+    let used = entries.iter().filter(|entry| entry.successor_first_used_at.is_some()).count();
+    text.push_str(&format!("{rotated} of {} keys rotated, {used} successors used\n", entries.len()));
     text
 }

@@ -96,6 +96,15 @@ fn request_rotation_dry_run_then_real() {
     let audit = deployment.audit_rows("authn_token_rotation_requested");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0]["reason"], "vendor breach");
+
+    let report = deployment.json(&["keys", "migration-report", "--rotation-requests"]);
+    assert_eq!(report.as_array().unwrap().len(), 1);
+    assert_eq!(report[0]["key_id"], key_id.as_str());
+    assert_eq!(report[0]["rotated"], false);
+    assert_eq!(report[0]["rotation_deadline"], "2099-01-01T00:00:00Z");
+    let text = deployment.run(&["keys", "migration-report", "--rotation-requests"]);
+    assert!(text.stdout.contains("deadline 2099-01-01T00:00:00Z, not rotated"), "{}", text.stdout);
+    assert!(text.stdout.contains("0 of 1 keys rotated, 0 successors used"), "{}", text.stdout);
 }
 
 #[test]

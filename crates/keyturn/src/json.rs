@@ -7,7 +7,7 @@ use keyturn_core::{AuditEvent, Instant, KeyId, KeyRecord, KeyState};
 use keyturn_store::BulkOutcome;
 use serde_json::{json, Value};
 
-use crate::{LeakResult, MigrationEntry, RequestEntry, RequestStatus, ScheduleRun};
+use crate::{CampaignEntry, LeakResult, MigrationEntry, RequestEntry, RequestStatus, ScheduleRun};
 
 /// Renders a key with its state at the instant the state was computed.
 pub fn key_json(record: &KeyRecord, state: &KeyState) -> Value {
@@ -70,6 +70,22 @@ pub fn request_entry_json(entry: &RequestEntry) -> Value {
         "rotation_deadline": rfc3339(deadline),
         "expires_at": rfc3339(expires_at),
         "successor_id": successor_id,
+    })
+}
+
+/// Renders one key of the rotation request report.
+pub fn campaign_entry_json(entry: &CampaignEntry) -> Value {
+    json!({
+        "key_id": entry.key_id.as_str(),
+        "name": entry.name,
+        "owner": entry.owner,
+        "state": entry.state.outcome.as_str(),
+        "rotation_requested_at": entry.requested_at.to_rfc3339(),
+        "rotation_deadline": entry.deadline.to_rfc3339(),
+        "rotated": entry.successor_id.is_some(),
+        "successor_id": entry.successor_id.as_ref().map(KeyId::as_str),
+        "successor_used": entry.successor_first_used_at.is_some(),
+        "successor_first_used_at": rfc3339(entry.successor_first_used_at),
     })
 }
 

@@ -358,3 +358,40 @@ async fn rotation_request_rejects_bad_input() {
     let control = fixture.keyring.request_rotation(&selector, later, Some("a\nb"), false, &cli()).await;
     assert!(control.unwrap_err().to_string().contains("reason"));
 }
+
+#[tokio::test]
+async fn rotation_request_report_shows_progress() {
+    let fixture = Fixture::new().await;
+    let moved = fixture.keyring.create(new_key("moved"), &cli()).await.unwrap();
+    let rotated = fixture.keyring.create(new_key("rotated"), &cli()).await.unwrap();
+    let lagging = fixture.keyring.create(new_key("lagging"), &cli()).await.unwrap();
+    let mut other = new_key("other owner");
+    other.owner = Some("sales".into());
+    fixture.keyring.create(other, &cli()).await.unwrap();
+    let selector = RotationSelector::Keys(vec![
+        moved.record.key_id.clone(),
+        rotated.record.key_id.clone(),
+        lagging.record.key_id.clone(),
+    ]);
+    let deadline = Instant::from_millis(T0 + 10 * DAY);
+    fixture.keyring.request_rotation(&selector, deadline, None, false, &cli()).await.unwrap();
+    fixture.at(T0 + DAY);
+    let moved_successor =
+        fixture.keyring.rotate(&moved.record.key_id, &RotateOptions::default(), &cli()).await.unwrap();
+    fixture.keyring.rotate(&rotated.record.key_id, &RotateOptions::default(), &cli()).await.unwrap();
+    fixture.keyring.verify(moved_successor.token.expose(), &Default::default(), None).await.unwrap();
+    fixture.keyring.flush().await.unwrap();
+
+    let report = fixture.keyring.rotation_request_report(Some("billing")).await.unwrap();
+
+    assert_eq!(report.len(), 3);
+    let entry = |issued: &keyturn::Issued| report.iter().find(|entry| entry.key_id == issued.record.key_id).unwrap();
+    assert_eq!(entry(&moved).successor_id.as_ref(), Some(&moved_successor.record.key_id));
+    assert_eq!(entry(&moved).successor_first_used_at, Some(Instant::from_millis(T0 + DAY)));
+    assert!(entry(&rotated).successor_id.is_some());
+    assert_eq!(entry(&rotated).successor_first_used_at, None);
+    assert_eq!(entry(&lagging).successor_id, None);
+    assert_eq!(entry(&lagging).state.outcome, Outcome::RotationRequested);
+    assert_eq!(entry(&lagging).deadline, deadline);
+    assert!(fixture.keyring.rotation_request_report(Some("sales")).await.unwrap().is_empty());
+}
