@@ -571,3 +571,31 @@ async fn outbox_once_key_unique() {
     assert!(error.as_database_error().is_some_and(|error| error.is_unique_violation()), "{error}");
     conn.close().await.unwrap();
 }
+
+/// The scheduler's range queries search an index of the rotation-request migration instead of scanning every
+/// key. The SQL repeats the boundary expressions of `queries::list_due`, which must match the
+/// indexed expressions exactly for SQLite to use them.
+#[tokio::test]
+async fn due_queries_use_boundary_indexes() {
+    let (_dir, path, _store) = new_store().await;
+    let mut conn = raw_connection(&path).await;
+    let cases = [
+        ("expires_at", "(expires_at - warn_before_ms)", "keys_warning_starts_at"),
+        ("expires_at", "expires_at", "keys_expires_at"),
+        ("expires_at", "(expires_at + grace_ms)", "keys_grace_ends_at"),
+        ("overlap_ends_at", "overlap_ends_at", "keys_overlap_ends_at"),
+        ("rotation_deadline", "rotation_deadline", "keys_rotation_deadline"),
+    ];
+
+    for (column, boundary, index) in cases {
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT key_id FROM keys WHERE {column} IS NOT NULL AND revoked_at IS NULL \
+             AND {boundary} > 1 AND {boundary} <= 2 ORDER BY {boundary}, key_id LIMIT 500"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&mut conn).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|row| row.get::<String, _>("detail")).collect();
+        let plan = plan.join("; ");
+        assert!(plan.contains(&format!("USING INDEX {index}")), "{boundary}: {plan}");
+        assert!(!plan.contains("SCAN keys"), "{boundary}: {plan}");
+    }
+}
