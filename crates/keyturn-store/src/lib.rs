@@ -25,7 +25,6 @@
 
 mod audit_log;
 mod conflicts;
-mod conflicts_schedule;
 mod error;
 mod overlap;
 mod policies;
@@ -33,6 +32,7 @@ mod postgres;
 mod queries;
 mod rows;
 mod selection;
+mod schedule;
 mod sqlite;
 mod url;
 mod webhooks;

@@ -103,6 +103,7 @@ suite_tests!(
     list_due_selects_boundary_range,
     scheduler_high_water_only_advances,
     append_once_per_key_and_event,
+    import_rebuilds_once_guard,
 );
 
 macro_rules! policy_suite_tests {

@@ -373,6 +373,7 @@ impl Store for SqliteStore {
         for event in events {
             writes::import_event(&mut tx, event).await?;
         }
+        sqlx::query(crate::schedule::REBUILD_RECORDED_EVENTS).execute(&mut *tx).await.map_err(classify)?;
         commit(tx).await?;
         tracing::debug!(target: TARGET, keys = keys.len(), events = events.len(), "imported copied rows");
         Ok(())

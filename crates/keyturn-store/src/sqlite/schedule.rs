@@ -10,9 +10,9 @@ use super::errors::classify;
 use super::rows::fetch_key;
 use super::{commit, writes, SqliteStore};
 use crate::audit_log::AuditWrites;
-use crate::conflicts_schedule::rotation_skipped;
 use crate::queries;
 use crate::rows::decode_key;
+use crate::schedule::rotation_skipped;
 use crate::{DueFilter, RotationRequest, RotationRequestResult, StoreError};
 
 /// The name of the scheduler's row in `scheduler_state`.

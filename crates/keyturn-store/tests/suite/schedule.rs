@@ -194,3 +194,16 @@ pub async fn append_once_concurrently_records_once(stores: &[Arc<dyn Store>]) {
     assert_eq!(rows_of(stores[0].as_ref(), AuditEventType::AuthnTokenExpiringSoon).await.len(), 20);
     assert_eq!(rows_of(stores[0].as_ref(), AuditEventType::AuthnTokenExpired).await.len(), 20);
 }
+
+/// A store that imports copied audit rows records no event of them a second time.
+pub async fn import_rebuilds_once_guard(store: &dyn Store) {
+    let event = once_event(1, AuditEventType::AuthnTokenGraceEntered, 1_000);
+    let copied = keyturn_core::AuditEvent { seq: 7, canonical: event.canonical(7), event, mac: None };
+
+    store.import(&[], &[copied]).await.unwrap();
+
+    let again = once_event(1, AuditEventType::AuthnTokenGraceEntered, 2_000);
+    assert_eq!(store.append_audit_once(&again, false).await.unwrap(), None);
+    let other = once_event(1, AuditEventType::AuthnTokenExpired, 2_000);
+    assert!(store.append_audit_once(&other, false).await.unwrap().is_some());
+}
