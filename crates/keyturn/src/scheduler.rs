@@ -52,6 +52,8 @@ impl Keyring {
     pub async fn run_scheduler(&self) -> Result<ScheduleRun, Error> {
         let now = self.clock.now();
         let from = self.store.scheduler_high_water().await?;
+        // NOTE: the first run on a store, such as after an upgrade, records every past event of
+        // every key that is not revoked, up to 100,000 per event and run; later runs go on.
         let after = from.unwrap_or(Instant::from_millis(i64::MIN));
         let mut to = now;
         let mut recorded = Vec::new();
