@@ -146,7 +146,10 @@ impl Keyring {
     }
 
     /// Reads the keys a selector names, in the selector's order (creation order for an owner).
-    async fn select_rotation_keys(&self, selector: &RotationSelector) -> Result<Vec<(KeyId, Option<KeyRecord>)>, Error> {
+    async fn select_rotation_keys(
+        &self,
+        selector: &RotationSelector,
+    ) -> Result<Vec<(KeyId, Option<KeyRecord>)>, Error> {
         match selector {
             RotationSelector::Keys(key_ids) => {
                 if key_ids.is_empty() {
