@@ -28,6 +28,14 @@ pub const NOTIFIABLE_EVENTS: &[AuditEventType] = &[
     AuditEventType::AuthnTokenExpired,
     AuditEventType::AuthnTokenSupersededUsed,
     AuditEventType::AuthnPepperRotated,
+    AuditEventType::AuthnPepperRetired,
+    AuditEventType::AuthnTokenLeakReported,
+    AuditEventType::AuthnTokenOverlapShortened,
+    AuditEventType::AuthnTokenRotationRequested,
+    AuditEventType::AuthnTokenExpiringSoon,
+    AuditEventType::AuthnTokenOverlapEnded,
+    AuditEventType::AuthnTokenRotationDeadlineReached,
+    AuditEventType::AuthzPolicyChanged,
 ];
 
 /// The event type of the message that `keyturn webhooks test` sends. It is never in the outbox.
