@@ -1,5 +1,6 @@
 """Shared fixtures and helpers of the Python tests: the example app on a throwaway store, tokens
-altered in one part with a valid checksum, the `keyturn` CLI binary, and gunicorn over loopback.
+altered in one part with a valid checksum, the `keyturn` CLI binary, gunicorn over loopback, and a
+webhook receiver that checks signatures with its own implementation.
 
 The ``keyturn_env`` fixture comes from ``keyturn.testing``, which the installed package registers
 as a pytest plugin, so these tests use it exactly as an application's test suite would.
@@ -7,19 +8,26 @@ as a pytest plugin, so these tests use it exactly as an application's test suite
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import importlib.util
 import json
 import os
 import re
 import secrets
 import signal
+import ssl
 import string
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,6 +54,7 @@ SERVER_START_TIMEOUT = 20.0
 SERVER_STOP_TIMEOUT = 15.0
 CLI_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 5.0
+DELIVERY_TIMEOUT = 30.0
 
 
 def load_example() -> ModuleType:
@@ -285,3 +294,116 @@ def wait_for_addresses(process: subprocess.Popen[bytes], log_path: Path, pattern
             raise AssertionError(f"{process.args} exited with {process.returncode}:\n{output}")
         time.sleep(0.05)
     raise AssertionError(f"{process.args} did not listen within {SERVER_START_TIMEOUT} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# A webhook receiver on 127.0.0.1 that checks Standard Webhooks signatures itself
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    msg_id: str
+    timestamp: str
+    body: bytes
+    signature_ok: bool
+    status: int
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver that responds to each message's first ``failures`` attempts with
+    ``failure_status`` and later ones with 204."""
+
+    failures: int = 0
+    failure_status: int = 500
+    secrets: list[bytes] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def verify(self, msg_id: str, timestamp: str, body: bytes, header: str) -> bool:
+        signed = f"{msg_id}.{timestamp}.".encode() + body
+        expected = [
+            base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
+            for secret in self.secrets
+        ]
+        for part in header.split(" "):
+            version, _, signature = part.partition(",")
+            if version == "v1" and any(hmac.compare_digest(signature, e) for e in expected):
+                return True
+        return False
+
+    def answer(self, msg_id: str, timestamp: str, body: bytes, header: str) -> int:
+        with self.lock:
+            earlier = sum(1 for attempt in self.attempts if attempt.msg_id == msg_id)
+            status = self.failure_status if earlier < self.failures else 204
+            ok = self.verify(msg_id, timestamp, body, header)
+            self.attempts.append(Attempt(msg_id, timestamp, body, ok, status))
+        return status
+
+    def delivered(self) -> list[Attempt]:
+        with self.lock:
+            return [attempt for attempt in self.attempts if attempt.status == 204]
+
+
+@contextmanager
+def run_receiver(receiver: Receiver, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            status = receiver.answer(
+                self.headers.get("webhook-id", ""),
+                self.headers.get("webhook-timestamp", ""),
+                body,
+                self.headers.get("webhook-signature", ""),
+            )
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    scheme = "https" if tls is not None else "http"
+    receiver.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def add_endpoint(keyturn_bin: Path, environ: dict[str, str], receiver: Receiver) -> str:
+    added = run_cli(
+        keyturn_bin,
+        ["webhooks", "add", receiver.url, "--allow-private-network", "--json"],
+        environ,
+    )
+    endpoint = json.loads(added.stdout)
+    secret = endpoint["secret"]
+    assert secret.startswith("whsec_")
+    receiver.secrets.append(base64.b64decode(secret.removeprefix("whsec_")))
+    return str(endpoint["id"])
+
+
+def deliveries(keyturn_bin: Path, environ: dict[str, str], *flags: str) -> list[dict[str, Any]]:
+    listed = run_cli(keyturn_bin, ["webhooks", "deliveries", "--json", *flags], environ)
+    result: list[dict[str, Any]] = json.loads(listed.stdout)
+    return result
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {DELIVERY_TIMEOUT} s waiting for {what}")
