@@ -1,6 +1,7 @@
 """Shared fixtures and helpers of the Python tests: the example app on a throwaway store, tokens
-altered in one part with a valid checksum, the `keyturn` CLI binary, gunicorn over loopback, and a
-webhook receiver that checks signatures with its own implementation.
+altered in one part with a valid checksum, the `keyturn` CLI binary, gunicorn over loopback, a
+webhook receiver that checks signatures with its own implementation, and a private PostgreSQL
+cluster per test.
 
 The ``keyturn_env`` fixture comes from ``keyturn.testing``, which the installed package registers
 as a pytest plugin, so these tests use it exactly as an application's test suite would.
@@ -16,11 +17,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import ssl
 import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -407,3 +410,66 @@ def wait_until(condition: Any, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {DELIVERY_TIMEOUT} s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# A private PostgreSQL cluster per test
+# ---------------------------------------------------------------------------------------------
+
+CLUSTER_SCRIPT = REPO_ROOT / "scripts" / "postgres-test-server"
+CLUSTER_TIMEOUT = 300.0
+
+
+@dataclass
+class Cluster:
+    """A private PostgreSQL cluster in a directory of its own, reachable at ``url``."""
+
+    directory: Path
+    url: str
+
+    def stop(self) -> None:
+        run_script("stop", self.directory)
+
+    def start(self) -> None:
+        """Start the cluster again, on the port it had before."""
+        url = run_script("start", self.directory)
+        assert url == self.url, f"the cluster came back at {url}, not {self.url}"
+
+
+def run_script(command: str, directory: Path) -> str:
+    result = subprocess.run(
+        [str(CLUSTER_SCRIPT), command, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=CLUSTER_TIMEOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"postgres-test-server {command} failed:\n{result.stderr}")
+    return result.stdout.strip()
+
+
+class ClusterError(Exception):
+    pass
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A fresh PostgreSQL cluster; the test skips when none can be started, and fails under CI."""
+    # The server runs as the postgres user when the tests run as root, so the directory must be
+    # one that user can reach.
+    directory = Path(tempfile.mkdtemp(prefix="keyturn-pytest-postgres.", dir="/tmp"))
+    try:
+        url = run_script("start", directory)
+    except ClusterError as error:
+        shutil.rmtree(directory, ignore_errors=True)
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {error}")
+        pytest.skip(f"no PostgreSQL cluster could be started: {error}")
+    try:
+        yield Cluster(directory, url)
+    finally:
+        try:
+            run_script("stop", directory)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -19,32 +19,25 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import statistics
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 from conftest import (
-    REPO_ROOT,
     REQUEST_TIMEOUT,
+    Cluster,
     loopback_session,
     run_cli,
     run_gunicorn,
     run_server,
 )
 
-CLUSTER_SCRIPT = REPO_ROOT / "scripts" / "postgres-test-server"
-CLUSTER_TIMEOUT = 300.0
 SERVE_PATTERN = r"serving the API on (http://[0-9.:]+)\n"
 
 TRIALS = 100
@@ -52,61 +45,6 @@ REVOCATION_BOUND = 1.0
 # Bounds of each polling phase, so that no trial can hang.
 TRIAL_TIMEOUT = 5.0
 POLL_THREADS = 4
-
-
-@dataclass
-class Cluster:
-    """A private PostgreSQL cluster in a directory of its own, reachable at ``url``."""
-
-    directory: Path
-    url: str
-
-    def stop(self) -> None:
-        run_script("stop", self.directory)
-
-    def start(self) -> None:
-        """Start the cluster again, on the port it had before."""
-        url = run_script("start", self.directory)
-        assert url == self.url, f"the cluster came back at {url}, not {self.url}"
-
-
-def run_script(command: str, directory: Path) -> str:
-    result = subprocess.run(
-        [str(CLUSTER_SCRIPT), command, str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=CLUSTER_TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ClusterError(f"postgres-test-server {command} failed:\n{result.stderr}")
-    return result.stdout.strip()
-
-
-class ClusterError(Exception):
-    pass
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    """A fresh PostgreSQL cluster; the test skips when none can be started, and fails under CI."""
-    # The server runs as the postgres user when the tests run as root, so the directory must be
-    # one that user can reach.
-    directory = Path(tempfile.mkdtemp(prefix="keyturn-pytest-postgres.", dir="/tmp"))
-    try:
-        url = run_script("start", directory)
-    except ClusterError as error:
-        shutil.rmtree(directory, ignore_errors=True)
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL tests: {error}")
-        pytest.skip(f"no PostgreSQL cluster could be started: {error}")
-    try:
-        yield Cluster(directory, url)
-    finally:
-        try:
-            run_script("stop", directory)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclass

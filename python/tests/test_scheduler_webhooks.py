@@ -1,10 +1,11 @@
-"""Scheduler events reach a webhook receiver, end to end on one SQLite store. Keys are placed so
-that every time-caused event (expiring soon, grace entered, expired, overlap ended, rotation
-deadline reached) falls on a known boundary. At 1 ms before each boundary and at the boundary,
-two scheduler processes run at once on the same store with the clock set to that instant. Before
-the boundary nothing is recorded. At it each due event is recorded, exactly once in the audit
-log. `keyturn webhooks deliver --once` then sends every event to a receiver on 127.0.0.1 that
-checks each signature itself and fails the first attempt of every message with 500.
+"""Scheduler events reach a webhook receiver, end to end, on one SQLite store and on one
+PostgreSQL database. Keys are placed so that every time-caused event (expiring soon, grace
+entered, expired, overlap ended, rotation deadline reached) falls on a known boundary. At 1 ms
+before each boundary and at the boundary, two scheduler processes run at once on the same store
+with the clock set to that instant. Before the boundary nothing is recorded. At it each due event
+is recorded, exactly once in the audit log, whose MAC chain still verifies. `keyturn webhooks
+deliver --once` then sends every event to a receiver on 127.0.0.1 that checks each signature
+itself and fails the first attempt of every message with 500.
 
 The `keyturn` binary reads only the system clock, so each scheduler process of a step is a
 Python process that runs the same `Keyring::run_scheduler` as `keyturn schedule run --once`,
@@ -25,8 +26,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import (
     CLI_TIMEOUT,
+    Cluster,
     Receiver,
     add_endpoint,
     clean_environ,
@@ -149,11 +152,33 @@ def place_keys(environ: dict[str, str], start: datetime) -> dict[datetime, set[t
     }
 
 
-def test_scheduler_events_reach_receiver(tmp_path: Path, keyturn_bin: Path) -> None:
-    pepper = "1:" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+def random_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_environ(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The variables that point keyturn at a SQLite file or at a private PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return {"KEYTURN_DATABASE_URL": f"sqlite://{tmp_path / 'keyturn.db'}"}
+
+    cluster: Cluster = request.getfixturevalue("cluster")
+    # No key file sits next to a PostgreSQL database, so every process, this one included, gets
+    # the audit key and the webhook key from the environment.
+    keys = {"KEYTURN_AUDIT_KEY": random_key(), "KEYTURN_WEBHOOK_KEY": random_key()}
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    return {"KEYTURN_DATABASE_URL": cluster.url, **keys}
+
+
+def test_scheduler_events_reach_receiver(
+    store_environ: dict[str, str], tmp_path: Path, keyturn_bin: Path
+) -> None:
     environ = {
-        "KEYTURN_DATABASE_URL": f"sqlite://{tmp_path / 'keyturn.db'}",
-        "KEYTURN_PEPPER": pepper,
+        **store_environ,
+        "KEYTURN_PEPPER": "1:" + random_key(),
         "KEYTURN_WEBHOOK_RETRY_BASE": "50ms",
         "KEYTURN_WEBHOOK_TIMEOUT": "5s",
         "KEYTURN_WEBHOOK_MAX_ATTEMPTS": "10",
@@ -192,6 +217,7 @@ def test_scheduler_events_reach_receiver(tmp_path: Path, keyturn_bin: Path) -> N
             assert json.loads(stdout)["recorded"] == []
 
         audit = timed_audit_rows(keyturn_bin, environ)
+        run_cli(keyturn_bin, ["audit", "verify"], environ)
         audited = [(row["key_id"], row["event"]) for row in audit]
         every_event = set().union(*due.values())
         assert sorted(audited) == sorted(every_event), "each event once in the audit log"
