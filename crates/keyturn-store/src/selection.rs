@@ -7,7 +7,7 @@
 //! [`Store::pepper_usage`]: crate::Store::pepper_usage
 //! [`Store::live_keys_under_pepper`]: crate::Store::live_keys_under_pepper
 
-use keyturn_core::{Instant, KeyId, KeyRecord, NewAuditEvent, PepperId};
+use keyturn_core::{Instant, KeyId, KeyRecord, NewAuditEvent, PepperId, PolicyName};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::rows::KEY_COLUMNS;
@@ -31,6 +31,8 @@ pub enum KeySelection {
     /// These keys, in the order given; a repeated id counts once. An id that no key has is
     /// reported in [`BulkReport::missing`].
     KeyIds(Vec<KeyId>),
+    /// Every key that references this named policy, in creation order.
+    Policy(PolicyName),
 }
 
 /// A bulk revocation to apply in one transaction.
@@ -125,7 +127,7 @@ pub(crate) fn arrange(
             }
             Ok((ordered, missing))
         }
-        KeySelection::Owner(_) => Ok((records, Vec::new())),
+        _ => Ok((records, Vec::new())),
     }
 }
 
@@ -142,6 +144,9 @@ where
     match selection {
         KeySelection::Owner(owner) => {
             query.push("owner = ").push_bind(owner.as_str());
+        }
+        KeySelection::Policy(policy) => {
+            query.push("policy = ").push_bind(policy.as_str());
         }
         KeySelection::KeyIds(ids) if ids.is_empty() => {
             query.push("1 = 0");

@@ -86,6 +86,7 @@ suite_tests!(
     revoke_selection_by_key_ids,
     revoke_selection_too_large_writes_nothing,
     select_keys_writes_nothing,
+    select_and_revoke_by_policy,
     pepper_usage_counts_live_keys,
     revoke_selection_at_limit,
     outbox_written_for_notifiable_events,

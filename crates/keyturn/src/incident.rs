@@ -128,7 +128,7 @@ pub(crate) fn too_many_tokens() -> Error {
 impl Keyring {
     /// Returns the keys of a selection with their state now, for a dry run: nothing is written.
     pub async fn select_keys(&self, selection: &KeySelection) -> Result<(Vec<KeyView>, Vec<KeyId>), Error> {
-        let selection = check_selection(selection)?;
+        let selection = self.checked_selection(selection).await?;
         let now = self.clock.now();
         let (records, missing) = self.store.select_keys(&selection, MAX_BULK_KEYS).await?;
         let views = records.into_iter().map(|record| KeyView { state: record.state_at(now), record }).collect();
@@ -145,7 +145,7 @@ impl Keyring {
         reason: Option<&str>,
         caller: &Caller,
     ) -> Result<BulkReport, Error> {
-        let selection = check_selection(selection)?;
+        let selection = self.checked_selection(selection).await?;
         let reason = reason.map(check_reason).transpose()?.filter(|reason| !reason.is_empty());
         let now = self.clock.now();
 
@@ -174,6 +174,17 @@ impl Keyring {
             "selected keys revoked"
         );
         Ok(report)
+    }
+
+    /// Checks a selection as [`check_selection`] does, and that the policy of a policy selection
+    /// exists: a removed policy is no longer referenced by any key, so an unknown name is a
+    /// mistake such as a typo, and fails with [`Error::UnknownPolicy`].
+    async fn checked_selection(&self, selection: &KeySelection) -> Result<KeySelection, Error> {
+        let selection = check_selection(selection)?;
+        if let KeySelection::Policy(name) = &selection {
+            self.policy(name).await?;
+        }
+        Ok(selection)
     }
 
     /// Handles a leak report: checks each token against its key's hash, and in one transaction
@@ -290,7 +301,7 @@ fn check_selection(selection: &KeySelection) -> Result<KeySelection, Error> {
         KeySelection::Owner(owner) => check_text("owner", owner).map(KeySelection::Owner),
         KeySelection::KeyIds(ids) if ids.is_empty() => Err(Error::InvalidInput {
             field: "key_ids",
-            reason: "the list is empty; give at least one key id, or select keys by owner".to_owned(),
+            reason: "the list is empty; give at least one key id, or select keys by owner or by policy".to_owned(),
         }),
         KeySelection::KeyIds(ids) if ids.len() > MAX_BULK_KEYS => Err(Error::InvalidInput {
             field: "key_ids",
@@ -306,6 +317,7 @@ fn selection_details(selection: &KeySelection) -> serde_json::Value {
     match selection {
         KeySelection::Owner(owner) => json!({ "owner": owner }),
         KeySelection::KeyIds(ids) => json!({ "key_ids": ids.len() }),
+        KeySelection::Policy(name) => json!({ "policy": name.as_str() }),
         _ => json!({}),
     }
 }

@@ -4,8 +4,8 @@
 //! deadline plus its grace period. Keys already rotated, revoked or expired are reported, not
 //! treated as errors. The state function turns a request into the `rotation_requested` outcome.
 
-use keyturn_core::{AuditEventType, Instant, KeyId, KeyRecord, Outcome};
-use keyturn_store::{KeyFilter, RotationRequest, RotationRequestResult};
+use keyturn_core::{AuditEventType, Instant, KeyId, KeyRecord, Outcome, PolicyName};
+use keyturn_store::{KeyFilter, KeySelection, RotationRequest, RotationRequestResult, StoreError};
 use serde_json::json;
 
 use crate::keyring::check_reason;
@@ -22,6 +22,8 @@ pub enum RotationSelector {
     Owner(String),
     /// These keys, each named once.
     Keys(Vec<KeyId>),
+    /// Every key that references this named policy, in creation order. The policy must exist.
+    Policy(PolicyName),
 }
 
 /// What a rotation request did, or would do in a dry run, to one key.
@@ -145,7 +147,8 @@ impl Keyring {
         Ok(entries)
     }
 
-    /// Reads the keys a selector names, in the selector's order (creation order for an owner).
+    /// Reads the keys a selector names, in the selector's order (creation order for an owner or a
+    /// policy).
     async fn select_rotation_keys(
         &self,
         selector: &RotationSelector,
@@ -155,7 +158,7 @@ impl Keyring {
                 if key_ids.is_empty() {
                     return Err(Error::InvalidInput {
                         field: "key ids",
-                        reason: "no key id given; name at least one key or an owner".to_owned(),
+                        reason: "no key id given; name at least one key, an owner or a policy".to_owned(),
                     });
                 }
                 if key_ids.len() > MAX_REQUEST_KEYS {
@@ -187,6 +190,16 @@ impl Keyring {
                     }
                 }
             }
+            RotationSelector::Policy(name) => {
+                self.policy(name).await?;
+                let selection = KeySelection::Policy(name.clone());
+                let records = match self.store.select_keys(&selection, MAX_REQUEST_KEYS).await {
+                    Ok((records, _)) => records,
+                    Err(StoreError::SelectionTooLarge { .. }) => return Err(too_many_of_policy(name)),
+                    Err(error) => return Err(error.into()),
+                };
+                Ok(records.into_iter().map(|record| (record.key_id.clone(), Some(record))).collect())
+            }
         }
     }
 }
@@ -195,6 +208,16 @@ fn too_many(count: usize) -> Error {
     Error::InvalidInput {
         field: "key selection",
         reason: format!("it selects {count} keys, more than the {MAX_REQUEST_KEYS} one request may change; split it"),
+    }
+}
+
+fn too_many_of_policy(name: &PolicyName) -> Error {
+    Error::InvalidInput {
+        field: "key selection",
+        reason: format!(
+            "policy {name} has more than the {MAX_REQUEST_KEYS} keys one request may change; select its keys by \
+             owner or by key id in several requests"
+        ),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The suite of bulk revocation and pepper usage, mounted for every backend like the rest.
 
-use keyturn_core::{Actor, AuditEventType, Instant, KeyId, NewAuditEvent, PepperId};
+use keyturn_core::{Actor, AuditEventType, Instant, KeyId, NewAuditEvent, PepperId, PolicyName};
 use keyturn_store::{
     AuditFilter, BulkOutcome, BulkRevocation, CopiedKey, KeySelection, Store, StoreError, MAX_BULK_KEYS,
 };
@@ -125,6 +125,46 @@ pub async fn select_keys_writes_nothing(store: &dyn Store) {
 
     assert_eq!(store.change_seq().await.unwrap(), seq_before);
     assert!(store.get_key(&key_id(1)).await.unwrap().unwrap().revoked_at.is_none());
+}
+
+pub async fn select_and_revoke_by_policy(store: &dyn Store) {
+    let ci = PolicyName::parse("ci").unwrap();
+    for (n, created, policy) in [(1, 3_000, Some(&ci)), (2, 1_000, Some(&ci)), (3, 2_000, None)] {
+        let mut record = key(n, Some("billing"), created);
+        if let Some(policy) = policy {
+            record.policy = policy.clone();
+        }
+        insert(store, &record).await;
+    }
+    store.revoke_key(&revocation(1, 4_000, "earlier")).await.unwrap();
+    let seq_before = store.change_seq().await.unwrap();
+
+    let selection = KeySelection::Policy(ci.clone());
+    let (records, missing) = store.select_keys(&selection, 10).await.unwrap();
+    let ids: Vec<KeyId> = records.iter().map(|record| record.key_id.clone()).collect();
+    assert_eq!(ids, vec![key_id(2), key_id(1)]);
+    assert!(missing.is_empty());
+    assert_eq!(store.change_seq().await.unwrap(), seq_before);
+    let error = store.select_keys(&selection, 1).await.unwrap_err();
+    assert!(matches!(error, StoreError::SelectionTooLarge { limit: 1 }), "{error:?}");
+    let (none, _) = store.select_keys(&KeySelection::Policy(PolicyName::parse("batch").unwrap()), 10).await.unwrap();
+    assert!(none.is_empty());
+
+    let report = store.revoke_selection(&bulk(selection, 5_000)).await.unwrap();
+    let outcomes: Vec<(KeyId, BulkOutcome)> =
+        report.keys.iter().map(|key| (key.record.key_id.clone(), key.outcome)).collect();
+    assert_eq!(outcomes, vec![(key_id(2), BulkOutcome::Revoked), (key_id(1), BulkOutcome::AlreadyRevoked)]);
+    assert_eq!(
+        events_of(store, AuditEventType::AuthnTokenRevoked)
+            .await
+            .iter()
+            .filter(|id| id.as_ref() == Some(&key_id(2)))
+            .count(),
+        1
+    );
+    assert!(store.get_key(&key_id(3)).await.unwrap().unwrap().revoked_at.is_none());
+    let revoked = store.get_key(&key_id(2)).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(Instant::from_millis(5_000)));
 }
 
 pub async fn pepper_usage_counts_live_keys(store: &dyn Store) {
