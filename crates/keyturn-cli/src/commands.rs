@@ -141,7 +141,7 @@ pub async fn rotate(global: &GlobalArgs, args: &RotateArgs) -> Result<(), CliErr
 }
 
 pub async fn revoke(global: &GlobalArgs, args: &RevokeArgs) -> Result<(), CliError> {
-    if args.owner.is_some() || args.dry_run {
+    if args.owner.is_some() || args.policy.is_some() || args.dry_run {
         return crate::incident::revoke_selection(global, args).await;
     }
     let key_id = parse_key_id(args.key_id.as_deref().unwrap_or_default())?;
@@ -215,6 +215,11 @@ pub fn show_token(text: &str, key_id: &KeyId, json: bool) -> Result<(), CliError
 /// Parses a key id argument; the error quotes the value and the expected form.
 pub fn parse_key_id(value: &str) -> Result<KeyId, CliError> {
     Ok(KeyId::parse(value)?)
+}
+
+/// Parses a `--policy` value; the error quotes the name and the allowed form.
+pub fn parse_policy_name(value: &str) -> Result<PolicyName, CliError> {
+    Ok(PolicyName::parse(value)?)
 }
 
 /// Parses `--scope` values; the error quotes the first invalid scope and the allowed form.

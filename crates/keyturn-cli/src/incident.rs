@@ -1,4 +1,4 @@
-//! The incident commands: `keys revoke --owner` (and `--dry-run`), which revokes a selection of
+//! The incident commands: `keys revoke --owner` or `--policy` (and `--dry-run`), which revokes a selection of
 //! keys in one transaction, and `keys report-leak`, which reads leaked tokens from stdin and
 //! revokes their keys. A token is read only from stdin, never from an argument, and no output or
 //! error of this module prints one: a token that matches no key is named by its line number and,
@@ -12,7 +12,7 @@ use keyturn_core::{KeyId, KeyRecord};
 use keyturn_store::{BulkOutcome, KeySelection};
 use zeroize::Zeroizing;
 
-use crate::commands::{parse_key_id, with_keyring};
+use crate::commands::{parse_key_id, parse_policy_name, with_keyring};
 use crate::error::CliError;
 use crate::output::{self, emit};
 use crate::{GlobalArgs, RevokeArgs};
@@ -36,10 +36,11 @@ pub struct ReportLeakArgs {
 
 /// Runs `keys revoke` with `--owner` or `--dry-run`.
 pub async fn revoke_selection(global: &GlobalArgs, args: &RevokeArgs) -> Result<(), CliError> {
-    let selection = match (&args.owner, &args.key_id) {
-        (Some(owner), None) => KeySelection::Owner(owner.clone()),
-        (None, Some(key_id)) => KeySelection::KeyIds(vec![parse_key_id(key_id)?]),
-        _ => return Err(CliError::new("give either a key id or --owner, not both")),
+    let selection = match (&args.owner, &args.policy, &args.key_id) {
+        (Some(owner), None, None) => KeySelection::Owner(owner.clone()),
+        (None, Some(policy), None) => KeySelection::Policy(parse_policy_name(policy)?),
+        (None, None, Some(key_id)) => KeySelection::KeyIds(vec![parse_key_id(key_id)?]),
+        _ => return Err(CliError::new("give exactly one of a key id, --owner and --policy")),
     };
 
     with_keyring(global, |keyring| async move {

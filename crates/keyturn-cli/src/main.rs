@@ -162,7 +162,7 @@ pub struct ScheduleRunArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("selector").required(true).args(["owner", "key_ids"])))]
+#[command(group(ArgGroup::new("selector").required(true).args(["owner", "policy", "key_ids"])))]
 pub struct RequestRotationArgs {
     /// Key ids of the keys to rotate
     #[arg(value_name = "KEY_ID")]
@@ -170,6 +170,9 @@ pub struct RequestRotationArgs {
     /// Every key of this owner
     #[arg(long)]
     pub owner: Option<String>,
+    /// Every key that references this named policy
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
     /// Deadline: an RFC 3339 instant such as 2027-01-31T12:00:00Z, or a duration from now such
     /// as 14d. Keys not rotated by then enter their grace period there
     #[arg(long, value_name = "INSTANT_OR_DURATION")]
@@ -363,13 +366,17 @@ pub struct RotateArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("selection").required(true).args(["key_id", "owner"])))]
+#[command(group(ArgGroup::new("selection").required(true).args(["key_id", "owner", "policy"])))]
 pub struct RevokeArgs {
     /// Key id of the key to revoke
     pub key_id: Option<String>,
     /// Revoke every key of this owner that is not revoked yet, in one transaction
     #[arg(long)]
     pub owner: Option<String>,
+    /// Revoke every key that references this named policy and is not revoked yet, in one
+    /// transaction
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
     /// List the keys that would be revoked, with their state, and write nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -6,15 +6,18 @@
 use keyturn::json::{campaign_entry_json, request_entry_json, schedule_run_json};
 use keyturn::{parse_deadline, Caller, CampaignEntry, RequestEntry, RequestStatus, RotationSelector, ScheduleRun};
 
-use crate::commands::{parse_key_id, with_keyring};
+use crate::commands::{parse_key_id, parse_policy_name, with_keyring};
 use crate::error::CliError;
 use crate::output::{self, emit};
 use crate::{GlobalArgs, MigrationReportArgs, RequestRotationArgs, ScheduleRunArgs};
 
 pub async fn request_rotation(global: &GlobalArgs, args: &RequestRotationArgs) -> Result<(), CliError> {
-    let selector = match &args.owner {
-        Some(owner) => RotationSelector::Owner(owner.clone()),
-        None => RotationSelector::Keys(args.key_ids.iter().map(|value| parse_key_id(value)).collect::<Result<_, _>>()?),
+    let selector = match (&args.owner, &args.policy) {
+        (Some(owner), _) => RotationSelector::Owner(owner.clone()),
+        (None, Some(policy)) => RotationSelector::Policy(parse_policy_name(policy)?),
+        (None, None) => {
+            RotationSelector::Keys(args.key_ids.iter().map(|value| parse_key_id(value)).collect::<Result<_, _>>()?)
+        }
     };
     with_keyring(global, |keyring| async move {
         let deadline =

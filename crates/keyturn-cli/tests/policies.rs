@@ -185,3 +185,87 @@ fn rotate_sets_overlap_after_first_use() {
     let rotated = deployment.json(&["keys", "rotate", key_id, "--overlap", "7d", "--overlap-after-first-use", "1h"]);
     assert_eq!(rotated["predecessor"]["overlap_after_first_use"], "1h");
 }
+
+#[test]
+fn revoke_by_policy_dry_run_then_revoke() {
+    let deployment = Deployment::new();
+    deployment.apply(CI, &[]);
+    let first = deployment.json(&["keys", "create", "--name", "bot", "--policy", "ci"]);
+    let second = deployment.json(&["keys", "create", "--name", "bot 2", "--policy", "ci"]);
+    let other = deployment.json(&["keys", "create", "--name", "web"]);
+    let id = |key: &Value| key["key_id"].as_str().unwrap().to_owned();
+    let audit_before = deployment.json(&["audit", "list"]);
+
+    let dry = deployment.run(&["keys", "revoke", "--policy", "ci", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("dry run: 2 key(s) selected, 2 would be revoked"), "{}", dry.stdout);
+    assert!(dry.stdout.contains(&id(&first)) && dry.stdout.contains(&id(&second)), "{}", dry.stdout);
+    assert!(!dry.stdout.contains(&id(&other)), "{}", dry.stdout);
+    assert_eq!(deployment.json(&["audit", "list"]), audit_before, "a dry run writes nothing");
+    assert_eq!(deployment.json(&["keys", "show", &id(&first)])["state"], "active");
+
+    let report = deployment.json(&["keys", "revoke", "--policy", "ci", "--reason", "ci runner leaked"]);
+    assert_eq!((report["revoked"].as_u64(), report["already_revoked"].as_u64()), (Some(2), Some(0)));
+    for key in [&first, &second] {
+        let shown = deployment.json(&["keys", "show", &id(key)]);
+        assert_eq!(
+            (shown["state"].as_str(), shown["revocation_reason"].as_str()),
+            (Some("revoked"), Some("ci runner leaked"))
+        );
+    }
+    assert_eq!(deployment.json(&["keys", "show", &id(&other)])["state"], "active");
+    let rows = deployment.json(&["audit", "list", "--key", &id(&first)]);
+    let revocation = rows.as_array().unwrap().iter().find(|row| row["event"] == "authn_token_revoked").unwrap();
+    assert_eq!(revocation["details"]["bulk"]["policy"], "ci", "{revocation}");
+}
+
+#[test]
+fn select_by_unknown_or_mixed_policy_fails() {
+    let deployment = Deployment::new();
+    let key = deployment.json(&["keys", "create", "--name", "web"]);
+    let audit_before = deployment.json(&["audit", "list"]);
+    for args in [
+        vec!["keys", "revoke", "--policy", "missing", "--dry-run"],
+        vec!["keys", "revoke", "--policy", "missing"],
+        vec!["keys", "request-rotation", "--policy", "missing", "--by", "14d"],
+    ] {
+        let run = deployment.run(&args);
+        assert_eq!(run.code, 2, "{args:?}");
+        assert!(run.stderr.contains("policy \"missing\" does not exist"), "{args:?}: {}", run.stderr);
+    }
+    let invalid = deployment.run(&["keys", "revoke", "--policy", "Not Valid"]);
+    assert_eq!(invalid.code, 2);
+    assert!(invalid.stderr.contains("policy name"), "{}", invalid.stderr);
+    for args in [
+        vec!["keys", "revoke", "--policy", "default", "--owner", "billing"],
+        vec!["keys", "request-rotation", "--policy", "default", "--by", "14d", key["key_id"].as_str().unwrap()],
+    ] {
+        let run = deployment.run(&args);
+        assert_eq!(run.code, 2, "{args:?}");
+        assert!(run.stderr.contains("cannot be used with"), "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(deployment.json(&["audit", "list"]), audit_before);
+    // The built-in default policy exists without being stored.
+    let dry = deployment.json(&["keys", "revoke", "--policy", "default", "--dry-run"]);
+    let listed = dry["keys"].as_array().unwrap();
+    assert!(listed.iter().any(|listed| listed["key_id"] == key["key_id"]), "{dry}");
+    assert!(listed.iter().all(|listed| listed["state"] != "revoked"), "{dry}");
+}
+
+#[test]
+fn request_rotation_by_policy() {
+    let deployment = Deployment::new();
+    deployment.apply(CI, &[]);
+    let bot = deployment.json(&["keys", "create", "--name", "bot", "--policy", "ci"]);
+    deployment.json(&["keys", "create", "--name", "web"]);
+    let bot_id = bot["key_id"].as_str().unwrap();
+
+    let dry = deployment.json(&["keys", "request-rotation", "--policy", "ci", "--by", "7d", "--dry-run"]);
+    assert_eq!(dry.as_array().unwrap().len(), 1);
+    assert_eq!((dry[0]["key_id"].as_str(), dry[0]["status"].as_str()), (Some(bot_id), Some("requested")));
+    assert_eq!(deployment.audit_count("authn_token_rotation_requested"), 0);
+
+    let done = deployment.json(&["keys", "request-rotation", "--policy", "ci", "--by", "7d"]);
+    assert_eq!((done[0]["key_id"].as_str(), done[0]["status"].as_str()), (Some(bot_id), Some("requested")));
+    assert_eq!(deployment.audit_count("authn_token_rotation_requested"), 1);
+}

@@ -21,11 +21,12 @@ use crate::client::ClientAddr;
 use crate::error::append_headers;
 use crate::{json, AppState, Error};
 
-/// The body of `POST /v1/keys/revoke`: exactly one of `owner` and `key_ids`.
+/// The body of `POST /v1/keys/revoke`: exactly one of `owner`, `policy` and `key_ids`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeKeysBody {
     owner: Option<String>,
+    policy: Option<String>,
     key_ids: Option<Vec<String>>,
     reason: Option<String>,
     #[serde(default)]
@@ -56,7 +57,11 @@ pub(crate) async fn revoke_keys(
     let now = state.keyring.now();
     let (keys, missing): (Vec<(KeyRecord, Option<BulkOutcome>)>, Vec<KeyId>) = if body.dry_run {
         let (views, missing) = state.keyring.select_keys(&selection).await?;
-        let parameters = json!({ "owner": body.owner, "key_ids": body.key_ids.as_ref().map(Vec::len) });
+        let parameters = json!({
+            "owner": body.owner,
+            "policy": body.policy,
+            "key_ids": body.key_ids.as_ref().map(Vec::len),
+        });
         state.keyring.record_admin_read(&admin.caller(), "revoke_keys_dry_run", None, parameters).await?;
         (views.into_iter().map(|view| (view.record, None)).collect(), missing)
     } else {
@@ -88,9 +93,10 @@ pub(crate) async fn report_leak(
 
 /// Builds the selection of a bulk revocation body.
 fn selection(body: &RevokeKeysBody) -> Result<KeySelection, Error> {
-    match (&body.owner, &body.key_ids) {
-        (Some(owner), None) => Ok(KeySelection::Owner(owner.clone())),
-        (None, Some(ids)) => {
+    match (&body.owner, &body.policy, &body.key_ids) {
+        (Some(owner), None, None) => Ok(KeySelection::Owner(owner.clone())),
+        (None, Some(policy), None) => Ok(KeySelection::Policy(json::policy_name(policy)?)),
+        (None, None, Some(ids)) => {
             if ids.len() > MAX_BULK_KEYS {
                 return Err(Error::InvalidBody(format!(
                     "key_ids has {} entries; give at most {MAX_BULK_KEYS} per request",
@@ -101,7 +107,9 @@ fn selection(body: &RevokeKeysBody) -> Result<KeySelection, Error> {
             Ok(KeySelection::KeyIds(ids))
         }
         _ => Err(Error::InvalidBody(
-            "give exactly one of owner (every key of that owner) and key_ids (a list of key ids)".to_owned(),
+            "give exactly one of owner (every key of that owner), policy (every key of that named policy) and \
+             key_ids (a list of key ids)"
+                .to_owned(),
         )),
     }
 }

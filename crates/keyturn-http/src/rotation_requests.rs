@@ -1,4 +1,4 @@
-//! `POST /v1/keys/rotation-requests`: asks keys, selected by owner or by key id, to be rotated
+//! `POST /v1/keys/rotation-requests`: asks keys, selected by owner, by policy or by key id, to be rotated
 //! by a deadline. Keys already rotated, revoked or expired are reported in the response, not
 //! treated as errors; with `dry_run` nothing changes.
 
@@ -18,11 +18,13 @@ use crate::client::ClientAddr;
 use crate::json;
 use crate::{AppState, Error};
 
-/// The body of `POST /v1/keys/rotation-requests`: exactly one of `owner` and `key_ids`.
+/// The body of `POST /v1/keys/rotation-requests`: exactly one of `owner`, `policy` and
+/// `key_ids`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotationRequestBody {
     owner: Option<String>,
+    policy: Option<String>,
     key_ids: Option<Vec<String>>,
     /// An RFC 3339 instant, or a duration from now such as 14d.
     by: String,
@@ -33,14 +35,16 @@ pub(crate) struct RotationRequestBody {
 
 impl RotationRequestBody {
     fn selector(&self) -> Result<RotationSelector, Error> {
-        match (&self.owner, &self.key_ids) {
-            (Some(owner), None) => Ok(RotationSelector::Owner(owner.clone())),
-            (None, Some(key_ids)) => {
+        match (&self.owner, &self.policy, &self.key_ids) {
+            (Some(owner), None, None) => Ok(RotationSelector::Owner(owner.clone())),
+            (None, Some(policy), None) => Ok(RotationSelector::Policy(json::policy_name(policy)?)),
+            (None, None, Some(key_ids)) => {
                 let parsed = key_ids.iter().map(|key_id| json::key_id("key_ids", key_id)).collect::<Result<_, _>>()?;
                 Ok(RotationSelector::Keys(parsed))
             }
             _ => Err(Error::InvalidBody(
-                "give exactly one of \"owner\" (every key of that owner) and \"key_ids\" (a list of key ids)"
+                "give exactly one of \"owner\" (every key of that owner), \"policy\" (every key of that named \
+                 policy) and \"key_ids\" (a list of key ids)"
                     .to_owned(),
             )),
         }

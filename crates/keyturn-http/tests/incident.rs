@@ -85,6 +85,65 @@ async fn revoke_keys_by_owner_and_ids() {
     assert_eq!(report["missing_key_ids"], json!(["aaaaaaaaaaaa"]));
 }
 
+async fn policy_key(server: &Server, policy: &str) -> keyturn::Issued {
+    let name = keyturn_core::PolicyName::parse(policy).unwrap();
+    if server.keyring.store().get_policy(&name).await.unwrap().is_none() {
+        let named = keyturn_core::NamedPolicy::from_policy(name.clone(), &Default::default());
+        let plan = server.keyring.plan_policy(&named, false).await.unwrap();
+        server.keyring.apply_policies(plan, &keyturn::Caller::cli()).await.unwrap();
+    }
+    let new = NewKey { name: "bot".into(), policy: Some(name), ..NewKey::default() };
+    server.keyring.create(new, &keyturn::Caller::cli()).await.unwrap()
+}
+
+#[tokio::test]
+async fn revoke_keys_by_policy() {
+    let server = Server::start().await;
+    let admin = server.key("admin", &["keyturn:keys:write"]).await;
+    let token = admin.token.expose();
+    let first = policy_key(&server, "ci").await;
+    let second = policy_key(&server, "ci").await;
+    let other = owned_key(&server, "billing").await;
+    let before = counts(&server).await;
+
+    let (status, body) = post(&server, "/v1/keys/revoke", token, json!({"policy": "ci", "dry_run": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let dry: Value = serde_json::from_str(&body).unwrap();
+    let mut listed: Vec<&str> =
+        dry["keys"].as_array().unwrap().iter().map(|key| key["key_id"].as_str().unwrap()).collect();
+    let mut expected = vec![first.record.key_id.as_str(), second.record.key_id.as_str()];
+    listed.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+    assert_eq!(server.keyring.store().change_seq().await.unwrap(), before.1, "a dry run changes no key");
+
+    for body in [
+        json!({"policy": "ci", "owner": "billing"}),
+        json!({"policy": "ci", "key_ids": [other.record.key_id.as_str()]}),
+        json!({"policy": "Not A Name"}),
+        json!({"policy": "missing"}),
+        json!({"policy": "missing", "dry_run": true}),
+    ] {
+        let (status, text) = post(&server, "/v1/keys/revoke", token, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+    }
+    let (_, text) = post(&server, "/v1/keys/revoke", token, json!({"policy": "missing"})).await;
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(problem["code"], "unknown_policy", "{text}");
+    assert_eq!(server.keyring.store().change_seq().await.unwrap(), before.1, "rejected requests change no key");
+
+    let (status, text) =
+        post(&server, "/v1/keys/revoke", token, json!({"policy": "ci", "reason": "runner leak"})).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((report["revoked"].as_u64(), report["already_revoked"].as_u64()), (Some(2), Some(0)));
+    for key in [&first, &second] {
+        let record = server.keyring.get(&key.record.key_id).await.unwrap().record;
+        assert_eq!(record.revocation_reason.as_deref(), Some("runner leak"));
+    }
+    assert!(server.keyring.get(&other.record.key_id).await.unwrap().record.revoked_at.is_none());
+}
+
 #[tokio::test]
 async fn revoke_keys_checks_scope_and_body() {
     let server = Server::start().await;

@@ -80,6 +80,45 @@ async fn request_rotation_by_key_ids_over_http() {
 }
 
 #[tokio::test]
+async fn request_rotation_by_policy_over_http() {
+    let server = Server::start().await;
+    let admin = server.lasting_key("admin", &["keyturn:keys:write"]).await;
+    let name = keyturn::core::PolicyName::parse("ci").unwrap();
+    let named = keyturn::core::NamedPolicy::from_policy(name.clone(), &Default::default());
+    let plan = server.keyring.plan_policy(&named, false).await.unwrap();
+    server.keyring.apply_policies(plan, &Caller::cli()).await.unwrap();
+    let new = keyturn::NewKey { name: "bot".into(), policy: Some(name), ..keyturn::NewKey::default() };
+    let bot = server.keyring.create(new, &Caller::cli()).await.unwrap();
+    server.key("client", &["orders:read"]).await;
+
+    let (status, dry) =
+        post(&server, admin.token.expose(), json!({ "policy": "ci", "by": "14d", "dry_run": true })).await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(dry["keys"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["keys"][0]["key_id"], bot.record.key_id.as_str());
+    assert_eq!(requested_rows(&server).await, 0);
+
+    let cases = [
+        (json!({ "policy": "ci", "owner": "team-a", "by": "14d" }), "invalid_body"),
+        (json!({ "policy": "ci", "key_ids": [bot.record.key_id.as_str()], "by": "14d" }), "invalid_body"),
+        (json!({ "policy": "missing", "by": "14d" }), "unknown_policy"),
+        (json!({ "policy": "Bad Name", "by": "14d" }), "invalid_parameter"),
+    ];
+    for (body, code) in cases {
+        let (status, problem) = post(&server, admin.token.expose(), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        assert_eq!(problem["code"], code, "{body}: {problem}");
+    }
+    assert_eq!(requested_rows(&server).await, 0);
+
+    let (status, done) = post(&server, admin.token.expose(), json!({ "policy": "ci", "by": "14d" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
+    assert_eq!(done["keys"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(done["keys"][0]["status"], "requested");
+    assert_eq!(requested_rows(&server).await, 1);
+}
+
+#[tokio::test]
 async fn request_rotation_rejects_bad_input() {
     let server = Server::start().await;
     let admin = server.lasting_key("admin", &["keyturn:keys:write"]).await;
