@@ -238,6 +238,13 @@ class Keyring:
         Returns the form of ``keyturn keys revoke --owner --json``: ``keys`` (key id, name,
         owner, state and result of each), ``revoked``, ``already_revoked`` and ``dry_run``.
         """
+    def revoke_policy(
+        self, policy: str, *, reason: str | None = None, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Revoke every key of the named policy ``policy`` in one transaction, or list them with
+        ``dry_run``. Returns the form of ``revoke_owner``. Raises ``ValueError`` when no such
+        policy exists.
+        """
     def get(self, key_id: str) -> KeyInfo: ...
     def list(self, *, owner: str | None = None, state: str | None = None) -> list[KeyInfo]: ...
     def audit(self, *, key_id: str | None = None, event: str | None = None) -> list[AuditEvent]: ...
@@ -251,11 +258,12 @@ class Keyring:
         *,
         by: datetime | timedelta | str,
         owner: str | None = None,
+        policy: str | None = None,
         key_ids: list[str] | None = None,
         reason: str | None = None,
         dry_run: bool = False,
     ) -> list[dict[str, Any]]:
-        """Ask keys, by owner or by key id, to be rotated by ``by``: an aware datetime, a
+        """Ask keys, by owner, by policy or by key id, to be rotated by ``by``: an aware datetime, a
         timedelta or duration string from now, or an RFC 3339 string. Keys already rotated, revoked
         or expired are reported in the result, not raised."""
     def run_scheduler(self) -> dict[str, Any]:

@@ -964,9 +964,14 @@ def rotate_command(
 @click.argument("key_id", required=False)
 @click.option("--owner", help="Revoke every key of this owner that is not revoked yet, at once.")
 @click.option(
+    "--policy",
+    metavar="NAME",
+    help="Revoke every key of this named policy that is not revoked yet, at once.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
-    help="With --owner, list the keys that would be revoked and write nothing.",
+    help="With --owner or --policy, list the keys that would be revoked and write nothing.",
 )
 @click.option(
     "--reason",
@@ -975,17 +980,22 @@ def rotate_command(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 def revoke_command(
-    key_id: str | None, owner: str | None, dry_run: bool, reason: str | None, as_json: bool
+    key_id: str | None,
+    owner: str | None,
+    policy: str | None,
+    dry_run: bool,
+    reason: str | None,
+    as_json: bool,
 ) -> None:
-    """Revoke a key, or every key of an owner, at once; revocation is final."""
-    if (key_id is None) == (owner is None):
-        raise click.UsageError("give either a KEY_ID or --owner, not both")
-    if owner is not None:
-        _revoke_owner(owner, reason=reason, dry_run=dry_run, as_json=as_json)
+    """Revoke a key, or every key of an owner or a policy, at once; revocation is final."""
+    if sum(value is not None for value in (key_id, owner, policy)) != 1:
+        raise click.UsageError("give exactly one of a KEY_ID, --owner and --policy")
+    if owner is not None or policy is not None:
+        _revoke_selection(owner, policy, reason=reason, dry_run=dry_run, as_json=as_json)
         return
     if dry_run:
         raise click.UsageError(
-            "--dry-run applies to --owner; use `keys show KEY_ID` to see one key"
+            "--dry-run applies to --owner and --policy; use `keys show KEY_ID` to see one key"
         )
     with _keyring_for_command() as keyring:
         key = keyring.revoke(key_id, reason=reason)
@@ -996,9 +1006,14 @@ def revoke_command(
         click.echo(f"revoked key {key.key_id} at {revoked_at}")
 
 
-def _revoke_owner(owner: str, *, reason: str | None, dry_run: bool, as_json: bool) -> None:
+def _revoke_selection(
+    owner: str | None, policy: str | None, *, reason: str | None, dry_run: bool, as_json: bool
+) -> None:
     with _keyring_for_command() as keyring:
-        report = keyring.revoke_owner(owner, reason=reason, dry_run=dry_run)
+        if policy is not None:
+            report = keyring.revoke_policy(policy, reason=reason, dry_run=dry_run)
+        else:
+            report = keyring.revoke_owner(owner or "", reason=reason, dry_run=dry_run)
     if as_json:
         click.echo(_json_text(report))
         return
@@ -1035,6 +1050,7 @@ def migration_report_command(owner: str | None, as_json: bool) -> None:
 @keys_cli.command("request-rotation")
 @click.argument("key_ids", nargs=-1, metavar="[KEY_ID]...")
 @click.option("--owner", help="Every key of this owner.")
+@click.option("--policy", metavar="NAME", help="Every key of this named policy.")
 @click.option(
     "--by",
     "deadline",
@@ -1051,6 +1067,7 @@ def migration_report_command(owner: str | None, as_json: bool) -> None:
 def request_rotation_command(
     key_ids: tuple[str, ...],
     owner: str | None,
+    policy: str | None,
     deadline: str,
     reason: str | None,
     dry_run: bool,
@@ -1059,12 +1076,13 @@ def request_rotation_command(
     """Ask keys to be rotated by a deadline: until they are, responses carry
     API-Key-Status: rotation-requested, and a key not rotated in time enters its grace period at
     the deadline."""
-    if bool(owner) == bool(key_ids):
-        raise click.UsageError("give either --owner or one or more key ids, not both")
+    if sum((owner is not None, policy is not None, bool(key_ids))) != 1:
+        raise click.UsageError("give exactly one of --owner, --policy and one or more key ids")
     with _keyring_for_command() as keyring:
         entries = keyring.request_rotation(
             by=deadline,
             owner=owner,
+            policy=policy,
             key_ids=list(key_ids) if key_ids else None,
             reason=reason,
             dry_run=dry_run,

@@ -351,25 +351,22 @@ impl Keyring {
         reason: Option<String>,
         dry_run: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let selection = KeySelection::Owner(owner);
-        let (runtime, keyring) = self.process(py)?;
-        let now = keyring.now();
-        let value = py
-            .detach(|| {
-                runtime.block_on(async {
-                    if dry_run {
-                        let (views, missing) = keyring.select_keys(&selection).await?;
-                        let keys: Vec<_> = views.into_iter().map(|view| (view.record, None)).collect();
-                        Ok(keyturn::json::bulk_revocation_json(&keys, &missing, true, now))
-                    } else {
-                        let report = keyring.revoke_selection(&selection, reason.as_deref(), &Caller::cli()).await?;
-                        let keys: Vec<_> = report.keys.into_iter().map(|key| (key.record, Some(key.outcome))).collect();
-                        Ok::<_, keyturn::Error>(keyturn::json::bulk_revocation_json(&keys, &report.missing, false, now))
-                    }
-                })
-            })
-            .map_err(to_py)?;
-        json_to_py(py, &value)
+        self.revoke_selected(py, KeySelection::Owner(owner), reason, dry_run)
+    }
+
+    /// Revokes every key that references the named policy `policy` in one transaction, or lists
+    /// them with `dry_run`, and returns the report as a dict: the same form as `keyturn keys
+    /// revoke --policy --json`. An unknown policy raises `ValueError`.
+    #[pyo3(signature = (policy, *, reason = None, dry_run = false))]
+    fn revoke_policy<'py>(
+        &self,
+        py: Python<'py>,
+        policy: &str,
+        reason: Option<String>,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let policy = PolicyName::parse(policy).map_err(|error| invalid(error.to_string()))?;
+        self.revoke_selected(py, KeySelection::Policy(policy), reason, dry_run)
     }
 
     fn get(&self, py: Python<'_>, key_id: &str) -> PyResult<KeyInfo> {
@@ -412,23 +409,28 @@ impl Keyring {
         Ok(entries.into_iter().map(MigrationEntry::new).collect())
     }
 
-    /// Asks keys, by owner or by key id, to be rotated by a deadline and returns one dict per key.
-    #[pyo3(signature = (*, by, owner = None, key_ids = None, reason = None, dry_run = false))]
+    /// Asks keys, by owner, by policy or by key id, to be rotated by a deadline and returns one dict per key.
+    #[pyo3(signature = (*, by, owner = None, policy = None, key_ids = None, reason = None, dry_run = false))]
+    #[allow(clippy::too_many_arguments)]
     fn request_rotation<'py>(
         &self,
         py: Python<'py>,
         by: &Bound<'py, PyAny>,
         owner: Option<String>,
+        policy: Option<String>,
         key_ids: Option<Vec<String>>,
         reason: Option<String>,
         dry_run: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let selector = match (owner, key_ids) {
-            (Some(owner), None) => RotationSelector::Owner(owner),
-            (None, Some(key_ids)) => {
+        let selector = match (owner, policy, key_ids) {
+            (Some(owner), None, None) => RotationSelector::Owner(owner),
+            (None, Some(policy), None) => {
+                RotationSelector::Policy(PolicyName::parse(&policy).map_err(|error| invalid(error.to_string()))?)
+            }
+            (None, None, Some(key_ids)) => {
                 RotationSelector::Keys(key_ids.iter().map(|key_id| parse_key_id(key_id)).collect::<PyResult<_>>()?)
             }
-            _ => return Err(invalid("give exactly one of owner and key_ids")),
+            _ => return Err(invalid("give exactly one of owner, policy and key_ids")),
         };
         let (runtime, keyring) = self.process(py)?;
         let deadline = crate::convert::to_deadline(by, keyring.now())?;
@@ -475,6 +477,34 @@ impl Keyring {
 }
 
 impl Keyring {
+    /// Revokes a selection of keys, or lists them with `dry_run`, and returns the report.
+    fn revoke_selected<'py>(
+        &self,
+        py: Python<'py>,
+        selection: KeySelection,
+        reason: Option<String>,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (runtime, keyring) = self.process(py)?;
+        let now = keyring.now();
+        let value = py
+            .detach(|| {
+                runtime.block_on(async {
+                    if dry_run {
+                        let (views, missing) = keyring.select_keys(&selection).await?;
+                        let keys: Vec<_> = views.into_iter().map(|view| (view.record, None)).collect();
+                        Ok(keyturn::json::bulk_revocation_json(&keys, &missing, true, now))
+                    } else {
+                        let report = keyring.revoke_selection(&selection, reason.as_deref(), &Caller::cli()).await?;
+                        let keys: Vec<_> = report.keys.into_iter().map(|key| (key.record, Some(key.outcome))).collect();
+                        Ok::<_, keyturn::Error>(keyturn::json::bulk_revocation_json(&keys, &report.missing, false, now))
+                    }
+                })
+            })
+            .map_err(to_py)?;
+        json_to_py(py, &value)
+    }
+
     fn authenticate_request(
         &self,
         py: Python<'_>,

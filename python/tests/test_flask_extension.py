@@ -675,7 +675,7 @@ def test_keys_revoke_owner(cli: FlaskCliRunner, keyturn_env: KeyturnTestEnv) -> 
     assert text.exit_code == 0, text.output
     assert "revoked 0 key(s); 2 were already revoked" in text.stdout
     assert both.exit_code == 2
-    assert "not both" in both.output
+    assert "exactly one of" in both.output
 
 
 def test_keys_errors_are_one_line(cli: FlaskCliRunner) -> None:

@@ -162,7 +162,7 @@ def test_flask_request_rotation_rejects_bad_input(cli: FlaskCliRunner) -> None:
         args=["keys", "request-rotation", "AAAAAAAAAAAA", "--owner", "x", "--by", "1d"]
     )
     assert both.exit_code == 2
-    assert "not both" in both.output
+    assert "exactly one of" in both.output
     garbage = cli.invoke(args=["keys", "request-rotation", "--owner", "x", "--by", "soon"])
     assert garbage.exit_code == 2
     assert "invalid rotation deadline" in garbage.output
