@@ -346,9 +346,10 @@ fn schemas() -> Value {
         "RevokeKey": { "type": "object", "additionalProperties": false, "properties": { "reason": string } },
         "RevokeKeys": {
             "type": "object", "additionalProperties": false,
-            "description": "exactly one of owner and key_ids",
+            "description": "exactly one of owner, policy and key_ids; an unknown policy is a 400 unknown_policy",
             "properties": {
                 "owner": string,
+                "policy": { "type": "string", "description": "a named policy: every key that references it" },
                 "key_ids": { "type": "array", "items": string, "maxItems": 10_000 },
                 "reason": string,
                 "dry_run": { "type": "boolean", "default": false },
@@ -417,9 +418,11 @@ fn schemas() -> Value {
         },
         "RotationRequest": {
             "type": "object", "additionalProperties": false, "required": ["by"],
-            "description": "exactly one of owner and key_ids",
+            "description": "exactly one of owner, policy and key_ids; an unknown policy is a 400 unknown_policy",
             "properties": {
-                "owner": string, "key_ids": { "type": "array", "items": string },
+                "owner": string,
+                "policy": { "type": "string", "description": "a named policy: every key that references it" },
+                "key_ids": { "type": "array", "items": string },
                 "by": { "type": "string", "description": "an RFC 3339 instant, or a duration from now such as 14d" },
                 "reason": string, "dry_run": { "type": "boolean", "default": false },
             },
