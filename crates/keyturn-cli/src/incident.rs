@@ -34,7 +34,7 @@ pub struct ReportLeakArgs {
     pub json: bool,
 }
 
-/// Runs `keys revoke` with `--owner` or `--dry-run`.
+/// Runs `keys revoke` with `--owner`, `--policy` or `--dry-run`.
 pub async fn revoke_selection(global: &GlobalArgs, args: &RevokeArgs) -> Result<(), CliError> {
     let selection = match (&args.owner, &args.policy, &args.key_id) {
         (Some(owner), None, None) => KeySelection::Owner(owner.clone()),

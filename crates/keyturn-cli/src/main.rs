@@ -230,7 +230,7 @@ pub enum KeysCommand {
     Show(ShowArgs),
     /// Issue a successor; the old key keeps working until the end of the overlap window
     Rotate(RotateArgs),
-    /// Revoke a key, or every key of an owner, at once; revocation is final
+    /// Revoke a key, or every key of an owner or a named policy, at once; revocation is final
     Revoke(RevokeArgs),
     /// Revoke the keys of leaked tokens read from stdin, one per line; tokens are never printed
     ReportLeak(incident::ReportLeakArgs),

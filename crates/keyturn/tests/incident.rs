@@ -4,9 +4,11 @@
 mod common;
 
 use common::{cli, new_key, pepper_entry, scopes, Fixture};
-use keyturn::core::{AuditEventType, Outcome, PepperId, PepperRing};
+use keyturn::core::{AuditEventType, Outcome, PepperId, PepperRing, PolicyName};
 use keyturn::store::{AuditFilter, BulkOutcome, KeySelection};
-use keyturn::{parse_token_lines, Config, Error, Keyring, LeakStatus, NewKey, ReportedToken, MAX_LEAK_TOKENS};
+use keyturn::{
+    parse_token_lines, Config, Error, Keyring, LeakStatus, NewKey, ReportedToken, RotationSelector, MAX_LEAK_TOKENS,
+};
 
 async fn audit_text(fixture: &Fixture) -> String {
     let events = fixture.keyring.audit(&AuditFilter::default()).await.unwrap();
@@ -58,6 +60,28 @@ async fn revoke_selection_rejects_bad_selection() {
         let error = fixture.keyring.revoke_selection(&selection, None, &cli()).await.unwrap_err();
         assert!(matches!(error, Error::InvalidInput { .. }), "{error}");
     }
+}
+
+#[tokio::test]
+async fn unknown_policy_selection_rejected() {
+    let fixture = Fixture::new().await;
+    fixture.keyring.create(new_key("one"), &cli()).await.unwrap();
+    let before = audit_text(&fixture).await;
+    let selection = KeySelection::Policy(PolicyName::parse("missing").unwrap());
+
+    let dry = fixture.keyring.select_keys(&selection).await.unwrap_err();
+    let revoke = fixture.keyring.revoke_selection(&selection, None, &cli()).await.unwrap_err();
+    let selector = RotationSelector::Policy(PolicyName::parse("missing").unwrap());
+    let deadline = fixture.keyring.now().saturating_add(keyturn::core::Duration::from_days(7));
+    let request = fixture.keyring.request_rotation(&selector, deadline, None, false, &cli()).await.unwrap_err();
+
+    for error in [dry, revoke, request] {
+        assert!(matches!(&error, Error::UnknownPolicy(name) if name == "missing"), "{error}");
+    }
+    assert_eq!(audit_text(&fixture).await, before, "a rejected selection writes nothing");
+    // The built-in default policy exists without a stored version.
+    let (keys, _) = fixture.keyring.select_keys(&KeySelection::Policy(PolicyName::default_name())).await.unwrap();
+    assert_eq!(keys.len(), 1);
 }
 
 #[tokio::test]
