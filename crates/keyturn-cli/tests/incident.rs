@@ -477,6 +477,19 @@ fn incident_commands_on_postgres() {
     assert_eq!(pepper_ids(&fs::read_to_string(deployment.pepper_file()).unwrap()), vec!["2"]);
     assert_eq!(deployment.state(&third)["state"], "active");
 
+    let unknown = deployment.run(&["keys", "revoke", "--policy", "missing", "--dry-run"], "");
+    assert_error(&unknown, "policy \"missing\" does not exist");
+    let by_policy = deployment.json(&["keys", "revoke", "--policy", "default", "--dry-run"]);
+    let listed: Vec<&str> =
+        by_policy["keys"].as_array().unwrap().iter().map(|key| key["key_id"].as_str().unwrap()).collect();
+    assert!(listed.contains(&third.as_str()) && listed.contains(&first.as_str()), "{by_policy}");
+    let requested = deployment.json(&["keys", "request-rotation", "--policy", "default", "--by", "7d"]);
+    let third_entry = requested.as_array().unwrap().iter().find(|entry| entry["key_id"] == third.as_str()).unwrap();
+    assert_eq!(third_entry["status"], "requested", "{requested}");
+    let revoked = deployment.json(&["keys", "revoke", "--policy", "default", "--reason", "incident 4"]);
+    assert_eq!(revoked["revoked"].as_u64(), Some(1), "{revoked}");
+    assert_eq!(deployment.state(&third)["revocation_reason"], "incident 4");
+
     let values = deployment.pepper_values();
     let mut secrets: Vec<&str> = values.iter().map(String::as_str).collect();
     secrets.extend([first_token.as_str(), second_token.as_str()]);
