@@ -24,6 +24,7 @@
 //! is shown as `***`. A PostgreSQL URL that gives one query parameter twice is rejected.
 
 mod audit_log;
+mod cadence;
 mod conflicts;
 mod error;
 mod overlap;
@@ -47,6 +48,7 @@ pub use crate::audit_log::AUDIT_TARGET;
 /// A log filter directive that every keyturn log subscriber adds: sqlx warns about a malformed
 /// `~/.pgpass` line by quoting the whole line, password included.
 pub const SILENCE_PGPASS_WARNING: &str = "sqlx_postgres::options::pgpass=off";
+pub use crate::cadence::CadenceFilter;
 pub use crate::error::StoreError;
 pub use crate::policies::{PolicyChange, PolicyKeyCounts, PolicyUpdate};
 pub use crate::postgres::{PostgresOptions, PostgresStore};
@@ -510,6 +512,18 @@ pub trait Store: Send + Sync + 'static {
     /// Moves the scheduler's high-water mark to `to` unless it is already later, so instances
     /// with slightly different clocks never move it back.
     async fn advance_scheduler_high_water(&self, to: Instant) -> Result<(), StoreError>;
+
+    /// Lists up to `filter.limit` keys of one policy created at or before
+    /// `filter.created_until` that are not revoked, not rotated and have no rotation request,
+    /// with an indexed range query, for the scheduler to request their rotation.
+    async fn list_cadence_due(&self, filter: &CadenceFilter) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Records a rotation request of a key that has none yet, in one transaction with its audit
+    /// event and a change row. The key gets `rotation_requested_at`, the deadline, and
+    /// `expires_at` moved to the deadline when it is later or unset. Returns `false`, writing
+    /// nothing, when the key is gone, revoked, rotated or already has a rotation request, so two
+    /// writers racing on one key record one request.
+    async fn request_first_rotation(&self, request: &RotationRequest) -> Result<bool, StoreError>;
 
     /// Returns where the data lives: the absolute path of a SQLite file, or the URL of a
     /// PostgreSQL database with its password replaced by `***`.

@@ -218,6 +218,8 @@ suite_tests!(
     scheduler_high_water_only_advances,
     append_once_per_key_and_event,
     import_rebuilds_once_guard,
+    cadence_due_selects_candidates,
+    first_rotation_request_recorded_once,
 );
 
 macro_rules! policy_suite_tests {
@@ -288,7 +290,7 @@ async fn open_new_database_concurrently_migrates_once() {
         .iter()
         .map(|row| row.get("version"))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
     conn.close().await.unwrap();
 
     for store in &stores {
@@ -435,14 +437,14 @@ async fn concurrent_writers_keep_sequences_gap_free() {
 async fn open_newer_schema_rejected() {
     let Some(database) = TestDatabase::create().await else { return };
     database.open().await.close().await;
-    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (7)").await;
+    database.execute("INSERT INTO keyturn_schema_migrations (version) VALUES (8)").await;
 
     let error = PostgresStore::open(&database.database_url(), &options()).await.unwrap_err();
 
     match error {
         StoreError::Open { location, reason } => {
             assert_eq!(location, database.database_url().to_string());
-            assert!(reason.contains("schema version is 7"), "{reason}");
+            assert!(reason.contains("schema version is 8"), "{reason}");
             assert!(reason.contains("newer keyturn"), "{reason}");
         }
         other => panic!("expected StoreError::Open, got {other:?}"),
@@ -964,5 +966,15 @@ async fn outbox_once_key_unique() {
     assert!(error.as_database_error().is_some_and(|error| error.is_unique_violation()), "{error}");
     conn.close().await.unwrap();
     store.close().await;
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_rotation_request_concurrently_across_instances() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let stores = instances(&database, 4).await;
+
+    suite::first_rotation_request_concurrently_once(&stores).await;
+
     database.drop_database().await;
 }

@@ -105,6 +105,8 @@ suite_tests!(
     scheduler_high_water_only_advances,
     append_once_per_key_and_event,
     import_rebuilds_once_guard,
+    cadence_due_selects_candidates,
+    first_rotation_request_recorded_once,
 );
 
 macro_rules! policy_suite_tests {
@@ -188,7 +190,7 @@ async fn open_new_file_concurrently_migrates_once() {
         assert!(stores[5].get_key(&suite::key_id(1)).await.unwrap().is_some());
         let mut conn = raw_connection(&path).await;
         let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut conn).await.unwrap().get(0);
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
         let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
         assert_eq!(mode, "wal");
     }
@@ -368,19 +370,19 @@ async fn open_without_migrate_rejects_old_schema() {
     let error = SqliteStore::open(&url_for(&path), &existing_options()).await.unwrap_err();
 
     let (_, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 1, older than version 6"), "{reason}");
+    assert!(reason.contains("schema version is 1, older than version 7"), "{reason}");
 }
 
 #[tokio::test]
 async fn open_newer_schema_rejected() {
     let (_dir, path, store) = new_store().await;
     store.close().await;
-    raw_execute(&path, "PRAGMA user_version = 7").await;
+    raw_execute(&path, "PRAGMA user_version = 8").await;
 
     let error = SqliteStore::open(&url_for(&path), &SqliteOptions::default()).await.unwrap_err();
 
     let (_location, reason) = open_reason(error);
-    assert!(reason.contains("schema version is 7"), "{reason}");
+    assert!(reason.contains("schema version is 8"), "{reason}");
     assert!(reason.contains("newer keyturn"), "{reason}");
 }
 
@@ -600,4 +602,11 @@ async fn due_queries_use_boundary_indexes() {
         assert!(plan.contains(&format!("USING INDEX {index}")), "{boundary}: {plan}");
         assert!(!plan.contains("SCAN keys"), "{boundary}: {plan}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_rotation_request_concurrently_across_pools() {
+    let (_dir, path, _store) = new_store().await;
+    let stores = shared_stores(&path, 4).await;
+    suite::first_rotation_request_concurrently_once(&stores).await;
 }

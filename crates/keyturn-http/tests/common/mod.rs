@@ -374,6 +374,16 @@ impl Store for SwitchableStore {
         self.check()?;
         self.inner.advance_scheduler_high_water(to).await
     }
+
+    async fn list_cadence_due(&self, filter: &keyturn::store::CadenceFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_cadence_due(filter).await
+    }
+
+    async fn request_first_rotation(&self, request: &keyturn::store::RotationRequest) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.request_first_rotation(request).await
+    }
     fn location(&self) -> String {
         self.inner.location()
     }

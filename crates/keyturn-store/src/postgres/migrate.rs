@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_named_policies.sql"),
     include_str!("../../migrations/postgres/0005_webhooks.sql"),
     include_str!("../../migrations/postgres/0006_rotation_requests.sql"),
+    include_str!("../../migrations/postgres/0007_rotation_cadence.sql"),
 ];
 
 /// The advisory lock key that the migration runner holds. The eight bytes spell "keyturn" in

@@ -8,6 +8,7 @@
 //! settings in `connect`, the schema in `migrate`, error classification in `errors`, and change
 //! notifications in `notify`.
 
+mod cadence;
 mod connect;
 mod errors;
 mod incident;
@@ -571,6 +572,14 @@ impl Store for PostgresStore {
 
     async fn advance_scheduler_high_water(&self, to: keyturn_core::Instant) -> Result<(), StoreError> {
         self.write_high_water(to).await
+    }
+
+    async fn list_cadence_due(&self, filter: &crate::CadenceFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.select_cadence_due(filter).await
+    }
+
+    async fn request_first_rotation(&self, request: &RotationRequest) -> Result<bool, StoreError> {
+        self.write_first_rotation_request(request).await
     }
 
     fn location(&self) -> String {

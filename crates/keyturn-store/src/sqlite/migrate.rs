@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_named_policies.sql"),
     include_str!("../../migrations/sqlite/0005_webhooks.sql"),
     include_str!("../../migrations/sqlite/0006_rotation_requests.sql"),
+    include_str!("../../migrations/sqlite/0007_rotation_cadence.sql"),
 ];
 
 /// The schema version this build writes.

@@ -7,6 +7,7 @@
 //! and the errors of a failed guard are shared with the other backends.
 
 mod backup;
+mod cadence;
 mod errors;
 mod incident;
 mod migrate;
@@ -544,6 +545,14 @@ impl Store for SqliteStore {
 
     async fn advance_scheduler_high_water(&self, to: keyturn_core::Instant) -> Result<(), StoreError> {
         self.write_high_water(to).await
+    }
+
+    async fn list_cadence_due(&self, filter: &crate::CadenceFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.select_cadence_due(filter).await
+    }
+
+    async fn request_first_rotation(&self, request: &RotationRequest) -> Result<bool, StoreError> {
+        self.write_first_rotation_request(request).await
     }
 
     fn location(&self) -> String {

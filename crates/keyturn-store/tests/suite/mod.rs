@@ -19,7 +19,9 @@ use keyturn_store::{
 };
 use serde_json::{json, Map, Value};
 
+mod cadence;
 mod incident;
+pub use cadence::*;
 pub use incident::*;
 pub mod policies;
 mod schedule;
