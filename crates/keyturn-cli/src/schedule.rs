@@ -86,7 +86,8 @@ fn request_text(entries: &[RequestEntry], dry_run: bool) -> String {
     text
 }
 
-/// One line per recorded event, then the range of boundaries the run looked at.
+/// One line per recorded event, then the range of boundaries the run looked at, then one line
+/// per rotation requested by a policy's cadence and their count.
 fn run_text(run: &ScheduleRun) -> String {
     let mut text = String::new();
     for event in &run.recorded {
@@ -104,6 +105,15 @@ fn run_text(run: &ScheduleRun) -> String {
         run.recorded.len(),
         run.to.to_rfc3339()
     ));
+    for request in &run.rotations_requested {
+        text.push_str(&format!(
+            "requested rotation of key {} by {} (rotation cadence of policy {})\n",
+            request.key_id,
+            request.deadline.to_rfc3339(),
+            request.policy
+        ));
+    }
+    text.push_str(&format!("requested {} rotations by policy cadence\n", run.rotations_requested.len()));
     text
 }
 

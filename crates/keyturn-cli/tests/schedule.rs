@@ -1,6 +1,7 @@
 //! End-to-end tests of `keyturn keys request-rotation` and `keyturn schedule run --once` against
 //! a real SQLite file and pepper file in a temporary directory. The binary uses the system
-//! clock, so the scheduler test waits for a key with a 1 s lifetime to expire.
+//! clock, so the scheduler tests wait for a key with a 1 s lifetime to expire or a key of a
+//! policy that rotates every second to reach that age.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -144,4 +145,38 @@ fn schedule_run_once_records_expiry() {
 
     let without_once = deployment.run(&["schedule", "run"]);
     assert_eq!(without_once.code, 2);
+}
+
+#[test]
+fn schedule_run_once_requests_cadence_rotation() {
+    let deployment = Deployment::new();
+    let policies = deployment.dir.path().join("policies.toml");
+    std::fs::write(&policies, "[policies.ci]\nmax_lifetime = \"30d\"\nrotate_every = \"1s\"\n").unwrap();
+    let applied = deployment.run(&["policies", "apply", policies.to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let key_id = deployment.create(&["--policy", "ci"]);
+    let plain = deployment.create(&[]);
+    let expires_at = deployment.json(&["keys", "show", &key_id])["expires_at"].clone();
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+
+    let first = deployment.run(&["schedule", "run", "--once"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let line = format!(
+        "requested rotation of key {key_id} by {} (rotation cadence of policy ci)",
+        expires_at.as_str().unwrap()
+    );
+    assert!(first.stdout.contains(&line), "{}", first.stdout);
+    assert!(first.stdout.contains("requested 1 rotations by policy cadence"), "{}", first.stdout);
+
+    let second = deployment.json(&["schedule", "run", "--once"]);
+    assert_eq!(second["rotations_requested"], Value::Array(Vec::new()));
+    let shown = deployment.json(&["keys", "show", &key_id]);
+    assert_eq!(shown["state"], "rotation_requested");
+    assert_eq!(shown["rotation_deadline"], expires_at);
+    assert_eq!(shown["expires_at"], expires_at);
+    assert_eq!(deployment.json(&["keys", "show", &plain])["state"], "active");
+    let audit = deployment.audit_rows("authn_token_rotation_requested");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["actor"], "system");
+    assert_eq!(audit[0]["reason"], "rotation cadence of policy ci");
 }

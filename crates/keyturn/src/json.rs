@@ -89,7 +89,8 @@ pub fn campaign_entry_json(entry: &CampaignEntry) -> Value {
     })
 }
 
-/// Renders one scheduler run: the range of boundaries it looked at and the events it recorded.
+/// Renders one scheduler run: the range of boundaries it looked at, the events it recorded and
+/// the rotations it requested because of a policy's cadence.
 pub fn schedule_run_json(run: &ScheduleRun) -> Value {
     let recorded: Vec<Value> = run
         .recorded
@@ -103,7 +104,23 @@ pub fn schedule_run_json(run: &ScheduleRun) -> Value {
             })
         })
         .collect();
-    json!({ "from": rfc3339(run.from), "to": run.to.to_rfc3339(), "recorded": recorded })
+    let rotations_requested: Vec<Value> = run
+        .rotations_requested
+        .iter()
+        .map(|request| {
+            json!({
+                "key_id": request.key_id.as_str(),
+                "policy": request.policy.as_str(),
+                "deadline": request.deadline.to_rfc3339(),
+            })
+        })
+        .collect();
+    json!({
+        "from": rfc3339(run.from),
+        "to": run.to.to_rfc3339(),
+        "recorded": recorded,
+        "rotations_requested": rotations_requested,
+    })
 }
 
 /// Renders one key of the migration report.

@@ -9,6 +9,7 @@
 
 mod background;
 mod cache;
+mod cadence;
 mod campaign;
 mod config;
 mod copy;
@@ -36,6 +37,7 @@ pub use keyturn_core as core;
 pub use keyturn_store as store;
 
 pub use crate::cache::CacheStats;
+pub use crate::cadence::CadenceRequest;
 pub use crate::campaign::CampaignEntry;
 pub use crate::config::{Config, Consistency};
 pub use crate::copy::{copy_store, CopyReport};

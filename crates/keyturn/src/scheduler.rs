@@ -14,7 +14,7 @@ use keyturn_store::DueFilter;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::{Error, Keyring};
+use crate::{CadenceRequest, Error, Keyring};
 
 /// How many keys one range query reads.
 const PAGE_SIZE: u32 = 500;
@@ -43,12 +43,16 @@ pub struct ScheduleRun {
     /// The events this run recorded; events recorded before, by a verification or another
     /// instance, are not repeated.
     pub recorded: Vec<RecordedEvent>,
+    /// The rotations this run requested because of a policy's `rotate_every`.
+    pub rotations_requested: Vec<CadenceRequest>,
 }
 
 impl Keyring {
     /// Records every time-caused lifecycle event whose boundary lies after the store's
     /// high-water mark and at or before now, once per key and event, then moves the mark.
-    /// Several instances may run it at once: each event is still recorded once.
+    /// Then it requests the rotation of every key that its policy's `rotate_every` makes due
+    /// (see [`CadenceRequest`]). Several instances may run it at once: each event and each
+    /// cadence request is still recorded once.
     pub async fn run_scheduler(&self) -> Result<ScheduleRun, Error> {
         let now = self.clock.now();
         let from = self.store.scheduler_high_water().await?;
@@ -67,7 +71,8 @@ impl Keyring {
         if to > after {
             self.store.advance_scheduler_high_water(to).await?;
         }
-        Ok(ScheduleRun { from, to, recorded })
+        let rotations_requested = self.request_cadence_rotations(now).await?;
+        Ok(ScheduleRun { from, to, recorded, rotations_requested })
     }
 
     /// Records the due events of one kind with boundaries in `(after, now]`. Returns the last
