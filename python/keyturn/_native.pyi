@@ -268,7 +268,8 @@ class Keyring:
         or expired are reported in the result, not raised."""
     def run_scheduler(self) -> dict[str, Any]:
         """Record the lifecycle events that time alone caused since the scheduler last ran, once per
-        key and event, and return the range it looked at and the events it recorded."""
+        key and event, request the rotation of keys that reached their policy's ``rotate_every``,
+        and return the range it looked at, the events it recorded and the rotations it requested."""
     def flush(self) -> None:
         """Write queued usage counters, rehashes, exposure reports and guard events now."""
     def sync(self) -> None:

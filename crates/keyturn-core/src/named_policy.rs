@@ -82,8 +82,8 @@ pub struct NamedPolicy {
     pub self_rotation: bool,
     /// How long a chain of rotations may last before self-rotation is rejected.
     pub max_chain_lifetime: Duration,
-    /// The key age at which a rotation is requested, shorter than `max_lifetime`. A scheduler
-    /// acts on it; creation and verification ignore it.
+    /// The key age at which the scheduler requests a rotation, shorter than `max_lifetime`.
+    /// Creation and verification ignore it.
     pub rotate_every: Option<Duration>,
     /// The overlap after the successor's first use that a rotation without its own value gets.
     pub overlap_after_first_use: Option<Duration>,

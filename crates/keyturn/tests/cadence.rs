@@ -1,8 +1,8 @@
-//! The rotation cadence of named policies: the scheduler requests the rotation of a key of a
-//! policy with `rotate_every` exactly when the key reaches that age (not 1 ms before), once per
-//! key even with two instances on SQLite or PostgreSQL, with the key's expiry as the deadline.
-//! Keys of policies without a cadence, revoked keys, rotated keys and keys with a request
-//! already are never touched.
+//! The rotation cadence of named policies. The scheduler requests the rotation of a key of a
+//! policy with `rotate_every` exactly when the key reaches that age (not 1 ms before), with the
+//! key's expiry as the deadline. It does so once per key, even with two instances on SQLite or
+//! PostgreSQL. Keys of policies without a cadence, revoked keys, rotated keys and keys with a
+//! request already are never touched.
 
 mod common;
 
@@ -16,7 +16,7 @@ use keyturn::store::{AuditFilter, DatabaseUrl, PostgresOptions, PostgresStore, S
 use keyturn::{Config, Issued, Keyring, RotateOptions, RotationSelector};
 use sqlx::Connection;
 
-/// A policy with a 30-day lifetime, a 7-day warning window and the given cadence.
+/// Builds a policy with a 30-day lifetime, a 7-day warning window and the given cadence.
 fn policy(name: &str, rotate_every: Option<Duration>) -> NamedPolicy {
     let mut policy = NamedPolicy::from_policy(PolicyName::parse(name).unwrap(), &Default::default());
     policy.max_lifetime = Duration::from_days(30);
@@ -131,9 +131,9 @@ async fn cadence_skips_revoked_and_rotated() {
 
     let rows = request_rows(&fixture.keyring).await;
     assert_eq!(rows.len(), 2, "the operator's request and the successor's cadence request");
-    let kept = fixture.keyring.get(&requested.record.key_id).await.unwrap().record;
-    assert_eq!(kept.rotation_deadline, Some(operator_deadline));
-    assert_eq!(kept.rotation_requested_at, Some(Instant::from_millis(T0)));
+    let operator_requested = fixture.keyring.get(&requested.record.key_id).await.unwrap().record;
+    assert_eq!(operator_requested.rotation_deadline, Some(operator_deadline));
+    assert_eq!(operator_requested.rotation_requested_at, Some(Instant::from_millis(T0)));
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! The store behaviour behind the rotation cadence of policies: the candidates of a policy are
-//! found by creation instant and page in order, keys revoked, rotated or with a request are left
-//! out, and a first rotation request is recorded once however many writers race.
+//! The store behaviour behind the rotation cadence of policies. The candidates of a policy are
+//! found by creation instant and page in order, and keys revoked, rotated or with a request are
+//! left out. A first rotation request is recorded once however many writers race.
 
 use std::sync::Arc;
 
