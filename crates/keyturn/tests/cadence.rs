@@ -248,3 +248,22 @@ async fn cadence_two_instances_once_postgres() {
     drop(keyrings);
     sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await.unwrap();
 }
+
+#[tokio::test]
+async fn cadence_deadline_without_expiry() {
+    let fixture = cadence_fixture().await;
+    let mut lasting = keyturn::NewKey { policy: Some(PolicyName::parse("ci").unwrap()), ..new_key("lasting") };
+    lasting.expiry = Some(Expiry::Never);
+    let on_time = fixture.keyring.create(lasting.clone(), &cli()).await.unwrap();
+    assert_eq!(on_time.record.expires_at, None);
+
+    let expected = [(on_time.record.key_id.to_string(), T0 + 27 * DAY)];
+    assert_eq!(requested_at(&fixture, T0 + 20 * DAY).await, expected, "created_at + rotate_every + warn_before");
+    let record = fixture.keyring.get(&on_time.record.key_id).await.unwrap().record;
+    assert_eq!(record.expires_at, Some(Instant::from_millis(T0 + 27 * DAY)));
+
+    let late = fixture.keyring.create(lasting, &cli()).await.unwrap();
+    let caught_up = T0 + 20 * DAY + 40 * DAY;
+    let expected = [(late.record.key_id.to_string(), caught_up + 7 * DAY)];
+    assert_eq!(requested_at(&fixture, caught_up).await, expected, "a late run still leaves the warning window");
+}
