@@ -414,6 +414,25 @@ async fn locked_database_is_unavailable() {
     suite::insert(&store, &suite::key(1, None, 1_000)).await;
 }
 
+/// Reads see every commit made before them, by this store or another connection, and a closed
+/// store reads nothing.
+#[tokio::test]
+async fn reads_see_other_connections_commits_until_closed() {
+    let (_dir, path, store) = new_store().await;
+    let key = suite::key(1, None, 1_000);
+    suite::insert(&store, &key).await;
+    assert_eq!(store.get_key(&key.key_id).await.unwrap().unwrap().name, key.name);
+
+    raw_execute(&path, "UPDATE keys SET name = 'renamed elsewhere'").await;
+    assert_eq!(store.get_key(&key.key_id).await.unwrap().unwrap().name, "renamed elsewhere");
+    raw_execute(&path, "DELETE FROM keys").await;
+    assert_eq!(store.get_key(&key.key_id).await.unwrap(), None);
+
+    store.close().await;
+    let error = store.get_key(&key.key_id).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
+}
+
 /// Inserts key 1, damages one column with `sql`, and returns the error of reading it back.
 async fn read_after_damage(sql: &str) -> StoreError {
     let (_dir, path, store) = new_store().await;

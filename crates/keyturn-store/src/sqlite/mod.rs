@@ -10,6 +10,7 @@ mod backup;
 mod cadence;
 mod errors;
 mod incident;
+mod inline;
 mod migrate;
 mod open;
 mod policies;
@@ -84,6 +85,8 @@ pub struct SqliteStore {
     identity: (u64, u64),
     /// The key that signs appended audit rows into the chain.
     audit_key: Option<Arc<AuditKey>>,
+    /// Reads keys by id on the calling thread, skipping the hop to a pooled connection's thread.
+    inline: Arc<inline::InlineReader>,
 }
 
 impl SqliteStore {
@@ -127,7 +130,8 @@ impl SqliteStore {
             location: path.display().to_string(),
             reason: "the file disappeared while it was being opened".to_owned(),
         })?;
-        Ok(SqliteStore { pool, path, identity, audit_key: None })
+        let inline = Arc::new(inline::InlineReader::new(&path, options.max_connections as usize));
+        Ok(SqliteStore { pool, path, identity, audit_key: None, inline })
     }
 
     /// Returns the absolute path of the database file.
@@ -138,6 +142,7 @@ impl SqliteStore {
     /// Closes every connection of the pool and waits until they are closed. Later calls fail
     /// with [`StoreError::Unavailable`].
     pub async fn close(&self) {
+        self.inline.close();
         self.pool.close().await;
     }
 
@@ -210,6 +215,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        if let Ok(read) = self.inline.read(key_id) {
+            return read;
+        }
         let mut conn = self.pool.acquire().await.map_err(classify)?;
         rows::fetch_key(&mut conn, key_id).await
     }
