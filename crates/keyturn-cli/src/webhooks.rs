@@ -31,7 +31,8 @@ pub enum WebhooksCommand {
     Deliveries(DeliveriesArgs),
     /// Schedule dead-lettered deliveries for a new round of attempts
     Retry(RetryArgs),
-    /// Give an endpoint a new signing secret; the old one keeps signing until --overlap passes
+    /// Give an endpoint a new signing secret; older secrets keep signing until --overlap passes
+    /// (at most 30d), and --overlap 0s stops them at once
     RotateSecret(RotateSecretArgs),
     /// Send the deliveries that are due, then exit (with --once), or keep sending until SIGTERM
     Deliver(DeliverArgs),

@@ -73,6 +73,30 @@ async fn secret_never_stored_or_logged() {
     assert_eq!(endpoint.secrets[0].expires_at.unwrap().as_millis(), T0 + 60_000);
 }
 
+/// A rotation with a short overlap cuts off every older secret, including one that an earlier
+/// rotation left signing for longer; an overlap past the maximum is rejected.
+#[tokio::test]
+async fn secret_rotation_cuts_off_older_secrets() {
+    let fixture = Fixture::new().await;
+    let (_, key) = webhook_key();
+    let service = webhooks(&fixture, Some(key), WebhookConfig::default());
+    let added = service.add("https://hooks.example.com/t", &[], false, &cli()).await.unwrap();
+    let id = &added.endpoint.endpoint_id;
+
+    let too_long = service.rotate_secret(id, Duration::from_days(31), &cli()).await.unwrap_err();
+    assert!(matches!(&too_long, Error::InvalidInput { field: "overlap", .. }), "{too_long:?}");
+    assert!(too_long.to_string().contains("30d"), "{too_long}");
+    assert_eq!(service.get(id).await.unwrap().secrets.len(), 1);
+
+    service.rotate_secret(id, Duration::from_days(30), &cli()).await.unwrap();
+    service.rotate_secret(id, Duration::from_secs(0), &cli()).await.unwrap();
+
+    let secrets = service.get(id).await.unwrap().secrets;
+    assert_eq!(secrets.len(), 3);
+    let expiries: Vec<Option<i64>> = secrets.iter().map(|secret| secret.expires_at.map(|at| at.as_millis())).collect();
+    assert_eq!(expiries, [Some(T0), Some(T0), None]);
+}
+
 #[tokio::test]
 async fn wrong_webhook_key_error_hides_both_keys() {
     let fixture = Fixture::new().await;

@@ -200,12 +200,17 @@ pub(super) async fn add_secret(
     let Some(row) = row else { return Ok(false) };
     let secret_no: i64 = row.try_get(0).map_err(classify)?;
 
-    sqlx::query("UPDATE webhook_secrets SET expires_at = ? WHERE endpoint_id = ? AND expires_at IS NULL")
-        .bind(old_expires_at.as_millis())
-        .bind(endpoint_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+    // Every older secret stops signing by the new deadline at the latest, so a rotation with a
+    // short overlap also cuts off the secrets that earlier rotations left signing.
+    sqlx::query(
+        "UPDATE webhook_secrets SET expires_at = ? WHERE endpoint_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+    )
+    .bind(old_expires_at.as_millis())
+    .bind(endpoint_id)
+    .bind(old_expires_at.as_millis())
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
     insert_secret(&mut tx, endpoint_id, secret_no, sealed, event.at).await?;
     let mut audit = store.audit_writes();
     writes::insert_event(&mut tx, event, &mut audit).await?;

@@ -213,6 +213,15 @@ pub async fn secret_rotation_keeps_old_until_expiry(store: &dyn Store) {
     assert_eq!(endpoint.secrets[1].created_at, Instant::from_millis(1_000));
     let filter = AuditFilter { event: Some(AuditEventType::WebhookSecretRotated), ..AuditFilter::default() };
     assert_eq!(store.list_audit(&filter).await.unwrap().len(), 1);
+
+    // A later rotation with an earlier deadline also cuts off the secret the first one left
+    // signing, and one with a later deadline never extends it.
+    assert!(store.add_webhook_secret("wh_one", &[8; 72], Instant::from_millis(20_000), &rotated).await.unwrap());
+    assert!(store.add_webhook_secret("wh_one", &[7; 72], Instant::from_millis(90_000), &rotated).await.unwrap());
+    let expiries: Vec<Option<Instant>> =
+        store.get_webhook_endpoint("wh_one").await.unwrap().unwrap().secrets.iter().map(|s| s.expires_at).collect();
+    let at = |millis| Some(Instant::from_millis(millis));
+    assert_eq!(expiries, [at(20_000), at(20_000), at(90_000), None]);
 }
 
 pub async fn disabled_endpoint_gets_nothing(store: &dyn Store) {

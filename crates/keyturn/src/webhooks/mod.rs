@@ -33,6 +33,10 @@ const TARGET: &str = "keyturn::webhooks";
 /// How long a rotated-out secret keeps signing by default.
 pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3_600);
 
+/// The longest a rotated-out secret may keep signing. A rotation is often the answer to a leaked
+/// secret, so the old one must not stay valid for long.
+pub const MAX_SECRET_OVERLAP: Duration = Duration::from_days(30);
+
 /// Settings of the delivery worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
@@ -165,13 +169,23 @@ impl Webhooks {
     }
 
     /// Adds a new signing secret to an endpoint and returns it. Older secrets keep signing
-    /// until `overlap` has passed, so a receiver can switch without missing a message.
+    /// until `overlap` has passed, or until their own earlier deadline, so a receiver can switch
+    /// without missing a message. Fails when `overlap` exceeds [`MAX_SECRET_OVERLAP`].
     pub async fn rotate_secret(
         &self,
         endpoint_id: &str,
         overlap: Duration,
         caller: &Caller,
     ) -> Result<Zeroizing<String>, Error> {
+        if overlap > MAX_SECRET_OVERLAP {
+            return Err(Error::InvalidInput {
+                field: "overlap",
+                reason: format!(
+                    "{overlap} is longer than the maximum of {MAX_SECRET_OVERLAP}; choose a shorter overlap, such as \
+                     {DEFAULT_SECRET_OVERLAP}"
+                ),
+            });
+        }
         let key = self.key()?;
         let now = self.clock.now();
         let secret = WebhookSecret::generate(&mut OsRng);
