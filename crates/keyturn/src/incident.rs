@@ -249,12 +249,16 @@ impl Keyring {
         let report = self.store.revoke_selection(&revocation).await?;
         self.cache.evict(report.keys.iter().map(|key| &key.record.key_id));
 
+        // The same token reported on several lines revokes its key once: the first line reports
+        // the revocation and the later ones find the key already revoked.
+        let mut revoked_now = std::collections::HashSet::new();
         for result in &mut results {
             let Some(key_id) = result.key_id.as_ref().filter(|_| result.status == LeakStatus::Revoked) else {
                 continue;
             };
             result.status = match report.keys.iter().find(|key| &key.record.key_id == key_id) {
                 Some(key) if key.outcome == BulkOutcome::AlreadyRevoked => LeakStatus::AlreadyRevoked,
+                Some(_) if !revoked_now.insert(key_id.clone()) => LeakStatus::AlreadyRevoked,
                 Some(_) => LeakStatus::Revoked,
                 // The key was deleted between the check and the transaction.
                 None => LeakStatus::NotFound,

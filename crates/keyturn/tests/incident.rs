@@ -131,6 +131,22 @@ async fn leak_report_revokes_matching_tokens() {
     }
 }
 
+/// The same token on two lines revokes its key once, and only the first line reports it revoked.
+#[tokio::test]
+async fn leak_report_counts_repeated_token_once() {
+    let fixture = Fixture::new().await;
+    let leaked = fixture.keyring.create(new_key("leaked"), &cli()).await.unwrap();
+    let text = format!("{}\n{}\r\n", leaked.token.expose(), leaked.token.expose());
+    let tokens = parse_token_lines(&text).unwrap();
+
+    let results = fixture.keyring.report_leaks(&tokens, Some("gist"), None, &cli()).await.unwrap();
+
+    let statuses: Vec<LeakStatus> = results.iter().map(|result| result.status).collect();
+    assert_eq!(statuses, vec![LeakStatus::Revoked, LeakStatus::AlreadyRevoked]);
+    let filter = AuditFilter { event: Some(AuditEventType::AuthnTokenRevoked), ..AuditFilter::default() };
+    assert_eq!(fixture.keyring.audit(&filter).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn leak_report_limits_input() {
     let too_long = "a".repeat(600);
