@@ -156,9 +156,11 @@ fn remove_referenced_policy_refused() {
     deployment.apply(CI, &[]);
     deployment.json(&["keys", "create", "--name", "bot", "--policy", "ci"]);
 
-    let run = deployment.apply("", &[]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("policy ci is still referenced by 1 key"), "{}", run.stderr);
+    for args in [&["--dry-run"][..], &[]] {
+        let run = deployment.apply("", args);
+        assert_eq!(run.code, 2, "{args:?}");
+        assert!(run.stderr.contains("policy ci is still referenced by 1 key"), "{args:?}: {}", run.stderr);
+    }
     assert_eq!(deployment.json(&["policies", "show", "ci"])["max_lifetime"], "30d");
 }
 

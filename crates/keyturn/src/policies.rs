@@ -84,8 +84,9 @@ impl Keyring {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] when a policy breaks a rule, and [`Error::InvalidInput`] when a name
-    /// appears twice.
+    /// [`Error::Invalid`] when a policy breaks a rule, [`Error::InvalidInput`] when a name
+    /// appears twice, and [`keyturn_store::StoreError::PolicyInUse`] when a policy to remove is
+    /// still referenced by a key that is not revoked.
     pub async fn plan_policies(&self, wanted: &[NamedPolicy], apply_to_existing: bool) -> Result<PolicyPlan, Error> {
         for (index, policy) in wanted.iter().enumerate() {
             policy.validate()?;
@@ -106,6 +107,11 @@ impl Keyring {
         }
         let missing = stored.iter().filter(|old| !wanted.iter().any(|policy| policy.name == old.name));
         for old in missing.filter(|old| !old.name.is_default()) {
+            // Refused here as the store would refuse it, so that a dry run shows the refusal too.
+            let keys = self.store.count_policy_keys(&old.name, now).await?.not_revoked;
+            if keys > 0 {
+                return Err(keyturn_store::StoreError::PolicyInUse { name: old.name.to_string(), keys }.into());
+            }
             plan.removed.push(PlannedPolicy {
                 name: old.name.clone(),
                 old: Some(old.clone()),
