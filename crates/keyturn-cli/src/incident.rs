@@ -162,7 +162,13 @@ fn leak_text(results: &[LeakResult]) -> String {
             Some(key_id) => {
                 text.push_str(&format!("line {}: key {key_id}: {}\n", result.line, result.status.describe()))
             }
-            None => text.push_str(&format!("line {}: {}\n", result.line, result.status.describe())),
+            // A line that does not parse as a token is often a token with something around it,
+            // such as a header name copied from a log.
+            None => text.push_str(&format!(
+                "line {}: {}: the line is not a keyturn token; put only the token on the line\n",
+                result.line,
+                result.status.describe()
+            )),
         }
     }
     let count = |status| results.iter().filter(|result| result.status == status).count();

@@ -237,7 +237,7 @@ fn report_leak_revokes_and_never_echoes_tokens() {
     assert!(run.stdout.contains(&format!("line 2: key {leaked}: revoked now")), "{run:?}");
     assert!(run.stdout.contains(&format!("line 4: key {revoked}: already revoked")), "{run:?}");
     assert!(run.stdout.contains(&format!("line 5: key {kept}: not a keyturn key of this store")), "{run:?}");
-    assert!(run.stdout.contains("line 6: not a keyturn key of this store"), "{run:?}");
+    assert!(run.stdout.contains("line 6: not a keyturn key of this store: the line is not a keyturn token"), "{run:?}");
     let state = deployment.state(&leaked);
     assert_eq!(state["state"], "revoked");
     assert_eq!(state["revocation_reason"], "leak reported: pasted in chat");
