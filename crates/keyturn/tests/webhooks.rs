@@ -74,7 +74,7 @@ async fn secret_never_stored_or_logged() {
 }
 
 /// A rotation with a short overlap cuts off every older secret, including one that an earlier
-/// rotation left signing for longer; an overlap past the maximum is rejected.
+/// rotation left signing for longer. An overlap past the maximum is rejected.
 #[tokio::test]
 async fn secret_rotation_cuts_off_older_secrets() {
     let fixture = Fixture::new().await;

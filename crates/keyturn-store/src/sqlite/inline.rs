@@ -3,7 +3,7 @@
 //! cost more than reading one key by its primary key, and on a busy machine, where a woken thread
 //! waits for a free core, they make the tail latency of a verification that misses the cache.
 //!
-//! [`InlineReader`] reads a key over connections of its own, on the thread that asks. Its
+//! [`InlineReader`] reads a key over connections of its own, on the calling thread. Its
 //! connections never wait for a lock: when SQLite reports the database busy, or anything else
 //! goes wrong before a row is decoded, the read falls back to the pooled sqlx connection, which
 //! waits for the busy timeout off this thread and classifies the error as every other read does.

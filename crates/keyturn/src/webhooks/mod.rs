@@ -33,8 +33,8 @@ const TARGET: &str = "keyturn::webhooks";
 /// How long a rotated-out secret keeps signing by default.
 pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3_600);
 
-/// The longest a rotated-out secret may keep signing. A rotation is often the answer to a leaked
-/// secret, so the old one must not stay valid for long.
+/// The maximum time a rotated-out secret keeps signing. A rotation often follows a leaked secret,
+/// so the old one must not stay valid for long.
 pub const MAX_SECRET_OVERLAP: Duration = Duration::from_days(30);
 
 /// Settings of the delivery worker.
