@@ -58,6 +58,8 @@ impl Keyring {
         let from = self.store.scheduler_high_water().await?;
         // NOTE: the first run on a store, such as after an upgrade, records every past event of
         // every key that is not revoked, up to 100,000 per event and run; later runs go on.
+        // NOTE: a boundary that a policy applied to existing keys moves before the high-water
+        // mark is never visited, so that key's expiry events come only from its verifications.
         let after = from.unwrap_or(Instant::from_millis(i64::MIN));
         let mut to = now;
         let mut recorded = Vec::new();
