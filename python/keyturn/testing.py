@@ -26,10 +26,10 @@ import base64
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 from flask import Flask
 
@@ -39,7 +39,7 @@ from keyturn.flask import KeyTurn, close_keyrings_under
 __all__ = ["KeyturnTestEnv", "keyturn_clock", "keyturn_env", "make_keyturn_env"]
 
 #: A key given by its key id, as a ``KeyInfo`` or as the ``IssuedKey`` that created it.
-KeyRef = Union[str, KeyInfo, IssuedKey]
+KeyRef = str | KeyInfo | IssuedKey
 
 
 class KeyturnTestEnv:

@@ -103,7 +103,7 @@ def run_two_schedulers(
                 process.wait(timeout=CLI_TIMEOUT)
 
     runs = []
-    for process, (stdout, stderr) in zip(processes, outputs):
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, f"scheduler at {instant} failed: {stderr}"
         runs.append(json.loads(stdout)["recorded"])
     return runs
