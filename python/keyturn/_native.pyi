@@ -6,7 +6,7 @@ tokio runtime, the database pool, background threads) is created lazily on first
 process, so a ``Keyring`` built before ``gunicorn`` forks its workers works in every worker.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -92,6 +92,35 @@ class AuthResult:
     body: bytes
     #: The key when its secret matched, else None.
     key: KeyInfo | None
+
+class RouteRequirement:
+    """What the Flask hook requires of requests to one endpoint."""
+
+    def __init__(self, view: Any, protected: bool, scopes: list[str]) -> None: ...
+    #: The view this was decided for.
+    view: Any
+    protected: bool
+    scopes: tuple[str, ...]
+    scope_set: frozenset[str]
+
+class RequestHook:
+    """The Flask extension's before_request hook, with its common case in native code."""
+
+    def __init__(
+        self,
+        app: Any,
+        current_request: Callable[[], Any],
+        key_verified: Any,
+        slow: Callable[[Any], Any],
+        finish: Callable[[AuthResult], Any],
+    ) -> None: ...
+    def bind(self, keyring: Keyring, api_key_environ_key: str) -> None: ...
+    def route(self, endpoint: str) -> RouteRequirement | None: ...
+    def remember_route(self, endpoint: str, route: RouteRequirement) -> None: ...
+    @property
+    def ready(self) -> bool: ...
+    def mark_ready(self) -> None: ...
+    def __call__(self) -> Any: ...
 
 class AuditEvent:
     seq: int

@@ -57,7 +57,7 @@ import functools
 import json
 import os
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -71,8 +71,7 @@ from flask import (
     Response,
     after_this_request,
     current_app,
-    g,
-    has_app_context,
+    has_request_context,
     request,
 )
 from flask.cli import AppGroup
@@ -86,6 +85,8 @@ from keyturn._native import (
     KeyturnError,
     ManualClock,
     MigrationEntry,
+    RequestHook,
+    RouteRequirement,
 )
 
 __all__ = [
@@ -115,8 +116,8 @@ _REQUIRED_WRAPPERS_ATTR = "_keyturn_required_wrappers"
 _MAX_WRAPPER_DEPTH = 100
 # The WSGI environ key of the Authorization header.
 _AUTHORIZATION_ENVIRON_KEY = "HTTP_AUTHORIZATION"
-# The name under which a request's authentication is kept in ``flask.g``.
-_G_AUTHENTICATION = "_keyturn_authentication"
+# The attribute of the request object that holds the request's authentication.
+_REQUEST_AUTHENTICATION = "_keyturn_authentication"
 
 
 # Every keyring an app was given, so that keyturn.testing can close the ones on a throwaway
@@ -312,36 +313,19 @@ class _AppState:
     api_key_header: str
     protect_all: bool
     public_endpoints: frozenset[str]
+    #: The app's before_request hook. It also remembers what each endpoint requires (see
+    #: ``_route_requirement``) and whether every ``@keyturn.required`` view was found registered
+    #: with its check; Flask rejects new routes after the first request, so one check is enough.
+    hook: RequestHook
     #: The WSGI environ key of the API key header, such as ``HTTP_X_API_KEY``.
     api_key_environ_key: str = dataclasses.field(init=False)
-    #: Set once a request found every ``@keyturn.required`` view registered with its check.
-    #: Flask rejects new routes after the first request, so one successful check is enough.
-    decorator_order_checked: bool = False
-    #: What each endpoint requires, computed on its first request: see ``_route_requirement``.
-    routes: dict[str, _RouteRequirement] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.api_key_environ_key = _environ_key(self.api_key_header)
 
 
-class _RouteRequirement(NamedTuple):
-    """The before_request hook's decision for one endpoint, kept so that a request repeats none
-    of the attribute lookups behind it."""
-
-    #: The view this was computed for; a view replaced in ``app.view_functions`` is looked at again.
-    view: Any
-    #: Whether the hook authenticates requests to the endpoint.
-    protected: bool
-    scopes: tuple[str, ...]
-    scope_set: frozenset[str]
-
-
-class _Authentication(NamedTuple):
-    """The authentication of the current request and the scopes it checked. A named tuple, not a
-    frozen dataclass, because one is built per request and a tuple takes half the time."""
-
-    result: AuthResult
-    scopes: frozenset[str]
+#: The authentication of a request: the native result and the scopes it checked.
+_Authentication = tuple[AuthResult, frozenset[str]]
 
 
 class KeyTurn:
@@ -392,14 +376,18 @@ class KeyTurn:
             guard_window=config["KEYTURN_GUARD_WINDOW"],
             guard_cooldown=config["KEYTURN_GUARD_COOLDOWN"],
         )
+        previous = app.extensions.get(EXTENSION_NAME)
+        hook = previous.hook if isinstance(previous, _AppState) else _request_hook(app)
         state = _AppState(
             keyring=keyring,
             api_key_header=config["KEYTURN_API_KEY_HEADER"],
             protect_all=config["KEYTURN_PROTECT_ALL"],
             public_endpoints=frozenset(config["KEYTURN_PUBLIC_ENDPOINTS"]),
+            hook=hook,
         )
+        # Binding forgets the routes and the decorator check made with the previous config.
+        hook.bind(keyring, state.api_key_environ_key)
 
-        previous = app.extensions.get(EXTENSION_NAME)
         app.extensions[EXTENSION_NAME] = state
         # close() flushes the usage counters that the background writer has not written yet.
         atexit.register(keyring.close)
@@ -411,7 +399,7 @@ class KeyTurn:
             previous.keyring.close()
             return
 
-        app.before_request(_authenticate_before_request)
+        app.before_request(_before_request_function(hook))
         if "keys" not in app.cli.commands:
             app.cli.add_command(keys_cli)
 
@@ -472,14 +460,14 @@ class KeyTurn:
 def current_key() -> KeyInfo | None:
     """Return the key of the current request, or None when no key was accepted.
 
-    That is the case on public routes, on rejected requests and outside an app context.
+    That is the case on public routes, on rejected requests and outside a request context.
     """
-    if not has_app_context():
+    if not has_request_context():
         return None
-    authentication: _Authentication | None = g.get(_G_AUTHENTICATION)
-    if authentication is None or not authentication.result.allowed:
+    authentication: _Authentication | None = getattr(request, _REQUEST_AUTHENTICATION, None)
+    if authentication is None or not authentication[0].allowed:
         return None
-    return authentication.result.key
+    return authentication[0].key
 
 
 def _require_key(view: ViewFunction, scopes: tuple[str, ...]) -> ViewFunction:
@@ -493,17 +481,20 @@ def _require_key(view: ViewFunction, scopes: tuple[str, ...]) -> ViewFunction:
 
     @functools.wraps(view)
     def authenticated_view(*args: Any, **kwargs: Any) -> Any:
-        authentication: _Authentication | None = g.get(_G_AUTHENTICATION)
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        authentication: _Authentication | None = getattr(req, _REQUEST_AUTHENTICATION, None)
         # The before_request hook normally authenticated this request already. It did not when
         # the app lists the endpoint as public, when KeyTurn was never initialised on the app
         # (then _app_state raises), or when another view calls this one directly.
         covered = (
             authentication is not None
-            and authentication.result.allowed
-            and required <= authentication.scopes
+            and authentication[0].allowed
+            and required <= authentication[1]
         )
         if not covered:
-            rejection = _authenticate(_app_state(current_app), scopes)
+            app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            state = _app_state(app)
+            rejection = _authenticate(state, app, req, _query_items(req), scopes, required)
             if rejection is not None:
                 return rejection
         return view(*args, **kwargs)
@@ -551,72 +542,94 @@ def _check_decorator_order(app: Flask) -> None:
                 )
 
 
-def _authenticate_before_request() -> Response | None:
+def _request_hook(app: Flask) -> RequestHook:
+    """Return the before_request hook of ``app``.
+
+    The hook runs on every request, and in Python its lookups would cost more than verifying a
+    cached key. So the native hook decides a request to a view whose requirement it knows, when
+    the request has no query string and its key needs no lifecycle headers. It hands every other
+    request to ``_authenticate_before_request`` and every other outcome to ``_respond``.
+    """
+    return RequestHook(
+        app,
+        request._get_current_object,  # type: ignore[attr-defined]
+        key_verified,
+        functools.partial(_authenticate_before_request, app),
+        functools.partial(_respond, app),
+    )
+
+
+def _before_request_function(hook: RequestHook) -> Callable[[], Response | None]:
+    """Return the function registered with ``app.before_request``: it calls ``hook``. Flask
+    checks on every request whether each such function is a coroutine function, which takes
+    half the time for a Python function that it takes for a native callable."""
+
+    def authenticate_request() -> Response | None:
+        return hook()  # type: ignore[no-any-return]
+
+    return authenticate_request
+
+
+def _authenticate_before_request(app: Flask, req: Request) -> Response | None:
     """Reject a token in the query string on any request, then authenticate the request unless
     its view is public; return the rejection, if any."""
-    # Every access through the ``current_app`` and ``request`` proxies costs a context variable
-    # lookup, and the hook runs on every request, so each proxy is resolved once.
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    req = request._get_current_object()  # type: ignore[attr-defined]
     state = _app_state(app)
     # A URL is kept in proxy and access logs, so a token in it is rejected and audited as exposed
     # before routing decides anything, on public views and unknown paths too.
     query = _query_items(req)
-    exposed = state.keyring.check_query(query, _client_addr(state, req)) if query else None
-    if exposed is not None:
-        key_rejected.send(app, result=exposed, key=None)
-        return Response(exposed.body, status=exposed.status, headers=exposed.headers)
+    if query:
+        exposed = state.keyring.check_query(query, _client_addr(state, req))
+        if exposed is not None:
+            key_rejected.send(app, result=exposed, key=None)
+            return Response(exposed.body, status=exposed.status, headers=exposed.headers)
 
-    if not state.decorator_order_checked:
+    hook = state.hook
+    if not hook.ready:
         _check_decorator_order(app)
-        state.decorator_order_checked = True
+        hook.mark_ready()
 
-    endpoint = req.endpoint
-    if endpoint is None:
+    rule = req.url_rule
+    if rule is None:
         # Routing failed (404, 405 or a redirect), so Flask responds without calling a view.
         return None
-    if req.method == "OPTIONS" and getattr(req.url_rule, "provide_automatic_options", False):
+    if req.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
         # Flask lists the allowed methods for this OPTIONS request itself, and no view runs.
         return None
 
+    endpoint = rule.endpoint
     view = app.view_functions.get(endpoint)
-    route = state.routes.get(endpoint)
+    route = hook.route(endpoint)
     if route is None or route.view is not view:
         route = _route_requirement(state, endpoint, view)
-        state.routes[endpoint] = route
+        hook.remember_route(endpoint, route)
     if not route.protected:
         return None
-    return _authenticate(state, route.scopes, app, req, query, route.scope_set)
+    return _authenticate(state, app, req, query, route.scopes, route.scope_set)
 
 
-def _route_requirement(state: _AppState, endpoint: str, view: Any) -> _RouteRequirement:
-    """Decide whether the hook authenticates requests to ``endpoint`` and with which scopes."""
+def _route_requirement(state: _AppState, endpoint: str, view: Any) -> RouteRequirement:
+    """Decide whether the hook authenticates requests to ``endpoint`` and with which scopes.
+    Raises InvalidInputError for a required scope name that is not valid."""
     scopes: tuple[str, ...] | None = getattr(view, _REQUIRED_SCOPES_ATTR, None)
     public = getattr(view, _PUBLIC_ATTR, False) or endpoint in state.public_endpoints
     protected = not public and (scopes is not None or state.protect_all)
-    return _RouteRequirement(view, protected, scopes or (), frozenset(scopes or ()))
+    return RouteRequirement(view, protected, list(scopes or ()))
 
 
 def _authenticate(
     state: _AppState,
+    app: Flask,
+    req: Request,
+    query: Sequence[tuple[str, str]],
     scopes: tuple[str, ...],
-    app: Flask | None = None,
-    req: Request | None = None,
-    query: list[tuple[str, str]] | None = None,
-    scope_set: frozenset[str] | None = None,
+    scope_set: frozenset[str],
 ) -> Response | None:
-    """Authenticate the request against ``scopes`` and return the problem response if rejected.
+    """Authenticate ``req`` against ``scopes`` (also given as the set ``scope_set``) and return
+    the problem response if rejected. ``query`` holds the request's query items.
 
-    ``app``, ``req``, ``query`` and ``scope_set`` (``frozenset(scopes)``) are the current app,
-    request, query items and scopes when the caller has them already. When a verification cannot
-    reach the store, the native call returns a 503 result with Retry-After.
+    When a verification cannot reach the store, the native call returns a 503 result with
+    Retry-After.
     """
-    if app is None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if req is None:
-        req = request._get_current_object()  # type: ignore[attr-defined]
-    if query is None:
-        query = _query_items(req)
     # The WSGI environ contains one value per header name, so a header has none or one value.
     # Reading the environ directly takes a fifth of the time of ``headers.get``, whereas
     # ``headers.getlist`` scans the whole environ and cost more per request than the verification.
@@ -633,10 +646,14 @@ def _authenticate(
         environ.get("REMOTE_ADDR"),
         environ.get("HTTP_X_FORWARDED_FOR"),
     )
-    authentication = _Authentication(result, frozenset(scopes) if scope_set is None else scope_set)
-    # Setting an attribute through the ``g`` proxy takes twice as long as on the object behind it.
-    setattr(g._get_current_object(), _G_AUTHENTICATION, authentication)  # type: ignore[attr-defined]
+    # A plain tuple, because one is built per request and a named tuple takes eight times as long.
+    # The native hook sets the same attribute.
+    setattr(req, _REQUEST_AUTHENTICATION, (result, scope_set))
+    return _respond(app, result)
 
+
+def _respond(app: Flask, result: AuthResult) -> Response | None:
+    """Send the signal of ``result`` and return its rejection response, or None when allowed."""
     if result.allowed:
         if result.headers:
             # Registered per request rather than as an app-wide after_request function, so a
@@ -661,10 +678,10 @@ def _client_addr(state: _AppState, req: Request) -> str | None:
     )
 
 
-def _query_items(req: Request) -> list[tuple[str, str]]:
+def _query_items(req: Request) -> Sequence[tuple[str, str]]:
     """Return the decoded query parameters of ``req``, without parsing an empty query string."""
     if not req.environ.get("QUERY_STRING"):
-        return []
+        return ()
     return list(req.args.items(multi=True))
 
 
@@ -677,9 +694,9 @@ def _environ_key(header: str) -> str:
 def _add_lifecycle_headers(response: Response) -> Response:
     """Add API-Key-Status and API-Key-Expires to the response of an accepted request. Flask runs
     it before the app's own ``after_request`` functions, which therefore see the headers."""
-    authentication: _Authentication | None = g.get(_G_AUTHENTICATION)
-    if authentication is not None and authentication.result.allowed:
-        for name, value in authentication.result.headers:
+    authentication: _Authentication | None = getattr(request, _REQUEST_AUTHENTICATION, None)
+    if authentication is not None and authentication[0].allowed:
+        for name, value in authentication[0].headers:
             response.headers[name] = value
     return response
 

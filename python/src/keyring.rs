@@ -6,6 +6,7 @@
 //! threads and would hang every gunicorn worker. The GIL is released while keyturn waits for the
 //! store. A verification that the cache decides runs with the GIL held, because it never awaits.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use keyturn::core::{
@@ -22,6 +23,7 @@ use pyo3::prelude::*;
 
 use crate::convert::{json_to_py, py_to_json_object, to_duration, to_instant, to_std_duration};
 use crate::errors::{configuration, invalid, to_py};
+use crate::fork;
 use crate::report::MigrationEntry;
 use crate::values::{AuditEvent, AuthResult, IssuedKey, KeyInfo, ManualClock};
 
@@ -31,8 +33,8 @@ pub(crate) struct Keyring {
     options: OpenOptions,
     clock: Arc<dyn Clock>,
     state: Mutex<Option<ProcessState>>,
-    /// The process id, instant and message of the last attempt to open an unreachable store.
-    failed_open: Mutex<Option<(u32, std::time::Instant, String)>>,
+    /// The fork generation, instant and message of the last attempt to open an unreachable store.
+    failed_open: Mutex<Option<(u64, std::time::Instant, String)>>,
 }
 
 /// How long after a failed attempt to reach the store the next one waits, so a web worker responds
@@ -44,7 +46,8 @@ const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Native state of one process.
 struct ProcessState {
-    pid: u32,
+    /// The fork generation of the process that created this state.
+    generation: u64,
     runtime: Arc<tokio::runtime::Runtime>,
     keyring: Arc<keyturn::Keyring>,
 }
@@ -53,7 +56,7 @@ impl Drop for ProcessState {
     fn drop(&mut self) {
         // A runtime inherited through fork has no worker threads; dropping it would wait for
         // them, so the child leaks it instead.
-        if self.pid != std::process::id() {
+        if self.generation != fork::generation() {
             std::mem::forget(Arc::clone(&self.runtime));
             std::mem::forget(Arc::clone(&self.keyring));
         }
@@ -188,21 +191,9 @@ impl Keyring {
         forwarded_for: Option<&str>,
     ) -> PyResult<AuthResult> {
         let required = parse_scopes(&scopes)?;
-        let client_addr = remote_addr.map(|remote_addr| {
-            let forwarded_for: &[&str] = match &forwarded_for {
-                Some(value) => std::slice::from_ref(value),
-                None => &[],
-            };
-            self.options.config.trusted_proxies.client_addr(remote_addr, forwarded_for)
-        });
         let query: Vec<(&str, &str)> = query.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
-        let request = AuthRequest {
-            authorization: authorization.as_slice(),
-            api_key: api_key.as_slice(),
-            query: &query,
-            client_addr: client_addr.as_deref(),
-        };
-        self.authenticate_request(py, &request, &required)
+        let headers = WsgiHeaders { authorization, api_key, remote_addr, forwarded_for };
+        self.authenticate_headers(py, &headers, &query, &required)
     }
 
     /// Returns the client address of a request from `remote_addr`: the address itself, or the
@@ -465,7 +456,7 @@ impl Keyring {
         py.detach(|| {
             let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
             let Some(state) = state else { return };
-            if state.pid == std::process::id() {
+            if state.generation == fork::generation() {
                 state.runtime.block_on(state.keyring.shutdown());
             }
         });
@@ -477,6 +468,37 @@ impl Keyring {
 }
 
 impl Keyring {
+    /// Authenticates a request from the values of its WSGI environ, with the client address
+    /// that `client_addr` returns.
+    pub(crate) fn authenticate_headers(
+        &self,
+        py: Python<'_>,
+        headers: &WsgiHeaders<'_>,
+        query: &[(&str, &str)],
+        required: &Scopes,
+    ) -> PyResult<AuthResult> {
+        let trusted_proxies = &self.options.config.trusted_proxies;
+        let client_addr = headers.remote_addr.map(|remote_addr| {
+            // Without trusted proxies the client address is the peer address as given, so this
+            // common case copies nothing.
+            if trusted_proxies.is_empty() {
+                return Cow::Borrowed(remote_addr);
+            }
+            let forwarded_for: &[&str] = match &headers.forwarded_for {
+                Some(value) => std::slice::from_ref(value),
+                None => &[],
+            };
+            Cow::Owned(trusted_proxies.client_addr(remote_addr, forwarded_for))
+        });
+        let request = AuthRequest {
+            authorization: headers.authorization.as_slice(),
+            api_key: headers.api_key.as_slice(),
+            query,
+            client_addr: client_addr.as_deref(),
+        };
+        self.authenticate_request(py, &request, required)
+    }
+
     /// Revokes a selection of keys, or lists them with `dry_run`, and returns the report.
     fn revoke_selected<'py>(
         &self,
@@ -540,24 +562,27 @@ impl Keyring {
     /// because a thread that holds the lock and waits for the GIL deadlocks with a thread that
     /// holds the GIL and waits for the lock.
     fn process(&self, py: Python<'_>) -> PyResult<(Arc<tokio::runtime::Runtime>, Arc<keyturn::Keyring>)> {
-        let pid = std::process::id();
+        let generation = fork::generation();
         let fast = match self.state.try_lock() {
-            Ok(state) => current_process(&state, pid),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => current_process(&poisoned.into_inner(), pid),
+            Ok(state) => current_process(&state, generation),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => current_process(&poisoned.into_inner(), generation),
             Err(std::sync::TryLockError::WouldBlock) => None,
         };
         if let Some(found) = fast {
             return Ok(found);
         }
-        py.detach(|| self.open_process(pid)).map_err(|error| match error {
+        py.detach(|| self.open_process(generation)).map_err(|error| match error {
             OpenError::Runtime(error) => configuration(format!("cannot start the keyturn runtime: {error}")),
             OpenError::Keyring(error) => to_py(error),
         })
     }
 
-    fn open_process(&self, pid: u32) -> Result<(Arc<tokio::runtime::Runtime>, Arc<keyturn::Keyring>), OpenError> {
+    fn open_process(
+        &self,
+        generation: u64,
+    ) -> Result<(Arc<tokio::runtime::Runtime>, Arc<keyturn::Keyring>), OpenError> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(found) = current_process(&state, pid) {
+        if let Some(found) = current_process(&state, generation) {
             return Ok(found);
         }
 
@@ -569,8 +594,8 @@ impl Keyring {
             .map_err(OpenError::Runtime)?;
         let runtime = Arc::new(runtime);
         let mut failed_open = self.failed_open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((failed_pid, at, message)) = failed_open.as_ref() {
-            if *failed_pid == pid && at.elapsed() < OPEN_RETRY_AFTER {
+        if let Some((failed_generation, at, message)) = failed_open.as_ref() {
+            if *failed_generation == generation && at.elapsed() < OPEN_RETRY_AFTER {
                 return Err(OpenError::Keyring(keyturn::Error::StoreUnavailable(message.clone())));
             }
         }
@@ -589,7 +614,7 @@ impl Keyring {
             Ok(keyring) => keyring,
             Err(error) => {
                 if let keyturn::Error::StoreUnavailable(message) = &error {
-                    *failed_open = Some((pid, std::time::Instant::now(), message.clone()));
+                    *failed_open = Some((generation, std::time::Instant::now(), message.clone()));
                 }
                 return Err(OpenError::Keyring(error));
             }
@@ -600,9 +625,19 @@ impl Keyring {
             let _entered = runtime.enter();
             keyring.start_background();
         }
-        *state = Some(ProcessState { pid, runtime: Arc::clone(&runtime), keyring: Arc::clone(&keyring) });
+        *state = Some(ProcessState { generation, runtime: Arc::clone(&runtime), keyring: Arc::clone(&keyring) });
         Ok((runtime, keyring))
     }
+}
+
+/// The values of a request's WSGI environ that authentication reads. A WSGI server joins repeated
+/// headers into one value, so each header has at most one.
+pub(crate) struct WsgiHeaders<'a> {
+    pub(crate) authorization: Option<&'a str>,
+    /// The value of the configured API key header (`X-API-Key` by default).
+    pub(crate) api_key: Option<&'a str>,
+    pub(crate) remote_addr: Option<&'a str>,
+    pub(crate) forwarded_for: Option<&'a str>,
 }
 
 /// The reason this process's native state could not be created.
@@ -613,11 +648,11 @@ enum OpenError {
 
 fn current_process(
     state: &Option<ProcessState>,
-    pid: u32,
+    generation: u64,
 ) -> Option<(Arc<tokio::runtime::Runtime>, Arc<keyturn::Keyring>)> {
     state
         .as_ref()
-        .filter(|current| current.pid == pid)
+        .filter(|current| current.generation == generation)
         .map(|current| (Arc::clone(&current.runtime), Arc::clone(&current.keyring)))
 }
 
@@ -692,7 +727,7 @@ fn guard_config(
     GuardConfig::new(max_failures, window, cooldown).map_err(|e| configuration(e.to_string()))
 }
 
-fn parse_scopes(scopes: &[String]) -> PyResult<Scopes> {
+pub(crate) fn parse_scopes(scopes: &[String]) -> PyResult<Scopes> {
     Scopes::parse(scopes.iter().map(String::as_str)).map_err(|error| invalid(error.to_string()))
 }
 

@@ -6,6 +6,8 @@
 
 mod convert;
 mod errors;
+mod fork;
+mod hook;
 mod keyring;
 mod report;
 mod values;
@@ -15,6 +17,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     install_log_subscriber();
+    fork::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     m.add_class::<keyring::Keyring>()?;
@@ -22,6 +25,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<values::KeyInfo>()?;
     m.add_class::<values::IssuedKey>()?;
     m.add_class::<values::AuthResult>()?;
+    m.add_class::<hook::RequestHook>()?;
+    m.add_class::<hook::RouteRequirement>()?;
     m.add_class::<values::AuditEvent>()?;
     m.add_class::<report::MigrationEntry>()?;
     m.add_function(wrap_pyfunction!(keyring::init, m)?)?;

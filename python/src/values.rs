@@ -217,6 +217,16 @@ pub(crate) struct AuthResult {
 }
 
 impl AuthResult {
+    /// Whether the request may proceed.
+    pub(crate) fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// The lifecycle headers of an allowed request, or the headers of the rejection.
+    pub(crate) fn response_headers(&self) -> &[(&'static str, String)] {
+        &self.headers
+    }
+
     pub(crate) fn allowed(decision: core::Decision, headers: Vec<(&'static str, String)>) -> Self {
         AuthResult {
             allowed: true,
