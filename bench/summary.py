@@ -153,7 +153,7 @@ def ratio_rows(
         )
         rows.append(
             check(
-                f"Scale: cold verify p99 with {scale['keys']:,} keys (us)",
+                f"Scale: cold verify p99 with {scale['keys']:,} keys, keys in use (us)",
                 scale["cold_verify_us"]["p99"],
                 "< 100",
                 lambda value: value < 100,
@@ -232,9 +232,10 @@ def absolute_rows(
 
 def scale_rows(scale: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     keys = scale["keys"]
-    cold, warm, memory = (
+    cold, warm, first_use, memory = (
         scale["cold_verify_us"],
         scale["warm_verify_us"],
+        scale.get("first_use_verify_us"),
         scale["memory"],
     )
     small, large = scale["startup_ms"]["small"], scale["startup_ms"]["large"]
@@ -255,6 +256,15 @@ def scale_rows(scale: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         (
             "Scale: warm verify p50/p99/max (us)",
             f"{warm['p50']}/{warm['p99']}/{warm['max']} over {warm['samples']:,}",
+            "",
+            "",
+        ),
+        (
+            "Scale: cold verify of never-used keys p50/p99/max (us)",
+            "not run, every key was used"
+            if first_use is None
+            else f"{first_use['p50']}/{first_use['p99']}/{first_use['max']} "
+            f"over {first_use['samples']:,}",
             "",
             "",
         ),

@@ -1,6 +1,6 @@
 //! Behaviour with many keys in one SQLite file. This measures how long creating them takes, the
-//! latency of a verification whose key is not cached (cold) and of one whose key is (warm), and
-//! the memory that each cached key costs. It also compares the time from opening a keyring to its
+//! latency of a verification whose key is not cached (cold), of one whose key is (warm) and of
+//! the first verification of a key ever, and the memory that each cached key costs. It also compares the time from opening a keyring to its
 //! first verification for a store of 1,000 keys and one of `--keys` keys.
 //!
 //! Keys are created one by one through `Keyring::create`, the path every front end takes, so each
@@ -50,7 +50,7 @@ fn main() {
 
     // Memory first, before other keyrings leave freed memory that the allocator would reuse.
     let memory = measure_memory(&runtime, &large, &peppers, &tokens);
-    let (cold, warm) = measure_latency(&runtime, &large, &peppers, &tokens);
+    let latency = measure_latency(&runtime, &large, &peppers, &tokens);
 
     let small = StoreFixture::open(&runtime, &dir.path().join("small.db"));
     let (small_tokens, _) = small.create_keys(&runtime, &peppers, SMALL_STORE_KEYS);
@@ -61,8 +61,9 @@ fn main() {
         "create_seconds": round(create_elapsed.as_secs_f64(), 2),
         "create_keys_per_second": round(create_rate, 0),
         "database_megabytes": round(database_bytes(&large.path) as f64 / 1e6, 1),
-        "cold_verify_us": cold,
-        "warm_verify_us": warm,
+        "cold_verify_us": latency.cold,
+        "warm_verify_us": latency.warm,
+        "first_use_verify_us": latency.first_use,
         "memory": memory,
         "startup_ms": { "small": startup[0], "large": startup[1] },
         "small_store_keys": SMALL_STORE_KEYS,
@@ -162,26 +163,32 @@ fn measure_memory(runtime: &Runtime, fixture: &StoreFixture, peppers: &PepperRin
 }
 
 /// Times verifications one by one: first of random keys that this keyring has not cached (each
-/// reads the store), then of the same keys again, now cached. The change follower runs, so the
-/// cache stays fresh as in a server.
-fn measure_latency(
-    runtime: &Runtime,
-    fixture: &StoreFixture,
-    peppers: &PepperRing,
-    tokens: &[Token],
-) -> (Value, Value) {
+/// reads the store), then of the same keys again, now cached, and last of random keys that were
+/// never verified before. The change follower and the usage writer run, as in a server.
+///
+/// The keys of the first two passes were verified once before, through another store, as the
+/// keys of a running service are: the first use of a key is written at once rather than after
+/// the flush interval, so a pass of keys never used before also times those writes. That is
+/// the third pass, left out when `measure_memory` used every key.
+fn measure_latency(runtime: &Runtime, fixture: &StoreFixture, peppers: &PepperRing, tokens: &[Token]) -> Latency {
+    let count = MAX_LATENCY_SAMPLES.min(tokens.len());
+    let used = random_indices(tokens.len(), count, &HashSet::new());
+    record_first_use(runtime, fixture, peppers, tokens, &used);
+    // measure_memory verified the keys before the cache capacity, so they are not first uses.
+    let verified: HashSet<usize> =
+        (0..Config::default().cache_capacity.min(tokens.len())).chain(used.iter().copied()).collect();
+    let never_used = random_indices(tokens.len(), count.min(tokens.len() - verified.len()), &verified);
+
     let keyring = fixture.keyring(peppers);
     runtime.block_on(keyring.sync_cache()).unwrap();
     {
         let _entered = runtime.enter();
         keyring.start_background();
     }
-    let sample = random_indices(tokens.len(), MAX_LATENCY_SAMPLES.min(tokens.len()));
     let scopes = Scopes::default();
-
-    let timed_pass = || {
+    let timed_pass = |sample: &[usize]| {
         let mut latencies = Vec::with_capacity(sample.len());
-        for &index in &sample {
+        for &index in sample {
             let started = Instant::now();
             let decision = runtime.block_on(keyring.verify(tokens[index].expose(), &scopes, None)).unwrap();
             latencies.push(started.elapsed());
@@ -190,18 +197,54 @@ fn measure_latency(
         latencies
     };
     let before = keyring.cache_stats();
-    let cold = timed_pass();
+    let cold = timed_pass(&used);
     let after_cold = keyring.cache_stats();
-    let warm = timed_pass();
+    let warm = timed_pass(&used);
     let after_warm = keyring.cache_stats();
+    let first_use = timed_pass(&never_used);
     runtime.block_on(keyring.shutdown());
 
-    assert_eq!(after_cold.misses - before.misses, sample.len() as u64, "the cold pass must read every key");
-    assert_eq!(after_warm.hits - after_cold.hits, sample.len() as u64, "the warm pass must hit the cache");
-    let (cold, warm) = (percentiles(cold), percentiles(warm));
-    println!("cold verify: {cold}");
-    println!("warm verify: {warm}");
-    (cold, warm)
+    assert_eq!(after_cold.misses - before.misses, used.len() as u64, "the cold pass must read every key");
+    assert_eq!(after_warm.hits - after_cold.hits, used.len() as u64, "the warm pass must hit the cache");
+    let latency = Latency {
+        cold: percentiles(cold),
+        warm: percentiles(warm),
+        first_use: (!never_used.is_empty()).then(|| percentiles(first_use)),
+    };
+    println!("cold verify: {}", latency.cold);
+    println!("warm verify: {}", latency.warm);
+    println!("cold verify, first use: {}", latency.first_use.as_ref().unwrap_or(&Value::Null));
+    latency
+}
+
+/// Verifies the keys at `indices` once and writes their first use, over a store of its own, so
+/// that the measured keyring's connections start with nothing of them in SQLite's page cache.
+fn record_first_use(
+    runtime: &Runtime,
+    fixture: &StoreFixture,
+    peppers: &PepperRing,
+    tokens: &[Token],
+    indices: &[usize],
+) {
+    let store =
+        Arc::new(runtime.block_on(SqliteStore::open(&database_url(&fixture.path), &SqliteOptions::default())).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let strict = Config { consistency: Consistency { strict: true, ..Consistency::default() }, ..Config::default() };
+    let keyring = Keyring::new(store.clone(), peppers.clone(), clock, strict);
+    let scopes = Scopes::default();
+    for &index in indices {
+        runtime.block_on(keyring.verify(tokens[index].expose(), &scopes, None)).unwrap();
+    }
+    runtime.block_on(keyring.flush()).unwrap();
+    drop(keyring);
+    runtime.block_on(store.close());
+}
+
+/// The percentiles of the three passes of [`measure_latency`].
+struct Latency {
+    cold: Value,
+    warm: Value,
+    first_use: Option<Value>,
 }
 
 /// Times opening the store, creating a keyring, its first cache sync and one verification of a
@@ -213,8 +256,10 @@ fn measure_startup(runtime: &Runtime, peppers: &PepperRing, stores: &[(&StoreFix
     let scopes = Scopes::default();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut runs = vec![Vec::with_capacity(STARTUP_RUNS); stores.len()];
-    let samples: Vec<Vec<usize>> =
-        stores.iter().map(|(_, tokens)| random_indices(tokens.len(), STARTUP_RUNS.min(tokens.len()))).collect();
+    let samples: Vec<Vec<usize>> = stores
+        .iter()
+        .map(|(_, tokens)| random_indices(tokens.len(), STARTUP_RUNS.min(tokens.len()), &HashSet::new()))
+        .collect();
 
     for run in 0..STARTUP_RUNS {
         for (store_index, (fixture, tokens)) in stores.iter().enumerate() {
@@ -251,9 +296,10 @@ fn measure_startup(runtime: &Runtime, peppers: &PepperRing, stores: &[(&StoreFix
     results
 }
 
-/// Returns `count` distinct indices below `len`, drawn at random.
-fn random_indices(len: usize, count: usize) -> Vec<usize> {
-    let mut seen = HashSet::with_capacity(count);
+/// Returns `count` distinct indices below `len` and outside `excluded`, drawn at random. The
+/// caller leaves at least `count` indices to draw.
+fn random_indices(len: usize, count: usize, excluded: &HashSet<usize>) -> Vec<usize> {
+    let mut seen = excluded.clone();
     let mut indices = Vec::with_capacity(count);
     while indices.len() < count {
         let index = (OsRng.next_u64() % len as u64) as usize;
