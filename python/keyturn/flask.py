@@ -319,6 +319,9 @@ class _AppState:
     hook: RequestHook
     #: The WSGI environ key of the API key header, such as ``HTTP_X_API_KEY``.
     api_key_environ_key: str = dataclasses.field(init=False)
+    #: The number that ``hook.bind`` returned for this state. The hook remembers no decision made
+    #: with an earlier state, which a request still running during ``init_app`` may hold.
+    binding: int = 0
 
     def __post_init__(self) -> None:
         self.api_key_environ_key = _environ_key(self.api_key_header)
@@ -386,7 +389,7 @@ class KeyTurn:
             hook=hook,
         )
         # Binding forgets the routes and the decorator check made with the previous config.
-        hook.bind(keyring, state.api_key_environ_key)
+        state.binding = hook.bind(keyring, state.api_key_environ_key)
 
         app.extensions[EXTENSION_NAME] = state
         # close() flushes the usage counters that the background writer has not written yet.
@@ -586,7 +589,7 @@ def _authenticate_before_request(app: Flask, req: Request) -> Response | None:
     hook = state.hook
     if not hook.ready:
         _check_decorator_order(app)
-        hook.mark_ready()
+        hook.mark_ready(state.binding)
 
     rule = req.url_rule
     if rule is None:
@@ -601,7 +604,7 @@ def _authenticate_before_request(app: Flask, req: Request) -> Response | None:
     route = hook.route(endpoint)
     if route is None or route.view is not view:
         route = _route_requirement(state, endpoint, view)
-        hook.remember_route(endpoint, route)
+        hook.remember_route(endpoint, route, state.binding)
     if not route.protected:
         return None
     return _authenticate(state, app, req, query, route.scopes, route.scope_set)

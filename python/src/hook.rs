@@ -4,22 +4,23 @@
 //! the verification of a cached key. [`RequestHook`] decides the common case here: a request
 //! without a query string, routed to a view whose requirement is known, authenticated with a key
 //! that needs no lifecycle headers and no receiver of `key_verified`. It hands every other
-//! request to the Python function `slow`, which holds the whole logic, and every other outcome
+//! request to the Python function `slow`, which contains the whole logic, and every other outcome
 //! to the Python function `finish`, which adds the headers, sends the signals and builds the
 //! rejection. It owns no decision of its own: the same request gives the same outcome either way.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use keyturn::core::Scopes;
+use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFrozenSet, PyString, PyTuple};
 
 use crate::keyring::{parse_scopes, Keyring, WsgiHeaders};
 
-/// What the hook requires of requests to one endpoint, as the Python side decided it.
+/// The requirement of the hook for requests to one endpoint, as the Python side decided it.
 #[pyclass(module = "keyturn._native", frozen)]
 pub(crate) struct RouteRequirement {
     /// The view this was decided for; a view replaced in `app.view_functions` is decided again.
@@ -72,6 +73,9 @@ pub(crate) struct RequestHook {
     routes: Py<PyDict>,
     /// Set by `slow` once it has checked the order of the app's decorators.
     ready: AtomicBool,
+    /// The number of the current binding, raised by every `bind`. A decision that `slow` made
+    /// with the config of an earlier binding is not remembered.
+    generation: AtomicU64,
 }
 
 /// Whether the hook decided a request here.
@@ -100,15 +104,19 @@ impl RequestHook {
             binding: Mutex::new(None),
             routes: PyDict::new(py).unbind(),
             ready: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         }
     }
 
-    /// Authenticates with `keyring` from now on, and forgets the routes and the decorator check.
-    fn bind(&self, py: Python<'_>, keyring: Py<Keyring>, api_key_environ_key: Py<PyString>) {
+    /// Authenticates with `keyring` from now on, and clears the routes and the decorator check.
+    /// Returns the binding's number, which `remember_route` and `mark_ready` take.
+    fn bind(&self, py: Python<'_>, keyring: Py<Keyring>, api_key_environ_key: Py<PyString>) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *self.binding.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
             Some(Binding { keyring, api_key_environ_key });
-        self.routes.bind(py).clear();
         self.ready.store(false, Ordering::Release);
+        self.routes.bind(py).clear();
+        generation
     }
 
     /// Returns the requirement remembered for `endpoint`, or None.
@@ -117,8 +125,32 @@ impl RequestHook {
         Ok(route.map(|route| route.cast_into::<RouteRequirement>()).transpose()?.map(Bound::unbind))
     }
 
-    fn remember_route(&self, py: Python<'_>, endpoint: &Bound<'_, PyAny>, route: Py<RouteRequirement>) -> PyResult<()> {
-        self.routes.bind(py).set_item(endpoint, route)
+    /// Remembers `route` for `endpoint` unless the hook was bound again since the binding
+    /// `binding`, whose config the route was decided with.
+    fn remember_route(
+        &self,
+        py: Python<'_>,
+        endpoint: &Bound<'_, PyAny>,
+        route: Py<RouteRequirement>,
+        binding: u64,
+    ) -> PyResult<()> {
+        let routes = self.routes.bind(py);
+        if self.generation.load(Ordering::Acquire) != binding {
+            return Ok(());
+        }
+        routes.set_item(endpoint, route)?;
+        // Storing an item can run a garbage collection, which lets other threads run. A `bind`
+        // that ran meanwhile cleared the routes before this item went in, so it is removed.
+        if self.generation.load(Ordering::Acquire) != binding {
+            routes.del_item(endpoint).or_else(|error| {
+                if error.is_instance_of::<PyKeyError>(py) {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Returns whether the order of the app's decorators was checked since the last `bind`.
@@ -127,8 +159,11 @@ impl RequestHook {
         self.ready.load(Ordering::Acquire)
     }
 
-    fn mark_ready(&self) {
-        self.ready.store(true, Ordering::Release);
+    /// Records that the decorator order was checked under the binding `binding`.
+    fn mark_ready(&self, binding: u64) {
+        if self.generation.load(Ordering::Acquire) == binding {
+            self.ready.store(true, Ordering::Release);
+        }
     }
 
     fn __call__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
@@ -146,8 +181,10 @@ impl RequestHook {
         if !self.ready.load(Ordering::Acquire) {
             return Ok(Fast::Slow);
         }
+        // A dict subclass may override `get`, which the C API would bypass, so only a plain dict
+        // is read here.
         let environ = request.getattr(intern!(py, "environ"))?;
-        let Ok(environ) = environ.cast::<PyDict>() else { return Ok(Fast::Slow) };
+        let Ok(environ) = environ.cast_exact::<PyDict>() else { return Ok(Fast::Slow) };
         // A query string may carry a token, which the slow path rejects and audits.
         if let Some(query) = environ.get_item(intern!(py, "QUERY_STRING"))? {
             if query.is_truthy()? {
@@ -168,7 +205,7 @@ impl RequestHook {
         let route = route.cast_into::<RouteRequirement>()?;
         let route = route.get();
         let view_functions = self.app.bind(py).getattr(intern!(py, "view_functions"))?;
-        let Ok(view_functions) = view_functions.cast::<PyDict>() else { return Ok(Fast::Slow) };
+        let Ok(view_functions) = view_functions.cast_exact::<PyDict>() else { return Ok(Fast::Slow) };
         let view = view_functions.get_item(&endpoint)?;
         if view.is_none_or(|view| view.as_ptr() != route.view.as_ptr()) {
             return Ok(Fast::Slow);
@@ -187,8 +224,13 @@ impl RequestHook {
         else {
             return Ok(Fast::Slow);
         };
-        let (authorization, api_key) = (text(&authorization)?, text(&api_key)?);
-        let (remote_addr, forwarded_for) = (text(&remote_addr)?, text(&forwarded_for)?);
+        // A string that is not valid UTF-8, such as one with a lone surrogate, goes to the slow
+        // path, which reports it.
+        let (Ok(authorization), Ok(api_key), Ok(remote_addr), Ok(forwarded_for)) =
+            (text(&authorization), text(&api_key), text(&remote_addr), text(&forwarded_for))
+        else {
+            return Ok(Fast::Slow);
+        };
         let headers = WsgiHeaders {
             authorization: authorization.as_deref(),
             api_key: api_key.as_deref(),

@@ -17,7 +17,11 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     install_log_subscriber();
-    fork::register(m)?;
+    fork::register().map_err(|code| {
+        pyo3::exceptions::PyMemoryError::new_err(format!(
+            "cannot register the fork handler of keyturn (error {code}); native state could not be told apart after a fork"
+        ))
+    })?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     m.add_class::<keyring::Keyring>()?;

@@ -279,3 +279,67 @@ def test_two_apps_share_one_extension(keyturn_env: KeyturnTestEnv) -> None:
         assert first.test_client().get("/plain").status_code == 401
         assert second.test_client().get("/plain").json == {"open": True}
         assert first.test_client().get("/plain", headers=bearer(issued.token)).status_code == 200
+
+
+def test_stale_route_not_remembered(
+    keyturn_env: KeyturnTestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, keyturn = make_app(keyturn_env, KEYTURN_PUBLIC_ENDPOINTS=["plain"])
+    client = app.test_client()
+    decide = keyturn_flask._route_requirement
+    reinitialised: list[bool] = []
+
+    def decide_during_init_app(state: Any, endpoint: str, view: Any) -> Any:
+        # A request that decided its route with the old config, while another thread ran
+        # init_app with a config that no longer lists the endpoint as public.
+        route = decide(state, endpoint, view)
+        if not reinitialised:
+            reinitialised.append(True)
+            app.config["KEYTURN_PUBLIC_ENDPOINTS"] = []
+            keyturn.init_app(app)
+        return route
+
+    monkeypatch.setattr(keyturn_flask, "_route_requirement", decide_during_init_app)
+    assert client.get("/plain").status_code == 200
+    monkeypatch.setattr(keyturn_flask, "_route_requirement", decide)
+    for response in repeated(client, "GET", "/plain"):
+        assert response.status_code == 401
+
+
+def test_dict_subclass_environ_uses_python(keyturn_env: KeyturnTestEnv) -> None:
+    app, _ = make_app(keyturn_env)
+    issued = keyturn_env.create_key()
+
+    class HidingEnviron(dict):  # type: ignore[type-arg]
+        """An environ whose ``get`` hides the Authorization header, as a middleware might."""
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            if key == "HTTP_AUTHORIZATION":
+                return default
+            return super().get(key, default)
+
+    inner = app.wsgi_app
+
+    def hiding_middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        return inner(HidingEnviron(environ), start_response)
+
+    app.wsgi_app = hiding_middleware  # type: ignore[method-assign]
+    client = app.test_client()
+    for response in repeated(client, "GET", "/plain", headers=bearer(issued.token)):
+        assert response.status_code == 401
+        assert problem(response)["code"] == "missing_credentials"
+
+
+def test_non_utf8_header_fails_each_time(
+    keyturn_env: KeyturnTestEnv,
+) -> None:
+    app, _ = make_app(keyturn_env)
+    issued = keyturn_env.create_key()
+    client = app.test_client()
+    client.get("/plain", headers=bearer(issued.token))
+
+    environ = {"HTTP_AUTHORIZATION": "Bearer \udcff"}
+    for _ in range(REPEATS):
+        with pytest.raises(UnicodeEncodeError) as raised:
+            client.get("/plain", environ_overrides=environ)
+        assert "authorization" in " ".join(getattr(raised.value, "__notes__", []))
