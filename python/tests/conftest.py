@@ -40,6 +40,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from keyturn.flask import KeyTurn, current_key
 from keyturn.testing import KeyturnTestEnv
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -70,6 +71,39 @@ def load_example() -> ModuleType:
 
 
 example = load_example()
+
+
+def make_app(
+    env: KeyturnTestEnv, extension: KeyTurn | None = None, **config: Any
+) -> tuple[Flask, KeyTurn]:
+    """Create a bare app with four views, configured for ``env``; KeyTurn is initialised last."""
+    app = Flask(__name__)
+    app.config.update({**env.config, "TESTING": True, **config})
+    keyturn = extension or KeyTurn()
+
+    @app.get("/plain")
+    def plain() -> Any:
+        key = current_key()
+        return {"key_id": key.key_id if key else None}
+
+    @app.get("/any-key")
+    @keyturn.required
+    def any_key() -> Any:
+        key = keyturn.current_key()
+        return {"key_id": key.key_id if key else None}
+
+    @app.get("/writer")
+    @keyturn.required(scopes=["orders:write"])
+    def writer() -> Any:
+        return {"ok": True}
+
+    @app.get("/open")
+    @keyturn.public
+    def open_view() -> Any:
+        return {"key_id": None if current_key() is None else "unexpected"}
+
+    keyturn.init_app(app)
+    return app, keyturn
 
 
 @pytest.fixture

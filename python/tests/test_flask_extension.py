@@ -13,46 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bearer, example, problem, run_cli
+from conftest import bearer, example, make_app, problem, run_cli
 from flask import Blueprint, Flask, Response
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from keyturn import ConfigurationError, InvalidInputError, IssuedKey, KeyInfo, ManualClock
 from keyturn.flask import CONFIG_KEYS, KeyTurn, current_key, key_rejected, key_verified, keys_cli
 from keyturn.testing import KeyturnTestEnv
-
-
-def make_app(
-    env: KeyturnTestEnv, extension: KeyTurn | None = None, **config: Any
-) -> tuple[Flask, KeyTurn]:
-    """Create a bare app with two views, configured for ``env``; KeyTurn is initialised last."""
-    app = Flask(__name__)
-    app.config.update({**env.config, "TESTING": True, **config})
-    keyturn = extension or KeyTurn()
-
-    @app.get("/plain")
-    def plain() -> Any:
-        key = current_key()
-        return {"key_id": key.key_id if key else None}
-
-    @app.get("/any-key")
-    @keyturn.required
-    def any_key() -> Any:
-        key = keyturn.current_key()
-        return {"key_id": key.key_id if key else None}
-
-    @app.get("/writer")
-    @keyturn.required(scopes=["orders:write"])
-    def writer() -> Any:
-        return {"ok": True}
-
-    @app.get("/open")
-    @keyturn.public
-    def open_view() -> Any:
-        return {"key_id": None if current_key() is None else "unexpected"}
-
-    keyturn.init_app(app)
-    return app, keyturn
 
 
 @contextmanager

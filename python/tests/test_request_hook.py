@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import bearer, problem
+from conftest import bearer, make_app, problem
 from flask import Flask, Response, request
 from flask.testing import FlaskClient
 
@@ -34,30 +34,6 @@ def slow_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(keyturn_flask, "_authenticate_before_request", recording)
     return calls
-
-
-def make_app(env: KeyturnTestEnv, **config: Any) -> tuple[Flask, KeyTurn]:
-    app = Flask(__name__)
-    app.config.update({**env.config, "TESTING": True, **config})
-    keyturn = KeyTurn()
-
-    @app.route("/plain", methods=["GET", "POST"])
-    def plain() -> Any:
-        key = current_key()
-        return {"key_id": key.key_id if key else None}
-
-    @app.get("/writer")
-    @keyturn.required(scopes=["orders:write"])
-    def writer() -> Any:
-        return {"ok": True}
-
-    @app.get("/open")
-    @keyturn.public
-    def open_view() -> Any:
-        return {"key_id": None if current_key() is None else "unexpected"}
-
-    keyturn.init_app(app)
-    return app, keyturn
 
 
 def repeated(client: FlaskClient, method: str, path: str, **kwargs: Any) -> Iterator[Any]:
