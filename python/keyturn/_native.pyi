@@ -94,7 +94,7 @@ class AuthResult:
     key: KeyInfo | None
 
 class RouteRequirement:
-    """What the Flask hook requires of requests to one endpoint."""
+    """The requirement of the Flask hook for requests to one endpoint."""
 
     def __init__(self, view: Any, protected: bool, scopes: list[str]) -> None: ...
     #: The view this was decided for.

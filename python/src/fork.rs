@@ -10,10 +10,12 @@
 //! no state.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::Mutex;
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
-static REGISTER: Once = Once::new();
+/// Whether the handler is registered, so that a second import registers no second handler and a
+/// failed registration is tried again.
+static REGISTERED: Mutex<bool> = Mutex::new(false);
 
 /// Returns the fork generation of this process: 0 in the process that loaded the module, and one
 /// more in each child than in its parent.
@@ -24,9 +26,12 @@ pub(crate) fn generation() -> u64 {
 /// Registers the handler that raises the generation in every child of `fork()`. Returns the
 /// error number when the C library cannot register it (it is out of memory).
 pub(crate) fn register() -> Result<(), i32> {
-    let mut result = Ok(());
-    REGISTER.call_once(|| result = register_handler());
-    result
+    let mut registered = REGISTERED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !*registered {
+        register_handler()?;
+        *registered = true;
+    }
+    Ok(())
 }
 
 #[cfg(unix)]

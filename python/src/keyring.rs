@@ -577,6 +577,9 @@ impl Keyring {
         })
     }
 
+    // NOTE: in strict mode, a child forked while the parent was writing a first use to SQLite
+    // could not open the store for about 5 s and returned 503. SQLite's lock bookkeeping copied
+    // by the fork is a likely cause, not confirmed. Forking while the parent is idle avoids it.
     fn open_process(
         &self,
         generation: u64,

@@ -19,7 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     install_log_subscriber();
     fork::register().map_err(|code| {
         pyo3::exceptions::PyMemoryError::new_err(format!(
-            "cannot register the fork handler of keyturn (error {code}); native state could not be told apart after a fork"
+            "registering the fork handler of keyturn failed (error {code}: out of memory); free memory and restart the process"
         ))
     })?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

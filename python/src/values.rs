@@ -217,12 +217,12 @@ pub(crate) struct AuthResult {
 }
 
 impl AuthResult {
-    /// Whether the request may proceed.
+    /// Returns whether the request may proceed.
     pub(crate) fn is_allowed(&self) -> bool {
         self.allowed
     }
 
-    /// The lifecycle headers of an allowed request, or the headers of the rejection.
+    /// Returns the lifecycle headers of an allowed request, or the headers of the rejection.
     pub(crate) fn response_headers(&self) -> &[(&'static str, String)] {
         &self.headers
     }

@@ -1,4 +1,4 @@
-"""Native state after a fork that Python is not told about.
+"""Native state after a fork that runs no Python at-fork function.
 
 uWSGI forks its workers with the C library's ``fork()`` unless ``py-call-osafterfork`` is set,
 so no ``os.register_at_fork`` function runs in the child. A keyring that a parent used before
@@ -34,7 +34,7 @@ def test_c_fork_child_gets_own_state(keyturn_env: KeyturnTestEnv) -> None:
 
     pid = c_fork()
     if pid == 0:
-        # The child writes the first use of a key that nobody used yet, then closes the keyring,
+        # The child writes the first use of a key that was never used, then closes the keyring,
         # which waits for its background writer.
         code = 1
         try:

@@ -1,7 +1,7 @@
 """The Flask extension's before_request hook decides the common request in native code and hands
 every other one to Python. These tests send each kind of request several times: the first one
 goes through Python, which remembers the route, and the later ones through the native hook. Every
-response must be the same as the first, and the native hook must have answered the later ones.
+response must be the same as the first, and the native hook must have decided the later ones.
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ def repeated(client: FlaskClient, method: str, path: str, **kwargs: Any) -> Iter
         yield client.open(path, method=method, **kwargs)
 
 
-def test_valid_key_is_allowed_on_every_request(
-    keyturn_env: KeyturnTestEnv, slow_calls: list[str]
-) -> None:
+def test_valid_key_allowed_each_time(keyturn_env: KeyturnTestEnv, slow_calls: list[str]) -> None:
     app, _ = make_app(keyturn_env)
     issued = keyturn_env.create_key()
     client = app.test_client()
@@ -55,9 +53,7 @@ def test_valid_key_is_allowed_on_every_request(
     assert slow_calls == ["/plain"]
 
 
-def test_rejections_are_identical_on_every_request(
-    keyturn_env: KeyturnTestEnv, slow_calls: list[str]
-) -> None:
+def test_rejections_identical_each_time(keyturn_env: KeyturnTestEnv, slow_calls: list[str]) -> None:
     app, _ = make_app(keyturn_env, KEYTURN_GUARD=False)
     issued = keyturn_env.create_key()
     revoked = keyturn_env.create_key()
@@ -94,9 +90,7 @@ def test_rejections_are_identical_on_every_request(
     assert slow_calls == ["/plain"]
 
 
-def test_public_view_unknown_path_and_automatic_options(
-    keyturn_env: KeyturnTestEnv, slow_calls: list[str]
-) -> None:
+def test_public_404_and_options(keyturn_env: KeyturnTestEnv, slow_calls: list[str]) -> None:
     app, _ = make_app(keyturn_env)
     client = app.test_client()
 
@@ -108,13 +102,11 @@ def test_public_view_unknown_path_and_automatic_options(
     for response in repeated(client, "OPTIONS", "/plain"):
         assert response.status_code == 200
         assert "GET" in response.headers["Allow"]
-    # The native hook hands OPTIONS requests back, so Flask's own answer stays in one place.
+    # The native hook hands OPTIONS requests to Python, so their handling stays in one place.
     assert slow_calls == ["/open", *["/plain"] * REPEATS]
 
 
-def test_token_in_query_is_rejected_on_every_request(
-    keyturn_env: KeyturnTestEnv, slow_calls: list[str]
-) -> None:
+def test_query_token_rejected_each_time(keyturn_env: KeyturnTestEnv, slow_calls: list[str]) -> None:
     app, _ = make_app(keyturn_env)
     issued = keyturn_env.create_key()
     client = app.test_client()
@@ -128,9 +120,7 @@ def test_token_in_query_is_rejected_on_every_request(
     assert slow_calls == ["/plain", *["/open"] * REPEATS, *["/plain"] * REPEATS]
 
 
-def test_scopes_are_checked_on_every_request(
-    keyturn_env: KeyturnTestEnv, slow_calls: list[str]
-) -> None:
+def test_scopes_checked_each_time(keyturn_env: KeyturnTestEnv, slow_calls: list[str]) -> None:
     app, _ = make_app(keyturn_env)
     reader = keyturn_env.create_key(scopes=["orders:read"])
     writer = keyturn_env.create_key(scopes=["orders:write"])
@@ -144,7 +134,7 @@ def test_scopes_are_checked_on_every_request(
     assert slow_calls == ["/writer"]
 
 
-def test_lifecycle_headers_and_late_receivers(
+def test_lifecycle_headers_and_receivers(
     keyturn_env: KeyturnTestEnv, slow_calls: list[str]
 ) -> None:
     app, _ = make_app(keyturn_env)
@@ -172,7 +162,7 @@ def test_lifecycle_headers_and_late_receivers(
     assert slow_calls == ["/plain"]
 
 
-def test_replaced_view_is_decided_again(keyturn_env: KeyturnTestEnv, slow_calls: list[str]) -> None:
+def test_replaced_view_decided_again(keyturn_env: KeyturnTestEnv, slow_calls: list[str]) -> None:
     app, keyturn = make_app(keyturn_env)
     client = app.test_client()
     assert client.get("/plain").status_code == 401
@@ -187,9 +177,7 @@ def test_replaced_view_is_decided_again(keyturn_env: KeyturnTestEnv, slow_calls:
     assert slow_calls == ["/plain", "/plain"]
 
 
-def test_init_app_again_uses_the_new_config(
-    keyturn_env: KeyturnTestEnv, slow_calls: list[str]
-) -> None:
+def test_init_app_again_new_config(keyturn_env: KeyturnTestEnv, slow_calls: list[str]) -> None:
     app, keyturn = make_app(keyturn_env)
     issued = keyturn_env.create_key()
     client = app.test_client()
@@ -205,7 +193,7 @@ def test_init_app_again_uses_the_new_config(
     assert slow_calls == ["/plain", "/plain"]
 
 
-def test_invalid_scope_name_fails_on_every_request(keyturn_env: KeyturnTestEnv) -> None:
+def test_invalid_scope_fails_each_time(keyturn_env: KeyturnTestEnv) -> None:
     app = Flask(__name__)
     app.config.update({**keyturn_env.config, "TESTING": True})
     keyturn = KeyTurn()
@@ -222,7 +210,7 @@ def test_invalid_scope_name_fails_on_every_request(keyturn_env: KeyturnTestEnv) 
             client.get("/bad")
 
 
-def test_current_key_in_after_request_functions(keyturn_env: KeyturnTestEnv) -> None:
+def test_current_key_in_after_request(keyturn_env: KeyturnTestEnv) -> None:
     app, _ = make_app(keyturn_env)
     issued = keyturn_env.create_key()
     seen: list[str | None] = []
@@ -240,7 +228,7 @@ def test_current_key_in_after_request_functions(keyturn_env: KeyturnTestEnv) -> 
     assert seen == [issued.key.key_id] * REPEATS + [None]
 
 
-def test_two_apps_share_one_extension(keyturn_env: KeyturnTestEnv) -> None:
+def test_two_apps_share_extension(keyturn_env: KeyturnTestEnv) -> None:
     first, keyturn = make_app(keyturn_env)
     second = Flask("second")
     second.config.update({**keyturn_env.config, "TESTING": True, "KEYTURN_PROTECT_ALL": False})

@@ -167,7 +167,7 @@ fn measure_memory(runtime: &Runtime, fixture: &StoreFixture, peppers: &PepperRin
 /// never verified before. The change follower and the usage writer run, as in a server.
 ///
 /// The keys of the first two passes were verified once before, through another store, as the
-/// keys of a running service are: the first use of a key is written at once rather than after
+/// keys of a running service are. The first use of a key is written at once rather than after
 /// the flush interval, so a pass of keys never used before also times those writes. That is
 /// the third pass, left out when `measure_memory` used every key.
 fn measure_latency(runtime: &Runtime, fixture: &StoreFixture, peppers: &PepperRing, tokens: &[Token]) -> Latency {
