@@ -577,9 +577,10 @@ impl Keyring {
         })
     }
 
-    // NOTE: in strict mode, a child forked while the parent was writing a first use to SQLite
-    // could not open the store for about 5 s and returned 503. SQLite's lock bookkeeping copied
-    // by the fork is a likely cause, not confirmed. Forking while the parent is idle avoids it.
+    // NOTE: a child forked while the parent was writing to SQLite (such as the first use of a
+    // key) could not open the store within OPEN_TIMEOUT and returned 503 for several seconds.
+    // SQLite's lock bookkeeping copied by the fork is a likely cause, not confirmed. Forking
+    // while the parent writes nothing avoids it.
     fn open_process(
         &self,
         generation: u64,

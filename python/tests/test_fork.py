@@ -28,6 +28,9 @@ def test_c_fork_child_gets_own_state(keyturn_env: KeyturnTestEnv) -> None:
     config = keyturn_env.config
     keyring = Keyring(database_url=config["KEYTURN_DATABASE_URL"], pepper=config["KEYTURN_PEPPER"])
     assert keyring.verify(used.token).allowed
+    # A fork in the middle of a SQLite write leaves the child unable to open the store (see the
+    # NOTE on Keyring.open_process), so the parent writes the first use of the key first.
+    keyring.flush()
     # PyDLL keeps the GIL across the call, so the child's only thread holds it.
     c_fork = ctypes.PyDLL(None).fork
     c_fork.restype = ctypes.c_int
@@ -41,6 +44,8 @@ def test_c_fork_child_gets_own_state(keyturn_env: KeyturnTestEnv) -> None:
             if keyring.verify(fresh.token).allowed:
                 keyring.close()
                 code = 0
+        except Exception as error:
+            print(f"forked child failed: {error!r}", file=sys.stderr, flush=True)
         finally:
             os._exit(code)
 
